@@ -1,0 +1,36 @@
+# Every target installs what it needs first, so a fresh machine needs only `make demo` / `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch and torchvision must match (clip imports torchvision; a mismatch breaks transformers).
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_PINS) -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m owlvit_cli.demo
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install
+	$(PY) bench/bench.py
+
+clean:
+	rm -rf $(VENV) demo bench/out .pytest_cache .ruff_cache

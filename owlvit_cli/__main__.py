@@ -1,0 +1,6 @@
+"""`python -m owlvit_cli` runs the same app as the `owlvit` console script."""
+
+from owlvit_cli.cli import main
+
+if __name__ == "__main__":
+    main()

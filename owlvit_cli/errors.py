@@ -1,0 +1,49 @@
+"""The project's error types. Each carries its exit code so the CLI maps errors in one place."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Documented process exit codes (README "Exit codes")."""
+
+    OK = 0
+    CHECK_FAILED = 1
+    BAD_INPUT = 2
+    HUB_ERROR = 3
+    INTERRUPTED = 130
+
+
+class OwlvitError(Exception):
+    """Base of every error the tool reports as one line instead of a traceback."""
+
+    exit_code: ExitCode = ExitCode.BAD_INPUT
+
+
+class BadInputError(OwlvitError):
+    """The user gave something we cannot use: a path, an option, a file's contents."""
+
+
+class CheckpointError(BadInputError):
+    """The file is not a readable scenic OWL-ViT checkpoint."""
+
+
+class MappingError(BadInputError):
+    """The checkpoint's tensors do not map one-to-one onto the transformers model."""
+
+
+class ModelDirError(BadInputError):
+    """A transformers model directory is missing files or does not match the checkpoint."""
+
+
+class CheckFailedError(OwlvitError):
+    """A numerical check ran and failed (verify)."""
+
+    exit_code = ExitCode.CHECK_FAILED
+
+
+class HubError(OwlvitError):
+    """The Hub (or the network in front of it) refused or failed a request."""
+
+    exit_code = ExitCode.HUB_ERROR
