@@ -8,6 +8,7 @@ file name: released v1 (`optimizer/target`, `resblocks.N`, `ln_1`/`ln_2`), relea
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import re
@@ -69,7 +70,9 @@ class Checkpoint:
 
     def close(self) -> None:
         if self._map is not None:
-            self._map.close()
+            # Arrays still viewing the map keep it alive; it closes when the last one goes.
+            with contextlib.suppress(BufferError):
+                self._map.close()
             self._map = None
 
     def __getitem__(self, path: str) -> TensorEntry:
