@@ -129,7 +129,8 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         tree = index_msgpack(memoryview(buf))
         ckpt = _checkpoint_from_tree(file_path, len(buf), tree)
     except BaseException:
-        buf.close()
+        with contextlib.suppress(BufferError):  # views in the traceback; GC frees the map
+            buf.close()
         raise
     ckpt._map = buf
     return ckpt

@@ -1,0 +1,112 @@
+"""Shared fixtures: the scenic reference data, tiny random checkpoints, converted models.
+
+Everything here runs offline: the Hub is never contacted (HF_HUB_OFFLINE) and telemetry is off.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from owlvit_cli.spec import VARIANTS
+
+DATA = Path(__file__).parent / "data"
+REFERENCE = DATA / "scenic_reference"
+REFERENCE_NAMES = {
+    "v1_release": ("ref_v1_release_checkpoint", "v1"),
+    "v2_release": ("ref_v2_release_checkpoint", "v2"),
+    "v1_current": ("ref_v1_current_checkpoint", "current"),
+}
+TINY_CASES = [(v, layout) for v in ("v1-tiny", "v2-tiny") for layout in ("v1", "v2", "current")]
+
+
+@pytest.fixture(scope="session")
+def reference_manifest() -> dict:
+    return json.loads((REFERENCE / "manifest.json").read_text())
+
+
+def reference_checkpoint(name: str) -> Path:
+    return REFERENCE / REFERENCE_NAMES[name][0]
+
+
+def reference_io(name: str) -> dict[str, np.ndarray]:
+    with np.load(REFERENCE / f"ref_{name}_io.npz", allow_pickle=False) as data:
+        return {key: data[key] for key in data.files if data[key].dtype != object}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Build (once per session) a tiny random checkpoint for a variant/layout/dtype."""
+    from owlvit_cli.fixtures import build_checkpoint
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    cache: dict[tuple[str, str, str, int], Path] = {}
+
+    def make(variant: str = "v1-tiny", layout: str = "current", dtype: str = "float32",
+             seed: int = 0) -> Path:  # fmt: skip
+        key = (variant, layout, dtype, seed)
+        if key not in cache:
+            path = root / f"{variant}-{layout}-{dtype}-{seed}.msgpack"
+            cache[key] = build_checkpoint(path, VARIANTS[variant], layout, dtype, seed)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Convert a checkpoint (once per session and options) and return the model directory."""
+    from owlvit_cli.convert import convert_checkpoint
+
+    root = tmp_path_factory.mktemp("converted")
+    cache: dict[tuple[Path, str], Path] = {}
+
+    def make(checkpoint: Path, dtype: str = "float32") -> Path:
+        key = (checkpoint, dtype)
+        if key not in cache:
+            out = root / f"{checkpoint.name}-{dtype}"
+            convert_checkpoint(checkpoint, out, dtype=dtype)
+            cache[key] = out
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture
+def cli() -> Callable[..., object]:
+    """Invoke the Typer app in-process, stdout and stderr kept apart."""
+    from owlvit_cli.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str | os.PathLike[str]) -> object:
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+def run_console_script(*args: str | os.PathLike[str], env: dict[str, str] | None = None,
+                       timeout: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run the real `owlvit` entry point in a subprocess (what a user or CI runs)."""
+    return subprocess.run(
+        [sys.executable, "-m", "owlvit_cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        check=False,
+    )
