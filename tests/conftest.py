@@ -56,8 +56,9 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., P
     root = tmp_path_factory.mktemp("checkpoints")
     cache: dict[tuple[str, str, str, int], Path] = {}
 
-    def make(variant: str = "v1-tiny", layout: str = "current", dtype: str = "float32",
-             seed: int = 0) -> Path:  # fmt: skip
+    def make(
+        variant: str = "v1-tiny", layout: str = "current", dtype: str = "float32", seed: int = 0
+    ) -> Path:
         key = (variant, layout, dtype, seed)
         if key not in cache:
             path = root / f"{variant}-{layout}-{dtype}-{seed}.msgpack"
@@ -99,8 +100,9 @@ def cli() -> Callable[..., object]:
     return invoke
 
 
-def run_console_script(*args: str | os.PathLike[str], env: dict[str, str] | None = None,
-                       timeout: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def run_console_script(
+    *args: str | os.PathLike[str], env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run the real `owlvit` entry point in a subprocess (what a user or CI runs)."""
     return subprocess.run(
         [sys.executable, "-m", "owlvit_cli", *map(str, args)],

@@ -26,8 +26,9 @@ def run_console_script_python(code: str) -> str:
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip()  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def test_inspect_json_through_console_script(tiny_checkpoint):
@@ -35,8 +36,14 @@ def test_inspect_json_through_console_script(tiny_checkpoint):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)  # exactly one JSON object, nothing else
     assert report["layout"] == "v1" and report["version"] == 2
-    assert report["config"]["vision"] == {"hidden_size": 128, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "intermediate_size": 512, "patch_size": 16, "image_size": 64}  # fmt: skip
+    assert report["config"]["vision"] == {
+        "hidden_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 512,
+        "patch_size": 16,
+        "image_size": 64,
+    }
     assert report["config"]["objectness_head"] is True
     assert report["num_parameters"] == sum(
         int(__import__("math").prod(p["shape"])) for p in report["params"]

@@ -41,8 +41,11 @@ def test_converted_reference_reproduces_scenic(converted, name: str, patched: bo
     if patched:
         np.testing.assert_allclose(outputs["feature_map"], io["feature_map"], atol=PATCHED_TOL)
         image_only = run_hf_image_only(model, io["pixel_values_nchw"])
-        np.testing.assert_allclose(image_only["class_embeddings_unnormalized"],
-                                   io["class_embeddings_unnormalized"], atol=PATCHED_TOL)  # fmt: skip
+        np.testing.assert_allclose(
+            image_only["class_embeddings_unnormalized"],
+            io["class_embeddings_unnormalized"],
+            atol=PATCHED_TOL,
+        )
 
 
 def test_stock_model_is_not_scenic_exact(converted):
@@ -67,8 +70,19 @@ def test_saved_tokenizer_gives_reference_ids(converted, name: str, reference_man
             assert ids == io["input_ids"][b, q].tolist(), text
 
 
-ORDINARY_QUERIES = ["Dog!", "a photo of a cat", "hello!world", "", "!", "café   dog",
-                    "A RED car", "  spaces\tand\nnewlines ", "don't", "3 apples", "über-cool"]  # fmt: skip
+ORDINARY_QUERIES = [
+    "Dog!",
+    "a photo of a cat",
+    "hello!world",
+    "",
+    "!",
+    "café   dog",
+    "A RED car",
+    "  spaces\tand\nnewlines ",
+    "don't",
+    "3 apples",
+    "über-cool",
+]
 
 
 def test_tokenizer_matches_clip_for_ordinary_queries(converted, tiny_checkpoint):
@@ -110,12 +124,22 @@ def test_output_directory_contents_and_record(converted, tiny_checkpoint):
     ckpt = tiny_checkpoint("v2-tiny", "v2")
     out = converted(ckpt)
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "model.safetensors", "vocab.json", "merges.txt", RECORD_FILE,
-            "tokenizer_config.json", "preprocessor_config.json"} <= names  # fmt: skip
+    assert {
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+        RECORD_FILE,
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+    } <= names
     assert not any(".owlvit-tmp-" in n for n in names)
     record = json.loads((out / RECORD_FILE).read_text())
-    assert record["source"] == {"file": ckpt.name, "size": ckpt.stat().st_size,
-                                "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()}  # fmt: skip
+    assert record["source"] == {
+        "file": ckpt.name,
+        "size": ckpt.stat().st_size,
+        "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(),
+    }
     assert record["layout"] == "v2" and record["version"] == 2 and record["dtype"] == "float32"
     assert record["model_class"] == "Owlv2ForObjectDetection"
     assert "owlv2.visual_projection.weight" in record["generated"]

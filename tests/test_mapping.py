@@ -31,8 +31,9 @@ def test_out_kernel_sums_over_heads():
     kernel = np.random.default_rng(1).standard_normal((heads, head_dim, width)).astype(np.float32)
     per_head = np.random.default_rng(2).standard_normal((heads, head_dim)).astype(np.float32)
     weight = TRANSFORMS["merge_heads_out"].apply(kernel)
-    np.testing.assert_allclose(weight @ per_head.reshape(-1),
-                               np.einsum("hd,hdw->w", per_head, kernel), rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        weight @ per_head.reshape(-1), np.einsum("hd,hdw->w", per_head, kernel), rtol=1e-5
+    )
 
 
 def test_conv_and_dense_layouts():
@@ -45,8 +46,14 @@ def test_conv_and_dense_layouts():
 
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
 def test_shape_functions_agree_with_data(name: str):
-    shapes = {"copy": (3, 4), "transpose": (3, 4), "merge_heads_in": (6, 3, 2),
-              "flatten": (3, 2), "merge_heads_out": (3, 2, 6), "conv_hwio_to_oihw": (4, 4, 3, 8)}  # fmt: skip
+    shapes = {
+        "copy": (3, 4),
+        "transpose": (3, 4),
+        "merge_heads_in": (6, 3, 2),
+        "flatten": (3, 2),
+        "merge_heads_out": (3, 2, 6),
+        "conv_hwio_to_oihw": (4, 4, 3, 8),
+    }
     array = np.zeros(shapes[name], np.float32)
     transform = TRANSFORMS[name]
     assert transform.apply(array).shape == transform.shape(array.shape)
@@ -55,18 +62,24 @@ def test_shape_functions_agree_with_data(name: str):
 @pytest.mark.parametrize(
     ("source", "target"),
     [
-        ("backbone/clip/visual/transformer/resblocks_3/ln_0/scale",
-         "owlvit.vision_model.encoder.layers.3.layer_norm1.weight"),
-        ("backbone/clip/text/transformer/resblocks_11/attn/value/kernel",
-         "owlvit.text_model.encoder.layers.11.self_attn.v_proj.weight"),
-        ("backbone/clip/text/transformer/resblocks_0/mlp/c_proj/bias",
-         "owlvit.text_model.encoder.layers.0.mlp.fc2.bias"),
+        (
+            "backbone/clip/visual/transformer/resblocks_3/ln_0/scale",
+            "owlvit.vision_model.encoder.layers.3.layer_norm1.weight",
+        ),
+        (
+            "backbone/clip/text/transformer/resblocks_11/attn/value/kernel",
+            "owlvit.text_model.encoder.layers.11.self_attn.v_proj.weight",
+        ),
+        (
+            "backbone/clip/text/transformer/resblocks_0/mlp/c_proj/bias",
+            "owlvit.text_model.encoder.layers.0.mlp.fc2.bias",
+        ),
         ("backbone/merged_class_token/scale", "layer_norm.weight"),
         ("obj_box_head/Dense_2/kernel", "box_head.dense2.weight"),
         ("class_head/logit_shift/bias", "class_head.logit_shift.bias"),
         ("backbone/clip/visual/ln_pre/bias", "owlvit.vision_model.pre_layernorm.bias"),
     ],
-)  # fmt: skip
+)
 def test_rule_targets(source: str, target: str):
     rule, groups = match_rule(source)
     assert rule.target.format(model="owlvit", **groups) == target
@@ -96,7 +109,7 @@ def test_extra_ignored_and_unknown_tensors():
     plan = plan_mapping(shapes, spec)
     assert {i.source for i in plan.ignored} == {"class_head/padding", "obj_mask_head/x"}
     assert [i.warn for i in plan.ignored if i.source == "obj_mask_head/x"] == [True]
-    with pytest.raises(MappingError, match="not part of an OWL-ViT model.*mystery"):
+    with pytest.raises(MappingError, match=r"not part of an OWL-ViT model.*mystery"):
         plan_mapping({**expected_shapes(spec), "backbone/mystery/kernel": (3,)}, spec)
 
 
@@ -104,7 +117,7 @@ def test_missing_and_misshapen_tensors_are_named():
     spec = VARIANTS["v2-tiny"]
     shapes = expected_shapes(spec)
     del shapes["objectness_head/Dense_1/bias"]
-    with pytest.raises(MappingError, match="lacks 1 tensor.*objectness_head/Dense_1/bias"):
+    with pytest.raises(MappingError, match=r"lacks 1 tensor.*objectness_head/Dense_1/bias"):
         plan_mapping(shapes, spec)
     shapes = {**expected_shapes(spec), "obj_box_head/Dense_0/kernel": (128, 127)}
     with pytest.raises(MappingError, match="obj_box_head/Dense_0/kernel has shape"):
