@@ -22,7 +22,7 @@ from typing import Any
 from owlvit_cli import __version__
 from owlvit_cli.atomic import atomic_directory, check_output_dir
 from owlvit_cli.checkpoint import Checkpoint, open_checkpoint
-from owlvit_cli.errors import BadInputError
+from owlvit_cli.errors import BadInputError, OutputError
 from owlvit_cli.inspection import checkpoint_spec
 from owlvit_cli.mapping import (
     VISUAL_PROJECTION_NOTE,
@@ -230,14 +230,19 @@ def convert_checkpoint(
                 ckpt.release(source)
             on_tensor(tensor.name)
 
-        with atomic_directory(output, overwrite) as tmp:
-            files = write_model_files(tmp, planned_tensors(ckpt, plan), dtype, shard_bytes, written)
-            config.save_pretrained(str(tmp))
-            save_processor(tmp, spec)
-            hasher.join()
-            if hasher.error is not None:
-                raise BadInputError(f"{checkpoint}: cannot read ({hasher.error})")
-            record = conversion_record(ckpt, spec, plan, hasher.digest, dtype)
-            (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
-            files = sorted(p.name for p in tmp.iterdir())
+        try:
+            with atomic_directory(output, overwrite) as tmp:
+                files = write_model_files(
+                    tmp, planned_tensors(ckpt, plan), dtype, shard_bytes, written
+                )
+                config.save_pretrained(str(tmp))
+                save_processor(tmp, spec)
+                hasher.join()
+                if hasher.error is not None:
+                    raise BadInputError(f"{checkpoint}: cannot read ({hasher.error})")
+                record = conversion_record(ckpt, spec, plan, hasher.digest, dtype)
+                (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+                files = sorted(p.name for p in tmp.iterdir())
+        except OSError as exc:  # disk full, quota, vanished directory: the user's to fix
+            raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from exc
     return ConversionResult(output, files, record, time.perf_counter() - started, warnings)

@@ -37,6 +37,10 @@ class ModelDirError(BadInputError):
     """A transformers model directory is missing files or does not match the checkpoint."""
 
 
+class OutputError(BadInputError):
+    """An output could not be written (disk full, permissions); nothing partial is left."""
+
+
 class CheckFailedError(OwlvitError):
     """A numerical check ran and failed (verify)."""
 

@@ -8,8 +8,10 @@ uses eps 1e-6. Stock users get neither, which is what the fidelity check measure
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +125,60 @@ def run_hf_image_only(model: Any, pixel_values: np.ndarray) -> dict[str, np.ndar
         if is_v2(model):
             result["objectness_logits"] = model.objectness_predictor(feats)
     return {key: value.detach().float().numpy() for key, value in result.items()}
+
+
+@contextlib.contextmanager
+def stock_semantics(model: Any) -> Iterator[Any]:
+    """Undo `apply_scenic_semantics` on exit, so one loaded model serves both checks."""
+    saved_eps = model.layer_norm.eps
+    heads = {n: getattr(model, n) for n in ("box_head", "objectness_head") if hasattr(model, n)}
+    saved_gelu = {n: head.gelu for n, head in heads.items() if head is not None}
+    try:
+        yield model
+    finally:
+        model.layer_norm.eps = saved_eps
+        for name, gelu in saved_gelu.items():
+            heads[name].gelu = gelu
+
+
+@contextlib.contextmanager
+def reuse_tower_outputs(model: Any) -> Iterator[Any]:
+    """Memoise the vision and text towers by input value, so running the model again on the
+    same pixels and ids (with only the heads patched) costs just the heads."""
+    towers = [model.base_model.vision_model, model.base_model.text_model]
+    for tower in towers:
+        tower.forward = _memoised(tower.forward)
+    try:
+        yield model
+    finally:
+        for tower in towers:
+            del tower.forward  # back to the class's forward
+
+
+def _memoised(forward: Callable[..., Any]) -> Callable[..., Any]:
+    cache: list[tuple[list[Any], Any]] = []
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        values = [*args, *(kwargs[k] for k in sorted(kwargs))]
+        for seen, result in cache:
+            if len(seen) == len(values) and all(map(_same_value, seen, values)):
+                return result
+        result = forward(*args, **kwargs)
+        cache.append((values, result))
+        return result
+
+    return run
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and a.dtype == b.dtype
+            and bool(torch.equal(a, b))
+        )
+    return a is b or a == b

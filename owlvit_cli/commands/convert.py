@@ -60,9 +60,9 @@ def convert_command(
         payload = result.to_json()
         code = ExitCode.OK
         if verify:
-            from owlvit_cli.commands.verify import run_verification
+            from owlvit_cli.commands.verify import verify_and_record
 
-            report = run_verification(out, checkpoint, output, record=True)
+            report = verify_and_record(out, checkpoint, output, record=True)
             payload["verification"] = report
             code = ExitCode.OK if report["passed"] else ExitCode.CHECK_FAILED
         out.result(payload, lambda console: render(console, payload))

@@ -1,0 +1,435 @@
+"""Prove a converted model equals the scenic-exact Flax model, in three separate questions.
+
+1. mapping: same pixels and token ids into both models, the two known modelling differences
+   patched on the transformers side. Only a mapping bug can fail this (~1e-5, scaled by the
+   magnitude of the output).
+2. stock: the transformers model exactly as users load it, same inputs, with the tolerances
+   that the modelling differences allow.
+3. processor: the saved transformers processor vs scenic's preprocessing and tokenizer, and
+   what that does to the top detections. Informational unless `strict_processor`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from owlvit_cli import __version__
+from owlvit_cli.errors import BadInputError, ModelDirError
+from owlvit_cli.spec import ModelSpec
+
+DEFAULT_QUERIES = ("a house", "a red car", "a tree", "a cat")
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+MAPPING_ATOL = 1e-5
+STOCK_TOLERANCES = {
+    "pred_logits": 2e-4,
+    "pred_boxes": 1e-3,
+    "objectness_logits": 1e-3,
+    "class_embeddings": 1e-3,
+    "query_embeddings": 1e-3,
+    "feature_map": 1e-3,
+    "image_class_embeddings": 1e-3,
+    "top_k": 1e-3,
+}
+STRICT_PROCESSOR_TOLERANCES = {"pixels": 1e-3, "input_ids": 0.0, "top_k": 1e-3}
+RECORD_FILE = "owlvit_verification.json"
+Step = Callable[[str], Any]
+
+
+@dataclass
+class Comparison:
+    name: str
+    level: str
+    max_abs: float
+    tolerance: float | None
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class VerifyInputs:
+    """Scenic-side pixels ([0,1] NHWC) and ids, their transformers form, and their origin."""
+
+    images: list[str]
+    raw_images: list[np.ndarray | None]
+    scenic_pixels: np.ndarray
+    queries: list[str]
+    input_ids: np.ndarray
+
+    @functools.cached_property
+    def pixel_values(self) -> np.ndarray:
+        return normalize_pixels(self.scenic_pixels)
+
+    @property
+    def query_mask(self) -> np.ndarray:
+        return self.input_ids[..., 0] > 0
+
+
+@dataclass
+class VerifyOptions:
+    images: Sequence[Path] = ()
+    queries: Sequence[str] = ()
+    atol: dict[str, float] = field(default_factory=dict)
+    strict_processor: bool = False
+    top_k: int = 5
+
+
+def normalize_pixels(pixels_nhwc: np.ndarray) -> np.ndarray:
+    """scenic normalises inside its model; transformers takes normalised NCHW pixels."""
+    return ((pixels_nhwc - CLIP_MEAN) / CLIP_STD).transpose(0, 3, 1, 2).astype(np.float32)
+
+
+def sample_image_path() -> Path:
+    return Path(str(resources.files("owlvit_cli") / "assets" / "sample.png"))
+
+
+def prepare_inputs(spec: ModelSpec, options: VerifyOptions) -> VerifyInputs:
+    """Load images (or .npy pixel arrays) and tokenize queries the way scenic does; one
+    all-zero padding query is appended so that the padding path is exercised too."""
+    from owlvit_cli.preprocess import load_image, scenic_preprocess
+    from owlvit_cli.scenic_tokenizer import tokenize_queries
+
+    size = spec.vision.image_size
+    paths = list(options.images) or [sample_image_path()]
+    queries = list(options.queries) or list(DEFAULT_QUERIES)
+    if any(not q.strip() for q in queries):
+        raise BadInputError("empty --query; every query needs some text")
+    raw: list[np.ndarray | None] = []
+    pixels = []
+    for path in paths:
+        if Path(path).suffix.lower() == ".npy":
+            pixels.append(load_pixel_array(Path(path), size))
+            raw.append(None)
+        else:
+            image = load_image(path)
+            raw.append(image)
+            pixels.append(scenic_preprocess(image, size))
+    rows: list[list[str | None]] = [[*queries, None] for _ in paths]
+    ids = tokenize_queries(rows, spec.text.max_position_embeddings)
+    return VerifyInputs([str(p) for p in paths], raw, np.stack(pixels), queries, ids)
+
+
+def load_pixel_array(path: Path, size: int) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"{path}: not a readable .npy array ({exc})") from exc
+    if array.shape != (size, size, 3) or not np.issubdtype(array.dtype, np.floating):
+        raise BadInputError(
+            f"{path}: expected a float array of shape [{size}, {size}, 3] in [0, 1] "
+            f"(this model's input size), got {array.dtype} {list(array.shape)}"
+        )
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+        raise BadInputError(f"{path}: pixel values must be finite and in [0, 1]")
+    return array.astype(np.float32)
+
+
+def check_same_architecture(spec: ModelSpec, hf_dir: Path) -> None:
+    """Different architectures are bad input (exit 2), not a numerical mismatch."""
+    from owlvit_cli.convert import hf_config
+    from owlvit_cli.hf_model import check_model_dir
+
+    found = check_model_dir(hf_dir)
+    expected = hf_config(spec).to_dict()
+    keys = {
+        "vision_config": ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                          "intermediate_size", "patch_size", "image_size"),
+        "text_config": ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                        "intermediate_size", "max_position_embeddings", "vocab_size"),
+    }  # fmt: skip
+    diffs = [
+        f"{part}.{key} {found.get(part, {}).get(key)} ≠ {expected[part][key]}"
+        for part, names in keys.items()
+        for key in names
+        if found.get(part, {}).get(key) != expected[part][key]
+    ]
+    if found.get("model_type") != expected["model_type"]:
+        diffs.insert(0, f"model_type {found.get('model_type')} ≠ {expected['model_type']}")
+    if found.get("projection_dim") != expected["projection_dim"]:
+        diffs.append(f"projection_dim {found.get('projection_dim')} ≠ {spec.projection_dim}")
+    if diffs:
+        raise ModelDirError(
+            f"{hf_dir} is not the same architecture as the checkpoint (model vs checkpoint): "
+            + ", ".join(diffs[:5])
+        )
+
+
+def _normalized(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def output_diffs(
+    flax: dict[str, np.ndarray], hf: dict[str, np.ndarray], query_mask: np.ndarray
+) -> dict[str, tuple[float, float]]:
+    """{name: (max |diff|, magnitude of the reference)} over every compared output."""
+    mask = query_mask.astype(bool)
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        "pred_logits": (flax["pred_logits"].transpose(0, 2, 1)[mask],
+                        hf["pred_logits"].transpose(0, 2, 1)[mask]),
+        "pred_boxes": (flax["pred_boxes"], hf["pred_boxes"]),
+        "class_embeddings": (flax["class_embeddings"], hf["class_embeddings"]),
+        "query_embeddings": (_normalized(flax["query_embeddings"][mask]),
+                             _normalized(hf["query_embeddings"][mask])),
+        "feature_map": (flax["feature_map"], hf["feature_map"]),
+    }  # fmt: skip
+    if "objectness_logits" in flax:
+        pairs["objectness_logits"] = (flax["objectness_logits"], hf["objectness_logits"])
+    if "class_embeddings_unnormalized" in flax:
+        pairs["image_class_embeddings"] = (
+            flax["class_embeddings_unnormalized"], hf["class_embeddings_unnormalized"])  # fmt: skip
+    return {
+        name: (float(np.abs(a - b).max()), float(np.abs(a).max())) for name, (a, b) in pairs.items()
+    }
+
+
+def top_detections(outputs: dict[str, np.ndarray], query_mask: np.ndarray, k: int) -> list[dict]:
+    """Per image, the k patches with the highest logit over real queries."""
+    detections = []
+    for b in range(outputs["pred_logits"].shape[0]):
+        logits = outputs["pred_logits"][b][:, query_mask[b].astype(bool)]
+        best_query = logits.argmax(axis=1)
+        scores = logits.max(axis=1)
+        order = np.argsort(-scores, kind="stable")[:k]
+        detections.append({
+            "patches": order.tolist(),
+            "queries": best_query[order].tolist(),
+            "scores": scores[order].tolist(),
+            "boxes": outputs["pred_boxes"][b][order].tolist(),
+        })  # fmt: skip
+    return detections
+
+
+def top_k_agreement(ref: list[dict], other: list[dict], score_tol: float) -> tuple[float, bool]:
+    """Same boxes in the same order; a swap is forgiven only between near-tied scores."""
+    worst, same = 0.0, True
+    for a, b in zip(ref, other, strict=True):
+        for i, (pa, pb) in enumerate(zip(a["patches"], b["patches"], strict=True)):
+            if pa != pb and abs(a["scores"][i] - b["scores"][i]) > score_tol:
+                same = False
+        worst = max(worst, float(np.abs(np.array(a["boxes"]) - np.array(b["boxes"])).max()))
+    return worst, same
+
+
+def _compare_level(
+    level: str,
+    diffs: dict[str, tuple[float, float]],
+    tolerance: Callable[[str, float], float],
+) -> list[Comparison]:
+    rows = []
+    for name, (max_abs, scale) in diffs.items():
+        tol = tolerance(name, scale)
+        rows.append(Comparison(name, level, max_abs, tol, max_abs <= tol))
+    return rows
+
+
+def mapping_tolerance(name: str, scale: float) -> float:
+    return MAPPING_ATOL * max(1.0, scale)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str, step: Step, label: str) -> Iterator[None]:
+    started = time.perf_counter()
+    with step(label):
+        yield
+    timings[key] = round(time.perf_counter() - started, 3)
+
+
+def run_verification(
+    checkpoint: Path,
+    hf_dir: Path,
+    options: VerifyOptions,
+    step: Step,
+) -> Verification:
+    """Run both models; the report is a plain dict (what --json prints)."""
+    from owlvit_cli.checkpoint import open_checkpoint
+    from owlvit_cli.flax_model import FlaxRunner
+    from owlvit_cli.hf_model import load_hf_model
+    from owlvit_cli.inspection import checkpoint_spec
+
+    unknown = set(options.atol) - set(STOCK_TOLERANCES)
+    if unknown:
+        raise BadInputError(f"--atol names unknown outputs {sorted(unknown)}; "
+                            f"known: {', '.join(STOCK_TOLERANCES)}")  # fmt: skip
+    timings: dict[str, float] = {}
+    with (
+        _timed(timings, "load_flax", step, "loading checkpoint"),
+        open_checkpoint(checkpoint) as ckpt,
+    ):
+        spec = checkpoint_spec(ckpt)
+        check_same_architecture(spec, hf_dir)
+        runner = FlaxRunner(spec, ckpt.params_tree(np.float32))
+    inputs = prepare_inputs(spec, options)
+    with _timed(timings, "flax_compile", step, "compiling the Flax model"):
+        runner.compile(inputs.scenic_pixels, inputs.input_ids)
+    with _timed(timings, "flax_forward", step, "running the Flax model"):
+        flax_out = runner.detect(inputs.scenic_pixels, inputs.input_ids, image_only=True)
+    with _timed(timings, "load_hf", step, "loading the transformers model"):
+        model = load_hf_model(hf_dir)
+    with _timed(timings, "hf_forward", step, "running the transformers model"):
+        stock, patched = run_hf_both(model, inputs)
+    rows = _compare_level("mapping", output_diffs(flax_out, patched, inputs.query_mask),
+                          mapping_tolerance)  # fmt: skip
+    tolerances = {**STOCK_TOLERANCES, **options.atol}
+    rows += _compare_level("stock", output_diffs(flax_out, stock, inputs.query_mask),
+                           lambda name, _: tolerances[name])  # fmt: skip
+    flax_top = top_detections(flax_out, inputs.query_mask, options.top_k)
+    for level, outs, tol in (
+        ("mapping", patched, MAPPING_ATOL),
+        ("stock", stock, tolerances["top_k"]),
+    ):
+        worst, same = top_k_agreement(flax_top, top_detections(outs, inputs.query_mask,
+                                                               options.top_k), tol)  # fmt: skip
+        rows.append(Comparison("top_k", level, worst, tol, same and worst <= tol,
+                               "" if same else "different detections or order"))  # fmt: skip
+    processor_rows, processor_info = [], {}
+    if any(raw is not None for raw in inputs.raw_images):
+        with _timed(timings, "processor", step, "checking the transformers processor"):
+            processor_rows, processor_info = processor_drift(
+                model, hf_dir, inputs, flax_top, options
+            )
+    rows += processor_rows
+    report = build_report(checkpoint, hf_dir, spec, inputs, rows, timings, flax_top,
+                          processor_info, options)  # fmt: skip
+    return Verification(report, saved_arrays(inputs, flax_out, stock))
+
+
+@dataclass
+class Verification:
+    report: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+
+SAVED_OUTPUTS = ("pred_logits", "pred_boxes", "objectness_logits", "class_embeddings")
+
+
+def saved_arrays(inputs: VerifyInputs, flax: dict, hf: dict) -> dict[str, np.ndarray]:
+    """What --save-outputs writes: the inputs and both sides' (stock) outputs."""
+    arrays = {"pixel_values": inputs.pixel_values, "input_ids": inputs.input_ids}
+    for name in SAVED_OUTPUTS:
+        if name in flax:
+            arrays[f"flax_{name}"] = flax[name]
+            arrays[f"hf_{name}"] = hf[name]
+    return arrays
+
+
+def run_hf_both(model: Any, inputs: VerifyInputs) -> tuple[dict, dict]:
+    """Stock and scenic-semantics outputs. The towers are identical in both; only the merged
+    LayerNorm and the head MLPs differ, so the towers run once and are reused."""
+    from owlvit_cli.hf_model import (
+        apply_scenic_semantics,
+        reuse_tower_outputs,
+        run_hf_detection,
+        run_hf_image_only,
+        stock_semantics,
+    )
+
+    with reuse_tower_outputs(model):
+        stock = run_hf_detection(model, inputs.pixel_values, inputs.input_ids)
+        stock.update(run_hf_image_only(model, inputs.pixel_values))
+        with stock_semantics(model):
+            apply_scenic_semantics(model)
+            patched = run_hf_detection(model, inputs.pixel_values, inputs.input_ids)
+            patched.update(run_hf_image_only(model, inputs.pixel_values))
+    return stock, patched
+
+
+def processor_drift(
+    model: Any,
+    hf_dir: Path,
+    inputs: VerifyInputs,
+    flax_top: list[dict],
+    options: VerifyOptions,
+) -> tuple[list[Comparison], dict[str, Any]]:
+    """How far the saved transformers processor moves pixels, ids and detections."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from owlvit_cli.hf_model import run_hf_detection
+
+    processor = AutoProcessor.from_pretrained(str(hf_dir), local_files_only=True)
+    keep = [i for i, raw in enumerate(inputs.raw_images) if raw is not None]
+    images = [Image.fromarray(inputs.raw_images[i]) for i in keep]
+    batch = processor(text=[inputs.queries] * len(keep), images=images, return_tensors="np",
+                      padding="max_length", truncation=True)  # fmt: skip
+    pixel_values = np.asarray(batch["pixel_values"], np.float32)
+    ids = np.asarray(batch["input_ids"]).reshape(len(keep), len(inputs.queries), -1)
+    scenic_ids = inputs.input_ids[keep][:, : len(inputs.queries)]
+    scenic_pixels = inputs.pixel_values[keep]
+    pixel_diff = float((np.abs(pixel_values - scenic_pixels) * CLIP_STD[:, None, None]).max())
+    ids_differ = int((ids != scenic_ids).any(axis=-1).sum())
+    outputs = run_hf_detection(model, pixel_values, ids)
+    mask = np.ones(ids.shape[:2], bool)
+    hf_top = top_detections(outputs, mask, options.top_k)
+    ref_top = [flax_top[i] for i in keep]
+    worst, same = top_k_agreement(ref_top, hf_top, STRICT_PROCESSOR_TOLERANCES["top_k"])
+    tol = STRICT_PROCESSOR_TOLERANCES
+
+    def row(name: str, value: float, within: bool, note: str) -> Comparison:
+        strict = options.strict_processor
+        return Comparison(name, "processor", value, tol[name] if strict else None,
+                          within or not strict, note)  # fmt: skip
+
+    rows = [
+        row("pixels", pixel_diff, pixel_diff <= tol["pixels"], "max |diff| in [0, 1] units"),
+        row("input_ids", float(ids_differ), ids_differ == 0, "queries tokenized differently"),
+        row("top_k", worst, same and worst <= tol["top_k"],
+            "same top detections" if same else "top detections differ"),
+    ]  # fmt: skip
+    info = {"processor_class": type(processor).__name__,
+            "image_processor_class": type(processor.image_processor).__name__,
+            "top_detections": hf_top}  # fmt: skip
+    return rows, info
+
+
+def build_report(
+    checkpoint: Path,
+    hf_dir: Path,
+    spec: ModelSpec,
+    inputs: VerifyInputs,
+    rows: list[Comparison],
+    timings: dict[str, float],
+    flax_top: list[dict],
+    processor_info: dict[str, Any],
+    options: VerifyOptions,
+) -> dict[str, Any]:
+    levels = {}
+    for level in ("mapping", "stock", "processor"):
+        members = [r for r in rows if r.level == level]
+        if members:
+            levels[level] = {"passed": all(r.passed for r in members)}
+    return {
+        "passed": all(r.passed for r in rows),
+        "checkpoint": str(checkpoint),
+        "hf_dir": str(hf_dir),
+        "version": spec.version,
+        "images": inputs.images,
+        "queries": inputs.queries,
+        "strict_processor": options.strict_processor,
+        "levels": levels,
+        "outputs": [asdict(r) for r in rows],
+        "failed": [f"{r.level}/{r.name}" for r in rows if not r.passed],
+        "top_detections": {"flax": flax_top, "hf_processor": processor_info.get("top_detections")},
+        "processor": {k: v for k, v in processor_info.items() if k != "top_detections"},
+        "timings": timings,
+        "tool_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def failure_summary(report: dict[str, Any]) -> str:
+    bad = [r for r in report["outputs"] if not r["passed"]]
+    parts = [
+        f"{r['level']}/{r['name']} max |diff| {r['max_abs']:.3g} > {r['tolerance']:.3g}"
+        for r in bad[:6]
+    ]
+    return "verification failed: " + "; ".join(parts)
