@@ -283,14 +283,13 @@ def run_verification(
     rows += _compare_level("stock", output_diffs(flax_out, stock, inputs.query_mask),
                            lambda name, _: tolerances[name])  # fmt: skip
     flax_top = top_detections(flax_out, inputs.query_mask, options.top_k)
+    tops = {"flax": flax_top}
     for level, outs, tol in (
         ("mapping", patched, MAPPING_ATOL),
         ("stock", stock, tolerances["top_k"]),
     ):
-        worst, same = top_k_agreement(flax_top, top_detections(outs, inputs.query_mask,
-                                                               options.top_k), tol)  # fmt: skip
-        rows.append(Comparison("top_k", level, worst, tol, same and worst <= tol,
-                               "" if same else "different detections or order"))  # fmt: skip
+        tops[level] = top_detections(outs, inputs.query_mask, options.top_k)
+        rows.append(top_k_row(level, flax_top, tops[level], tol))
     processor_rows, processor_info = [], {}
     if any(raw is not None for raw in inputs.raw_images):
         with _timed(timings, "processor", step, "checking the transformers processor"):
@@ -300,13 +299,54 @@ def run_verification(
     rows += processor_rows
     report = build_report(checkpoint, hf_dir, spec, inputs, rows, timings, flax_top,
                           processor_info, options)  # fmt: skip
-    return Verification(report, saved_arrays(inputs, flax_out, stock))
+    return Verification(report, saved_arrays(inputs, flax_out, stock), inputs, tops)
+
+
+def top_k_row(level: str, flax_top: list[dict], other: list[dict], tol: float) -> Comparison:
+    worst, same = top_k_agreement(flax_top, other, tol)
+    note = "" if same else "different detections or order"
+    return Comparison("top_k", level, worst, tol, same and worst <= tol, note)
 
 
 @dataclass
 class Verification:
     report: dict[str, Any]
     arrays: dict[str, np.ndarray]
+    inputs: VerifyInputs
+    top_detections: dict[str, list[dict]]
+
+    def picture(self) -> Any:
+        """The first image with the Flax and the stock transformers top detections side by
+        side (boxes in the image's own pixels), for a reviewer to see agreement at a glance."""
+        from owlvit_cli.detect import draw_side_by_side
+
+        raw = self.inputs.raw_images[0]
+        image = raw if raw is not None else (self.inputs.scenic_pixels[0] * 255).round()
+        image = np.asarray(image, np.uint8)
+        left, right = (
+            detections_in_pixels(self.top_detections[side][0], self.inputs.queries, image.shape)
+            for side in ("flax", "stock")
+        )
+        return draw_side_by_side(image, left, right, "Flax (scenic-exact)",
+                                 "transformers (stock)")  # fmt: skip
+
+
+def detections_in_pixels(top: dict, queries: list[str], shape: tuple[int, ...]) -> list[dict]:
+    """Boxes are relative to the bottom/right-padded square: scale by the longer side."""
+    height, width = shape[:2]
+    side = max(height, width)
+    found = []
+    for query, score, (cx, cy, w, h) in zip(top["queries"], top["scores"], top["boxes"],
+                                            strict=True):  # fmt: skip
+        box = [(cx - w / 2) * side, (cy - h / 2) * side, (cx + w / 2) * side, (cy + h / 2) * side]
+        box = [
+            min(max(v, 0.0), lim)
+            for v, lim in zip(box, (width, height, width, height), strict=True)
+        ]
+        found.append(
+            {"box": box, "label": queries[query], "score": float(1 / (1 + np.exp(-score)))}
+        )
+    return found
 
 
 SAVED_OUTPUTS = ("pred_logits", "pred_boxes", "objectness_logits", "class_embeddings")

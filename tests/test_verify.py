@@ -198,3 +198,18 @@ def test_convert_with_verify(cli, tiny_checkpoint, tmp_path):
     summary = json.loads(result.stdout)
     assert summary["verification"]["passed"] is True
     assert (out / "owlvit_verification.json").exists()
+
+
+def test_save_viz_draws_both_sides(cli, tiny_checkpoint, converted, tmp_path):
+    from PIL import Image
+
+    from owlvit_cli.verify import sample_image_path
+
+    ckpt = tiny_checkpoint("v2-tiny")
+    picture = tmp_path / "side_by_side.png"
+    result = cli("verify", ckpt, converted(ckpt), "--save-viz", picture)
+    assert result.exit_code == 0, result.stderr
+    sample = Image.open(sample_image_path())
+    with Image.open(picture) as drawn:
+        assert drawn.width > 2 * sample.width and drawn.height > sample.height
+    assert cli("verify", ckpt, converted(ckpt), "--save-viz", tmp_path / "x.nope").exit_code == 2

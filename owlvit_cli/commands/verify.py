@@ -61,6 +61,14 @@ def verify_command(
     record: Annotated[
         bool, typer.Option("--record", help="Write the report into HF_DIR for `push`.")
     ] = False,
+    save_viz: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-viz",
+            help="Draw Flax and transformers detections side by side "
+            "on the first image (PNG/JPEG).",
+        ),
+    ] = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -73,7 +81,8 @@ def verify_command(
 
         options = VerifyOptions(image or [], query or [], parse_atol(atol or []),
                                 strict_processor, top_k)  # fmt: skip
-        report = verify_and_record(out, checkpoint, hf_dir, options, record, save_outputs)
+        report = verify_and_record(out, checkpoint, hf_dir, options, record, save_outputs,
+                                   save_viz)  # fmt: skip
         out.result(report, lambda console: render(console, report))
         return ExitCode.OK if report["passed"] else ExitCode.CHECK_FAILED
 
@@ -101,8 +110,10 @@ def verify_and_record(
     options: Any = None,
     record: bool = False,
     save_outputs: Path | None = None,
+    save_viz: Path | None = None,
 ) -> dict[str, Any]:
-    """Run verification; optionally keep the report in HF_DIR and the arrays in a .npz."""
+    """Run verification; optionally keep the report in HF_DIR, the arrays in a .npz and a
+    picture of both sides' detections."""
     import numpy as np
 
     from owlvit_cli.atomic import atomic_write_bytes
@@ -110,11 +121,19 @@ def verify_and_record(
 
     if save_outputs is not None and save_outputs.suffix != ".npz":
         raise BadInputError(f"--save-outputs must name a .npz file, got {save_outputs}")
+    if save_viz is not None:
+        from owlvit_cli.detect import output_format
+
+        output_format(save_viz)  # an unknown picture format fails before the slow part
     result = run_verification(checkpoint, hf_dir, options or VerifyOptions(), out.step)
     if save_outputs is not None:
         buffer = io.BytesIO()
         np.savez(buffer, **result.arrays)
         atomic_write_bytes(save_outputs, buffer.getvalue())
+    if save_viz is not None:
+        from owlvit_cli.detect import save_image
+
+        save_image(result.picture(), save_viz)
     if record:
         text = json.dumps(result.report, indent=2, default=str) + "\n"
         atomic_write_bytes(hf_dir / RECORD_FILE, text.encode())
