@@ -57,7 +57,7 @@ def load_hf_model(directory: Path, scenic_semantics: bool = False) -> Any:
     hf_logging.disable_progress_bar()
     try:
         model = AutoModelForZeroShotObjectDetection.from_pretrained(
-            str(directory), local_files_only=True, dtype=torch.float32
+            str(directory), local_files_only=True, use_safetensors=True, dtype=torch.float32
         )
     except Exception as exc:  # corrupt safetensors, bad json, wrong shapes: all the dir's fault
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
