@@ -187,11 +187,19 @@ def _verification_warnings(model_dir: ModelDir) -> list[str]:
     verification = model_dir.verification
     if verification is None:
         return [f"no {VERIFICATION_FILE}: the card will say 'not verified'"]
+    out = []
+    local = sorted(k for k, v in verification.items() if isinstance(v, str) and _is_abs_path(v))
+    if local:  # `owlvit verify --record` stores where things were on this machine
+        out.append(f"{VERIFICATION_FILE} holds local paths ({', '.join(local)}); they get uploaded")
     if _verification_mismatch(model_dir):
-        return [f"{VERIFICATION_FILE} is for a different checkpoint than {RECORD_FILE}"]
-    if verification.get("passed") is not True:
-        return [f"{VERIFICATION_FILE} records a FAILED verification"]
-    return []
+        out.append(f"{VERIFICATION_FILE} is for a different checkpoint than {RECORD_FILE}")
+    elif verification.get("passed") is not True:
+        out.append(f"{VERIFICATION_FILE} records a FAILED verification")
+    return out
+
+
+def _is_abs_path(value: str) -> bool:
+    return value.startswith(("/", "~")) or bool(re.match(r"^[A-Za-z]:[\\/]", value))
 
 
 def _verification_mismatch(model_dir: ModelDir) -> bool:
