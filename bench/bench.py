@@ -1,0 +1,565 @@
+"""Performance measurements for issue 7: convert, inspect, --help and verify.
+
+Every figure is a median over runs, set beside a baseline measured in the same run, because
+absolute seconds on a shared 2-core machine mean little while ratios survive the noise. Each
+measured command runs as its own child process; its peak RSS comes from `os.wait4`, which
+reports that one child's rusage (RUSAGE_CHILDREN would be a max over every child so far).
+
+Usage: .venv/bin/python bench/bench.py [--runs 3] [--only convert,inspect,help,verify]
+(see --help; bench/README.md says what each row means).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+RESULTS = OUT / "results.md"
+README = ROOT / "README.md"
+MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
+# Not resolved: the venv's python is a symlink, and resolving it would leave the venv.
+PYTHON = Path(sys.executable)
+OWLVIT = PYTHON.parent / "owlvit"
+BASELINE_SCRIPT = ROOT / "bench" / "baseline_convert.py"
+SECTIONS = ("convert", "inspect", "help", "verify")
+COMMAND_TIMEOUT_S = 900
+MIB = 1 << 20
+
+# Targets from issue 7.
+CONVERT_TIME_RATIO = 1.5
+CONVERT_RSS_RATIO = 1.3
+INSPECT_SECONDS = 0.5
+HELP_SECONDS = 0.3
+VERIFY_RATIO = 1.3
+
+
+class BenchError(RuntimeError):
+    """A measured command failed; the section reports it instead of a number."""
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+@dataclass(frozen=True)
+class Sample:
+    seconds: float
+    max_rss: int  # bytes
+
+
+def run_measured(
+    cmd: Sequence[str | Path], stdout: Path | None = None, ok_codes: Sequence[int] = (0,)
+) -> Sample:
+    """Wall time and peak RSS of one child process.
+
+    `os.wait4` on the child's pid returns that child's own rusage, so no wrapper process or
+    /usr/bin/time is needed. Its stdout goes to `stdout` (or nowhere), stderr to a file that
+    is quoted on failure.
+    """
+    args = [str(part) for part in cmd]
+    err_path = OUT / "last-stderr.txt"
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(stdout.open("wb")) if stdout else subprocess.DEVNULL
+        err = stack.enter_context(err_path.open("wb"))
+        started = time.perf_counter()
+        proc = subprocess.Popen(args, stdout=out, stderr=err, cwd=ROOT)
+        killer = threading.Timer(COMMAND_TIMEOUT_S, proc.kill)
+        killer.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        killer.cancel()
+    proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped; Popen must not wait
+    if code not in ok_codes:
+        tail = err_path.read_text(errors="replace").strip().splitlines()[-3:]
+        raise BenchError(f"`{' '.join(args[:3])} …` exited {code}: {' / '.join(tail)}")
+    return Sample(seconds, usage.ru_maxrss * 1024)  # Linux reports KiB
+
+
+def settle() -> None:
+    """Flush dirty pages (earlier outputs) so their write-back does not land in the next
+    measurement."""
+    os.sync()
+
+
+def evict(path: Path) -> None:
+    """Make `path` cold: drop its (clean) pages from the page cache. Unlike
+    /proc/sys/vm/drop_caches this needs no root and leaves Python's own libraries cached, so
+    only the checkpoint read is cold, the same for every command."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def warm(path: Path) -> None:
+    """Read `path` once so every measured command finds it in the page cache."""
+    with path.open("rb") as handle:
+        while handle.read(8 * MIB):
+            pass
+
+
+def prepare(path: Path, cache: str) -> None:
+    settle()
+    if cache == "cold":
+        evict(path)
+    else:
+        warm(path)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------- results
+
+
+@dataclass
+class Row:
+    """One line of the results table: a median, its baseline's median and a target."""
+
+    name: str
+    seconds: float | None
+    baseline: tuple[str, float] | None = None  # (what, median seconds)
+    max_rss: int | None = None
+    target: tuple[str, bool] | None = None  # (stated target, met)
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.seconds is None or not self.baseline or not self.baseline[1]:
+            return None
+        return self.seconds / self.baseline[1]
+
+    @property
+    def ok(self) -> bool | None:
+        return None if self.target is None else self.target[1]
+
+
+@dataclass
+class Series:
+    """Samples of one command across runs."""
+
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(s.seconds for s in self.samples)
+
+    @property
+    def max_rss(self) -> int:
+        return max(s.max_rss for s in self.samples)
+
+
+def failed_row(name: str, error: Exception) -> Row:
+    return Row(name, None, target=("runs", False), note=f"failed: {error}")
+
+
+def fmt_seconds(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+
+
+def fmt_rss(value: int | None) -> str:
+    return "–" if value is None else f"{value / MIB:,.0f} MiB"
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    lines = [
+        "| measurement | median | baseline | baseline median | ratio | peak RSS | target | met |",
+        "|---|---:|---|---:|---:|---:|---|:-:|",
+    ]
+    for r in rows:
+        ratio = "–" if r.ratio is None else f"{r.ratio:.2f}×"
+        met = {True: "yes", False: "**no**", None: ""}[r.ok]
+        name = f"{r.name} ({r.note})" if r.note else r.name
+        what, base = r.baseline or ("", None)
+        lines.append(
+            f"| {name} | {fmt_seconds(r.seconds)} | {what} | {fmt_seconds(base)} | {ratio} | "
+            f"{fmt_rss(r.max_rss)} | {r.target[0] if r.target else ''} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def environment(args: argparse.Namespace) -> str:
+    """Where and how the numbers were taken; they only mean something next to this."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} · commit {commit or '?'}"
+        f"{' (+ uncommitted changes)' if dirty else ''} · {os.cpu_count()} CPUs, "
+        f"{memory:.0f} GiB RAM · Python {platform.python_version()} · load average at start "
+        f"{load} · runs {args.runs} (fast commands {args.fast_runs}) · checkpoint read "
+        f"{args.cache} for convert"
+    )
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+def build_fixture(variant: str, path: Path) -> None:
+    """Build a random full-size checkpoint once (cached in bench/out), in a child process so
+    that the ~6 GB the Flax serializer needs is not held by this process afterwards."""
+    if path.exists():
+        return
+    print(f"building {variant} fixture at {path.relative_to(ROOT)} (once) …", flush=True)
+    sample = run_measured([PYTHON, __file__, "_worker", "build", variant, path])
+    print(f"  built in {sample.seconds:.1f} s, peak RSS {fmt_rss(sample.max_rss)}", flush=True)
+    run_measured([OWLVIT, "inspect", path, "--json"])  # the project's reader accepts it
+
+
+def worker_build(variant: str, path: str) -> None:
+    """Released v1 files use the v1 layout (`optimizer/target`, `resblocks.N`, `ln_1/ln_2`)."""
+    from owlvit_cli.fixtures import build_checkpoint
+    from owlvit_cli.spec import VARIANTS
+
+    spec = VARIANTS[variant]
+    build_checkpoint(path, spec, layout="v1" if spec.version == 1 else "v2")
+
+
+def converted(ckpt: Path, output: Path) -> Path:
+    """A converted model directory for `ckpt`, made once (not measured)."""
+    if not (output / "model.safetensors").exists():
+        run_measured([OWLVIT, "convert", ckpt, output, "--overwrite"])
+    return output
+
+
+# ---------------------------------------------------------------------------- sections
+
+
+def bench_convert(ckpt: Path, runs: int, cache: str) -> list[Row]:
+    """convert vs `cat CKPT > OUT` vs the naive Flax-restore + torch conversion, interleaved
+    per run so that load from other processes hits all three alike."""
+    copy, converted_dir, naive_dir = OUT / "cat-copy.bin", OUT / "convert-out", OUT / "naive-out"
+    commands: dict[str, tuple[list[str | Path], Path, Path | None]] = {
+        "cat": (["cat", ckpt], copy, copy),
+        "convert": ([OWLVIT, "convert", ckpt, converted_dir, "--overwrite"], converted_dir, None),
+        "naive": ([PYTHON, BASELINE_SCRIPT, ckpt, naive_dir], naive_dir, OUT / "naive.json"),
+    }
+    series = {name: Series() for name in commands}
+    try:
+        for run in range(runs):
+            for name, (cmd, output, stdout) in commands.items():
+                remove(output)
+                prepare(ckpt, cache)
+                series[name].samples.append(run_measured(cmd, stdout=stdout))
+                print(
+                    f"  run {run + 1}/{runs} {name}: {series[name].samples[-1].seconds:.2f} s",
+                    flush=True,
+                )
+        phases = json.loads((OUT / "naive.json").read_text())
+    finally:
+        for _, output, _ in commands.values():
+            remove(output)
+    return convert_rows(series, ckpt.stat().st_size, cache, phases)
+
+
+def convert_rows(
+    series: dict[str, Series], size: int, cache: str, phases: dict[str, float]
+) -> list[Row]:
+    cat, convert, naive = series["cat"], series["convert"], series["naive"]
+    rss_ratio = convert.max_rss / size
+    ok = convert.median <= CONVERT_TIME_RATIO * cat.median and rss_ratio <= CONVERT_RSS_RATIO
+    target = f"≤ {CONVERT_TIME_RATIO}× · RSS ≤ {CONVERT_RSS_RATIO}× file"
+    cat_baseline = ("cat CKPT > OUT", cat.median)
+    phase_note = ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+    return [
+        Row(f"convert L/14 ({size / 1e9:.2f} GB, {cache} file)", convert.median, cat_baseline,
+            convert.max_rss, (target, ok), f"RSS {rss_ratio:.2f}× file"),
+        Row("naive convert: flax restore + torch init + load_state_dict + save_pretrained",
+            naive.median, cat_baseline, naive.max_rss,
+            note=f"RSS {naive.max_rss / size:.2f}× file; phases of its last run, s: {phase_note}"),
+        Row("convert vs naive convert", convert.median, ("naive convert", naive.median),
+            note=f"peak RSS {convert.max_rss / naive.max_rss:.2f}× naive's"),
+        Row("cat CKPT > OUT", cat.median, max_rss=cat.max_rss),
+    ]  # fmt: skip
+
+
+def python_startup(runs: int) -> Series:
+    """`python -c pass`: the floor under any Python CLI's start-up."""
+    return Series([run_measured([PYTHON, "-c", "pass"]) for _ in range(runs)])
+
+
+def startup_row(name: str, samples: Series, floor: Series, limit: float) -> Row:
+    """A command with an absolute target, beside the interpreter's own start-up."""
+    return Row(name, samples.median, ("python -c pass", floor.median), samples.max_rss,
+               (f"≤ {limit} s", samples.median <= limit))  # fmt: skip
+
+
+def bench_inspect(ckpt: Path, runs: int) -> list[Row]:
+    """inspect reads headers only; cold, the page cache's read-ahead may still pull in much
+    of the file, so both states are measured."""
+    floor = python_startup(runs)
+    rows = []
+    for cache in ("cold", "warm"):
+        samples = Series()
+        for _ in range(runs):
+            prepare(ckpt, cache)
+            samples.samples.append(run_measured([OWLVIT, "inspect", ckpt, "--json"]))
+        rows.append(startup_row(f"inspect L/14 --json ({cache} file)", samples, floor,
+                                INSPECT_SECONDS))  # fmt: skip
+    return rows
+
+
+def bench_help(runs: int) -> list[Row]:
+    floor = python_startup(runs)
+    rows = []
+    for argv in (["--help"], ["convert", "--help"]):
+        samples = Series([run_measured([OWLVIT, *argv]) for _ in range(runs)])
+        rows.append(startup_row(f"owlvit {' '.join(argv)}", samples, floor, HELP_SECONDS))
+    rows.append(Row("python -c pass", floor.median, max_rss=floor.max_rss))
+    return rows
+
+
+def bench_verify(ckpt: Path, runs: int) -> list[Row]:
+    """verify vs the two bare forward passes (after warm-up) in a separate process. Loading
+    and jit compile are reported separately: they are not forward work."""
+    hf_dir = converted(ckpt, OUT / "b32-hf")
+    report_path, bare_path = OUT / "verify.json", OUT / "forwards.json"
+    verify, bare = Series(), Series()
+    reports: list[dict[str, Any]] = []
+    forwards: list[dict[str, float]] = []
+    for run in range(runs):
+        prepare(ckpt, "warm")
+        # exit 1 = a check failed: the timings still count (random weights, stock tolerances)
+        verify.samples.append(
+            run_measured(
+                [OWLVIT, "verify", ckpt, hf_dir, "--json"], stdout=report_path, ok_codes=(0, 1)
+            )
+        )
+        reports.append(json.loads(report_path.read_text()))
+        bare.samples.append(
+            run_measured([PYTHON, __file__, "_worker", "forwards", ckpt, hf_dir], stdout=bare_path)
+        )
+        forwards.append(json.loads(bare_path.read_text()))
+        print(
+            f"  run {run + 1}/{runs} verify {verify.samples[-1].seconds:.1f} s, bare worker "
+            f"{bare.samples[-1].seconds:.1f} s",
+            flush=True,
+        )
+    return verify_rows(verify, bare, reports, forwards)
+
+
+def median_of(items: Sequence[dict[str, Any]], *keys: str) -> float:
+    return statistics.median(sum(item.get(k, 0.0) for k in keys) for item in items)
+
+
+def verify_rows(
+    verify: Series, bare: Series, reports: list[dict[str, Any]], forwards: list[dict[str, float]]
+) -> list[Row]:
+    timings = [r["timings"] for r in reports]
+    bare_sum = median_of(forwards, "flax_forward", "hf_forward")
+    wall = verify.median
+    load = median_of(timings, "load_flax", "load_hf")
+    compile_s = median_of(timings, "flax_compile")
+    total = statistics.median(
+        s.seconds - t.get("load_flax", 0) - t.get("load_hf", 0) - t.get("flax_compile", 0)
+        for s, t in zip(verify.samples, timings, strict=True)
+    )
+    other = statistics.median(
+        s.seconds - sum(t.values()) for s, t in zip(verify.samples, timings, strict=True)
+    )
+    passed = "passed" if all(r.get("passed") for r in reports) else "checks failed"
+    bare_both = ("bare Flax + HF forward", bare_sum)
+    return [
+        Row("verify B/32 768 px, total minus load and compile", total, bare_both,
+            verify.max_rss, (f"≤ {VERIFY_RATIO}×", total <= VERIFY_RATIO * bare_sum),
+            f"verify {passed}"),
+        Row("verify: forwards (flax_forward + hf_forward)",
+            median_of(timings, "flax_forward", "hf_forward"), bare_both),
+        Row("verify: processor check", median_of(timings, "processor"),
+            ("bare HF forward", median_of(forwards, "hf_forward"))),
+        Row("verify: loading (load_flax + load_hf)", load,
+            ("bare process's loading", median_of(forwards, "load_flax", "load_hf"))),
+        Row("verify: Flax jit compile", compile_s,
+            ("bare process's first call", median_of(forwards, "flax_warmup"))),
+        Row("verify: rest (start-up, imports outside timers, inputs, checks)", other),
+        Row("verify: wall, whole process", wall, ("bare-forwards process", bare.median),
+            verify.max_rss),
+        Row("bare Flax forward", median_of(forwards, "flax_forward"), max_rss=bare.max_rss),
+        Row("bare HF forward", median_of(forwards, "hf_forward")),
+    ]  # fmt: skip
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def worker_forwards(ckpt: str, hf_dir: str, repeats: int = 3) -> None:
+    """Bare forward passes on verify's own inputs, each side after a warm-up call; prints
+    one JSON object of seconds (medians over `repeats`)."""
+    import numpy as np
+
+    from owlvit_cli.checkpoint import open_checkpoint
+    from owlvit_cli.flax_model import FlaxRunner
+    from owlvit_cli.hf_model import load_hf_model, run_hf_detection
+    from owlvit_cli.inspection import checkpoint_spec
+    from owlvit_cli.verify import VerifyOptions, prepare_inputs
+
+    result: dict[str, float] = {}
+    started = time.perf_counter()
+    with open_checkpoint(ckpt) as reader:
+        spec = checkpoint_spec(reader)
+        runner = FlaxRunner(spec, reader.params_tree(np.float32))
+    result["load_flax"] = time.perf_counter() - started
+    inputs = prepare_inputs(spec, VerifyOptions())
+    pixels, ids = inputs.scenic_pixels, inputs.input_ids
+    result["flax_warmup"] = timed(lambda: runner.detect(pixels, ids))
+    result["flax_forward"] = statistics.median(
+        timed(lambda: runner.detect(pixels, ids)) for _ in range(repeats)
+    )
+    started = time.perf_counter()
+    model = load_hf_model(Path(hf_dir))
+    result["load_hf"] = time.perf_counter() - started
+    hf_args = (model, inputs.pixel_values, ids)
+    result["hf_warmup"] = timed(lambda: run_hf_detection(*hf_args))
+    result["hf_forward"] = statistics.median(
+        timed(lambda: run_hf_detection(*hf_args)) for _ in range(repeats)
+    )
+    print(json.dumps({k: round(v, 4) for k, v in result.items()}))
+
+
+WORKERS: dict[str, Callable[..., None]] = {"build": worker_build, "forwards": worker_forwards}
+
+
+# ---------------------------------------------------------------------------- driver
+
+
+def update_readme(readme: Path, table: str) -> None:
+    """Replace what lies between the bench markers; refuse to guess where they should go."""
+    text = readme.read_text() if readme.exists() else ""
+    start, end = text.find(MARK_START), text.find(MARK_END)
+    if start < 0 or end < start:
+        raise BenchError(f"{readme} lacks the markers {MARK_START} … {MARK_END}")
+    head = text[: start + len(MARK_START)]
+    readme.write_text(f"{head}\n{table}\n{text[end:]}")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs of convert and verify")
+    parser.add_argument(
+        "--fast-runs", type=int, default=5, help="runs of inspect and --help (cheap, noisier)"
+    )
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated sections: {','.join(SECTIONS)}"
+    )
+    parser.add_argument(
+        "--cache",
+        choices=("cold", "warm"),
+        default="cold",
+        help="page-cache state of the checkpoint for convert and cat",
+    )
+    parser.add_argument(
+        "--update-readme",
+        action="store_true",
+        help=f"put the table between {MARK_START} and {MARK_END} in README.md",
+    )
+    parser.add_argument(
+        "--clean",
+        action="store_true",
+        help="delete the cached fixtures at the end (keeps results.md)",
+    )
+    args = parser.parse_args(argv)
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown or args.runs < 1 or args.fast_runs < 1:
+        parser.error(f"unknown sections {sorted(unknown)}" if unknown else "runs must be ≥ 1")
+    return args
+
+
+def check_disk(ckpt_bytes: int) -> None:
+    """convert, cat and the naive baseline each write a copy; refuse before filling the disk."""
+    free = shutil.disk_usage(OUT).free
+    if free < 4 * ckpt_bytes:
+        raise BenchError(
+            f"need ~{4 * ckpt_bytes / 1e9:.0f} GB free in {OUT}, have {free / 1e9:.1f} GB"
+        )
+
+
+def run_sections(args: argparse.Namespace, log: TextIO) -> list[Row]:
+    """Each section fails on its own: one broken command must not hide the other numbers."""
+    l14, b32 = OUT / "v1-l14.msgpack", OUT / "v1-b32.msgpack"
+    sections: dict[str, Callable[[], list[Row]]] = {
+        "convert": lambda: bench_convert(l14, args.runs, args.cache),
+        "inspect": lambda: bench_inspect(l14, args.fast_runs),
+        "help": lambda: bench_help(args.fast_runs),
+        "verify": lambda: bench_verify(b32, args.runs),
+    }
+    rows: list[Row] = []
+    for name in args.sections:
+        print(f"[{name}]", file=log, flush=True)
+        started = time.perf_counter()
+        try:
+            if name in ("convert", "inspect"):
+                build_fixture("v1-l14", l14)
+                check_disk(l14.stat().st_size)
+            if name == "verify":
+                build_fixture("v1-b32", b32)
+            rows += sections[name]()
+        except BenchError as exc:
+            print(f"  {name} failed: {exc}", file=log, flush=True)
+            rows.append(failed_row(name, exc))
+        print(f"  ({time.perf_counter() - started:.0f} s)", file=log, flush=True)
+    return rows
+
+
+def main(argv: Sequence[str]) -> int:
+    if argv[:1] == ["_worker"]:
+        WORKERS[argv[1]](*argv[2:])
+        return 0
+    args = parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    header = environment(args)
+    rows = run_sections(args, sys.stdout)
+    table = markdown_table(rows)
+    RESULTS.write_text(f"{header}\n\n{table}\n")
+    print(f"\n{header}\n\n{table}\n\nwritten to {RESULTS.relative_to(ROOT)}")
+    code = 0 if all(r.seconds is not None for r in rows) else 1  # a missed target is not an error
+    if args.update_readme:
+        try:
+            update_readme(README, f"{header}\n\n{table}")
+            print(f"updated {README.relative_to(ROOT)}")
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = 2
+    if args.clean:
+        for path in OUT.iterdir():
+            if path != RESULTS:
+                remove(path)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
