@@ -7,10 +7,8 @@ holds two full copies. The directory appears atomically (see `atomic`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from owlvit_cli import __version__
 from owlvit_cli.atomic import atomic_directory, check_output_dir
 from owlvit_cli.checkpoint import Checkpoint, open_checkpoint
 from owlvit_cli.errors import BadInputError, OutputError
+from owlvit_cli.hashing import start_hashing
 from owlvit_cli.inspection import checkpoint_spec
 from owlvit_cli.mapping import (
     VISUAL_PROJECTION_NOTE,
@@ -41,7 +40,6 @@ from owlvit_cli.spec import ModelSpec
 RECORD_FILE = "owlvit_conversion.json"
 DTYPES = tuple(NUMPY_DTYPES)
 LIBRARIES = ("transformers", "torch", "safetensors", "numpy", "huggingface_hub", "jax", "flax")
-HASH_CHUNK = 8 << 20
 
 
 @dataclass
@@ -55,27 +53,6 @@ class ConversionResult:
     def to_json(self) -> dict[str, Any]:
         return {"output": str(self.output), "files": self.files, "seconds": round(self.seconds, 3),
                 "warnings": self.warnings, **self.record}  # fmt: skip
-
-
-class _FileHasher(threading.Thread):
-    """sha256 of the source in a second thread: hashlib releases the GIL, so it overlaps
-    the tensor writes instead of adding a second pass over the file."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(daemon=True)
-        self.path = path
-        self.digest = ""
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            hasher = hashlib.sha256()
-            with self.path.open("rb") as handle:
-                while chunk := handle.read(HASH_CHUNK):
-                    hasher.update(chunk)
-            self.digest = hasher.hexdigest()
-        except BaseException as exc:  # reported by the caller
-            self.error = exc
 
 
 def model_classes(spec: ModelSpec) -> tuple[Any, Any, Any]:
@@ -218,8 +195,7 @@ def convert_checkpoint(
         config = hf_config(spec, float(ckpt.read("backbone/clip/logit_scale")), dtype)
         check_against_model(plan, model_tensor_shapes(spec, config))
         warnings = [f"dropped {i.source}: {i.reason}" for i in plan.ignored if i.warn]
-        hasher = _FileHasher(ckpt.path)
-        hasher.start()
+        hasher = start_hashing(ckpt.path)
         on_start(len(plan.tensors))
 
         sources = {t.target: t.source for t in plan.tensors}
@@ -237,10 +213,7 @@ def convert_checkpoint(
                 )
                 config.save_pretrained(str(tmp))
                 save_processor(tmp, spec)
-                hasher.join()
-                if hasher.error is not None:
-                    raise BadInputError(f"{checkpoint}: cannot read ({hasher.error})")
-                record = conversion_record(ckpt, spec, plan, hasher.digest, dtype)
+                record = conversion_record(ckpt, spec, plan, hasher.digest(), dtype)
                 (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
                 files = sorted(p.name for p in tmp.iterdir())
         except OSError as exc:  # disk full, quota, vanished directory: the user's to fix

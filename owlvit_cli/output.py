@@ -59,10 +59,10 @@ class Output:
             render(self.stdout)
 
     def info(self, message: str) -> None:
-        self.stderr.print(message)
+        self.stderr.print(message, soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        self.stderr.print(f"[yellow]warning:[/yellow] {message}")
+        self.stderr.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None = None) -> Iterator[ProgressTask]:

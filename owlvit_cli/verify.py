@@ -25,6 +25,7 @@ import numpy as np
 
 from owlvit_cli import __version__
 from owlvit_cli.errors import BadInputError, ModelDirError
+from owlvit_cli.hashing import start_hashing
 from owlvit_cli.spec import ModelSpec
 
 DEFAULT_QUERIES = ("a house", "a red car", "a tree", "a cat")
@@ -261,6 +262,7 @@ def run_verification(
         raise BadInputError(f"--atol names unknown outputs {sorted(unknown)}; "
                             f"known: {', '.join(STOCK_TOLERANCES)}")  # fmt: skip
     timings: dict[str, float] = {}
+    hasher = start_hashing(Path(checkpoint))  # the record names what was verified
     with (
         _timed(timings, "load_flax", step, "loading checkpoint"),
         open_checkpoint(checkpoint) as ckpt,
@@ -299,6 +301,7 @@ def run_verification(
     rows += processor_rows
     report = build_report(checkpoint, hf_dir, spec, inputs, rows, timings, flax_top,
                           processor_info, options)  # fmt: skip
+    report["checkpoint_sha256"] = hasher.digest()
     return Verification(report, saved_arrays(inputs, flax_out, stock), inputs, tops)
 
 
@@ -449,10 +452,12 @@ def build_report(
             levels[level] = {"passed": all(r.passed for r in members)}
     return {
         "passed": all(r.passed for r in rows),
-        "checkpoint": str(checkpoint),
-        "hf_dir": str(hf_dir),
+        # Names, not paths: the report is published with the model (push) and local
+        # paths are nobody else's business.
+        "checkpoint": Path(checkpoint).name,
+        "hf_dir": Path(hf_dir).name,
         "version": spec.version,
-        "images": inputs.images,
+        "images": [Path(image).name for image in inputs.images],
         "queries": inputs.queries,
         "strict_processor": options.strict_processor,
         "levels": levels,

@@ -102,6 +102,9 @@ def test_json_report_schema_and_record(cli, tiny_checkpoint, converted, tmp_path
     assert {"flax_forward", "hf_forward", "flax_compile", "load_hf"} <= set(report["timings"])
     recorded = json.loads((hf_dir / "owlvit_verification.json").read_text())
     assert recorded["passed"] and recorded["outputs"] == report["outputs"]
+    conversion = json.loads((hf_dir / "owlvit_conversion.json").read_text())
+    assert recorded["checkpoint_sha256"] == conversion["source"]["sha256"]
+    assert str(tmp_path) not in (hf_dir / "owlvit_verification.json").read_text()
 
 
 def test_save_outputs_and_npy_image_reproduce_scenic(cli, tmp_path, converted):
