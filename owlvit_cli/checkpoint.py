@@ -91,10 +91,11 @@ class Checkpoint:
             raise CheckpointError(f"{self.path} is closed")
         record = self.tensors[path].record
         parts = [
-            np.frombuffer(self._map, dtype=record.dtype, count=length // record.dtype.itemsize,
-                          offset=offset)
+            np.frombuffer(
+                self._map, dtype=record.dtype, count=length // record.dtype.itemsize, offset=offset
+            )
             for offset, length in record.segments
-        ]  # fmt: skip
+        ]
         flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
         array = flat.reshape(record.shape)
         return array if dtype is None else array.astype(dtype, copy=False)

@@ -51,8 +51,13 @@ class ConversionResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"output": str(self.output), "files": self.files, "seconds": round(self.seconds, 3),
-                "warnings": self.warnings, **self.record}  # fmt: skip
+        return {
+            "output": str(self.output),
+            "files": self.files,
+            "seconds": round(self.seconds, 3),
+            "warnings": self.warnings,
+            **self.record,
+        }
 
 
 def model_classes(spec: ModelSpec) -> tuple[Any, Any, Any]:

@@ -42,8 +42,16 @@ def main() -> None:
     owlvit("verify", checkpoint, model_dir, "--record")
     query_args = [word for query in QUERIES for word in ("--query", query)]
     picture = WORKDIR / "detections.png"
-    owlvit("detect", model_dir, sample_image_path(), *query_args, "--threshold", "0.05",
-           "--output", picture)  # fmt: skip
+    owlvit(
+        "detect",
+        model_dir,
+        sample_image_path(),
+        *query_args,
+        "--threshold",
+        "0.05",
+        "--output",
+        picture,
+    )
     print(f"\ndemo done: model in {model_dir}/, picture in {picture}")
 
 

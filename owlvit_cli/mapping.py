@@ -260,8 +260,11 @@ def plan_mapping(shapes: Mapping[str, Shape], spec: ModelSpec) -> MappingPlan:
             continue
         _check_shape(source, tuple(shape), expected[source])
         target = rule.target.format(model=prefix, **groups)
-        tensors.append(TensorMap(target, source, rule.transform, TRANSFORMS[rule.transform].shape(
-            tuple(shape))))  # fmt: skip
+        tensors.append(
+            TensorMap(
+                target, source, rule.transform, TRANSFORMS[rule.transform].shape(tuple(shape))
+            )
+        )
     if unmapped:
         raise MappingError(
             f"{len(unmapped)} tensor(s) not part of an OWL-ViT model of this shape: "
@@ -271,12 +274,14 @@ def plan_mapping(shapes: Mapping[str, Shape], spec: ModelSpec) -> MappingPlan:
     missing = sorted(set(expected) - set(shapes))
     if missing:
         raise MappingError(
-            f"checkpoint lacks {len(missing)} tensor(s): " + ", ".join(missing[:6])
+            f"checkpoint lacks {len(missing)} tensor(s): "
+            + ", ".join(missing[:6])
             + (" …" if len(missing) > 6 else "")
-        )  # fmt: skip
+        )
     vision, projection = spec.vision.hidden_size, spec.projection_dim
-    tensors.append(TensorMap(f"{prefix}.visual_projection.weight", None, "generated",
-                             (projection, vision)))  # fmt: skip
+    tensors.append(
+        TensorMap(f"{prefix}.visual_projection.weight", None, "generated", (projection, vision))
+    )
     _check_unique(tensors)
     return MappingPlan(prefix, tuple(tensors), tuple(ignored))
 
@@ -309,8 +314,11 @@ def check_against_model(plan: MappingPlan, model_shapes: Mapping[str, Shape]) ->
     planned = plan.target_shapes()
     missing = sorted(set(model_shapes) - set(planned))
     unexpected = sorted(set(planned) - set(model_shapes))
-    wrong = sorted(k for k in planned.keys() & model_shapes.keys()
-                   if tuple(planned[k]) != tuple(model_shapes[k]))  # fmt: skip
+    wrong = sorted(
+        k
+        for k in planned.keys() & model_shapes.keys()
+        if tuple(planned[k]) != tuple(model_shapes[k])
+    )
     problems = []
     if missing:
         problems.append("transformers tensors left unfilled: " + ", ".join(missing[:6]))
@@ -333,14 +341,23 @@ def mapping_rows(ckpt: Any, pattern: str | None = None) -> list[dict[str, Any]]:
 
     plan = plan_mapping({e.path: e.shape for e in ckpt}, checkpoint_spec(ckpt))
     rows = [
-        {"source": t.source or "(generated)", "target": t.target, "transform": t.transform,
-         "shape": list(t.shape), "reason": ""}
+        {
+            "source": t.source or "(generated)",
+            "target": t.target,
+            "transform": t.transform,
+            "shape": list(t.shape),
+            "reason": "",
+        }
         for t in plan.tensors
     ] + [
         {"source": i.source, "target": None, "transform": "-", "shape": None, "reason": i.reason}
         for i in plan.ignored
-    ]  # fmt: skip
+    ]
     if pattern:
-        rows = [r for r in rows if fnmatch.fnmatchcase(r["source"], pattern)
-                or fnmatch.fnmatchcase(r["target"] or "", pattern)]  # fmt: skip
+        rows = [
+            r
+            for r in rows
+            if fnmatch.fnmatchcase(r["source"], pattern)
+            or fnmatch.fnmatchcase(r["target"] or "", pattern)
+        ]
     return rows

@@ -143,11 +143,23 @@ def check_same_architecture(spec: ModelSpec, hf_dir: Path) -> None:
     found = check_model_dir(hf_dir)
     expected = hf_config(spec).to_dict()
     keys = {
-        "vision_config": ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                          "intermediate_size", "patch_size", "image_size"),
-        "text_config": ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                        "intermediate_size", "max_position_embeddings", "vocab_size"),
-    }  # fmt: skip
+        "vision_config": (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "patch_size",
+            "image_size",
+        ),
+        "text_config": (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "vocab_size",
+        ),
+    }
     diffs = [
         f"{part}.{key} {found.get(part, {}).get(key)} ≠ {expected[part][key]}"
         for part, names in keys.items()
@@ -175,19 +187,25 @@ def output_diffs(
     """{name: (max |diff|, magnitude of the reference)} over every compared output."""
     mask = query_mask.astype(bool)
     pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {
-        "pred_logits": (flax["pred_logits"].transpose(0, 2, 1)[mask],
-                        hf["pred_logits"].transpose(0, 2, 1)[mask]),
+        "pred_logits": (
+            flax["pred_logits"].transpose(0, 2, 1)[mask],
+            hf["pred_logits"].transpose(0, 2, 1)[mask],
+        ),
         "pred_boxes": (flax["pred_boxes"], hf["pred_boxes"]),
         "class_embeddings": (flax["class_embeddings"], hf["class_embeddings"]),
-        "query_embeddings": (_normalized(flax["query_embeddings"][mask]),
-                             _normalized(hf["query_embeddings"][mask])),
+        "query_embeddings": (
+            _normalized(flax["query_embeddings"][mask]),
+            _normalized(hf["query_embeddings"][mask]),
+        ),
         "feature_map": (flax["feature_map"], hf["feature_map"]),
-    }  # fmt: skip
+    }
     if "objectness_logits" in flax:
         pairs["objectness_logits"] = (flax["objectness_logits"], hf["objectness_logits"])
     if "class_embeddings_unnormalized" in flax:
         pairs["image_class_embeddings"] = (
-            flax["class_embeddings_unnormalized"], hf["class_embeddings_unnormalized"])  # fmt: skip
+            flax["class_embeddings_unnormalized"],
+            hf["class_embeddings_unnormalized"],
+        )
     return {
         name: (float(np.abs(a - b).max()), float(np.abs(a).max())) for name, (a, b) in pairs.items()
     }
@@ -201,12 +219,14 @@ def top_detections(outputs: dict[str, np.ndarray], query_mask: np.ndarray, k: in
         best_query = logits.argmax(axis=1)
         scores = logits.max(axis=1)
         order = np.argsort(-scores, kind="stable")[:k]
-        detections.append({
-            "patches": order.tolist(),
-            "queries": best_query[order].tolist(),
-            "scores": scores[order].tolist(),
-            "boxes": outputs["pred_boxes"][b][order].tolist(),
-        })  # fmt: skip
+        detections.append(
+            {
+                "patches": order.tolist(),
+                "queries": best_query[order].tolist(),
+                "scores": scores[order].tolist(),
+                "boxes": outputs["pred_boxes"][b][order].tolist(),
+            }
+        )
     return detections
 
 
@@ -259,8 +279,9 @@ def run_verification(
 
     unknown = set(options.atol) - set(STOCK_TOLERANCES)
     if unknown:
-        raise BadInputError(f"--atol names unknown outputs {sorted(unknown)}; "
-                            f"known: {', '.join(STOCK_TOLERANCES)}")  # fmt: skip
+        raise BadInputError(
+            f"--atol names unknown outputs {sorted(unknown)}; known: {', '.join(STOCK_TOLERANCES)}"
+        )
     timings: dict[str, float] = {}
     hasher = start_hashing(Path(checkpoint))  # the record names what was verified
     with (
@@ -279,11 +300,13 @@ def run_verification(
         model = load_hf_model(hf_dir)
     with _timed(timings, "hf_forward", step, "running the transformers model"):
         stock, patched = run_hf_both(model, inputs)
-    rows = _compare_level("mapping", output_diffs(flax_out, patched, inputs.query_mask),
-                          mapping_tolerance)  # fmt: skip
+    rows = _compare_level(
+        "mapping", output_diffs(flax_out, patched, inputs.query_mask), mapping_tolerance
+    )
     tolerances = {**STOCK_TOLERANCES, **options.atol}
-    rows += _compare_level("stock", output_diffs(flax_out, stock, inputs.query_mask),
-                           lambda name, _: tolerances[name])  # fmt: skip
+    rows += _compare_level(
+        "stock", output_diffs(flax_out, stock, inputs.query_mask), lambda name, _: tolerances[name]
+    )
     flax_top = top_detections(flax_out, inputs.query_mask, options.top_k)
     tops = {"flax": flax_top}
     for level, outs, tol in (
@@ -299,8 +322,9 @@ def run_verification(
                 model, hf_dir, inputs, flax_top, options
             )
     rows += processor_rows
-    report = build_report(checkpoint, hf_dir, spec, inputs, rows, timings, flax_top,
-                          processor_info, options)  # fmt: skip
+    report = build_report(
+        checkpoint, hf_dir, spec, inputs, rows, timings, flax_top, processor_info, options
+    )
     report["checkpoint_sha256"] = hasher.digest()
     return Verification(report, saved_arrays(inputs, flax_out, stock), inputs, tops)
 
@@ -330,8 +354,7 @@ class Verification:
             detections_in_pixels(self.top_detections[side][0], self.inputs.queries, image.shape)
             for side in ("flax", "stock")
         )
-        return draw_side_by_side(image, left, right, "Flax (scenic-exact)",
-                                 "transformers (stock)")  # fmt: skip
+        return draw_side_by_side(image, left, right, "Flax (scenic-exact)", "transformers (stock)")
 
 
 def detections_in_pixels(top: dict, queries: list[str], shape: tuple[int, ...]) -> list[dict]:
@@ -339,8 +362,9 @@ def detections_in_pixels(top: dict, queries: list[str], shape: tuple[int, ...]) 
     height, width = shape[:2]
     side = max(height, width)
     found = []
-    for query, score, (cx, cy, w, h) in zip(top["queries"], top["scores"], top["boxes"],
-                                            strict=True):  # fmt: skip
+    for query, score, (cx, cy, w, h) in zip(
+        top["queries"], top["scores"], top["boxes"], strict=True
+    ):
         box = [(cx - w / 2) * side, (cy - h / 2) * side, (cx + w / 2) * side, (cy + h / 2) * side]
         box = [
             min(max(v, 0.0), lim)
@@ -402,8 +426,13 @@ def processor_drift(
     processor = AutoProcessor.from_pretrained(str(hf_dir), local_files_only=True)
     keep = [i for i, raw in enumerate(inputs.raw_images) if raw is not None]
     images = [Image.fromarray(inputs.raw_images[i]) for i in keep]
-    batch = processor(text=[inputs.queries] * len(keep), images=images, return_tensors="np",
-                      padding="max_length", truncation=True)  # fmt: skip
+    batch = processor(
+        text=[inputs.queries] * len(keep),
+        images=images,
+        return_tensors="np",
+        padding="max_length",
+        truncation=True,
+    )
     pixel_values = np.asarray(batch["pixel_values"], np.float32)
     ids = np.asarray(batch["input_ids"]).reshape(len(keep), len(inputs.queries), -1)
     scenic_ids = inputs.input_ids[keep][:, : len(inputs.queries)]
@@ -419,18 +448,25 @@ def processor_drift(
 
     def row(name: str, value: float, within: bool, note: str) -> Comparison:
         strict = options.strict_processor
-        return Comparison(name, "processor", value, tol[name] if strict else None,
-                          within or not strict, note)  # fmt: skip
+        return Comparison(
+            name, "processor", value, tol[name] if strict else None, within or not strict, note
+        )
 
     rows = [
         row("pixels", pixel_diff, pixel_diff <= tol["pixels"], "max |diff| in [0, 1] units"),
         row("input_ids", float(ids_differ), ids_differ == 0, "queries tokenized differently"),
-        row("top_k", worst, same and worst <= tol["top_k"],
-            "same top detections" if same else "top detections differ"),
-    ]  # fmt: skip
-    info = {"processor_class": type(processor).__name__,
-            "image_processor_class": type(processor.image_processor).__name__,
-            "top_detections": hf_top}  # fmt: skip
+        row(
+            "top_k",
+            worst,
+            same and worst <= tol["top_k"],
+            "same top detections" if same else "top detections differ",
+        ),
+    ]
+    info = {
+        "processor_class": type(processor).__name__,
+        "image_processor_class": type(processor.image_processor).__name__,
+        "top_detections": hf_top,
+    }
     return rows, info
 
 

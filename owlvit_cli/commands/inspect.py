@@ -100,8 +100,9 @@ def _param_tree(report: dict[str, Any], depth: int | None) -> Tree:
 def _mapping_table(rows: list[dict[str, Any]]) -> Table:
     table = Table("scenic", "transformers", "transform", title="mapping")
     for row in rows:
-        table.add_row(row["source"], row["target"] or f"[dim]ignored: {row['reason']}[/dim]",
-                      row["transform"])  # fmt: skip
+        table.add_row(
+            row["source"], row["target"] or f"[dim]ignored: {row['reason']}[/dim]", row["transform"]
+        )
     return table
 
 
@@ -112,8 +113,11 @@ def _summary(report: dict[str, Any]) -> Panel:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("layout", f"{report['layout']}: {LAYOUT_NAMES[report['layout']]}")
-    table.add_row("model", f"OWL-ViT v{report['version']}" + (" (objectness head)"
-                  if config["objectness_head"] else ""))  # fmt: skip
+    table.add_row(
+        "model",
+        f"OWL-ViT v{report['version']}"
+        + (" (objectness head)" if config["objectness_head"] else ""),
+    )
     table.add_row(
         "vision",
         f"width {vision['hidden_size']}, {vision['num_hidden_layers']} layers, "

@@ -79,10 +79,10 @@ def verify_command(
     def action() -> int:
         from owlvit_cli.verify import VerifyOptions
 
-        options = VerifyOptions(image or [], query or [], parse_atol(atol or []),
-                                strict_processor, top_k)  # fmt: skip
-        report = verify_and_record(out, checkpoint, hf_dir, options, record, save_outputs,
-                                   save_viz)  # fmt: skip
+        options = VerifyOptions(
+            image or [], query or [], parse_atol(atol or []), strict_processor, top_k
+        )
+        report = verify_and_record(out, checkpoint, hf_dir, options, record, save_outputs, save_viz)
         out.result(report, lambda console: render(console, report))
         return ExitCode.OK if report["passed"] else ExitCode.CHECK_FAILED
 
