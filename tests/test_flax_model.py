@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -24,9 +23,9 @@ from owlvit_cli.flax_model import (
     flatten_params,
 )
 from owlvit_cli.spec import VARIANTS, ModelSpec, expected_shapes, spec_from_shapes
+from tests.conftest import REFERENCE, REFERENCE_NAMES
 
-REF_DIR = Path(__file__).parent / "data" / "scenic_reference"
-REFERENCES = ("v1_release", "v2_release", "v1_current")
+REFERENCES = tuple(sorted(REFERENCE_NAMES))
 TOL = 1e-5
 SOT, EOT = 49406, 49407
 
@@ -35,10 +34,10 @@ class Reference:
     """One scenic reference model: its runner, the stored arrays, and our outputs, computed once."""
 
     def __init__(self, name: str) -> None:
-        with open_checkpoint(REF_DIR / f"ref_{name}_checkpoint") as ckpt:
+        with open_checkpoint(REFERENCE / f"ref_{name}_checkpoint") as ckpt:
             self.spec = spec_from_shapes({entry.path: entry.shape for entry in ckpt})
             self.runner = FlaxRunner(self.spec, ckpt.params_tree(np.float32))
-        with np.load(REF_DIR / f"ref_{name}_io.npz", allow_pickle=False) as data:
+        with np.load(REFERENCE / f"ref_{name}_io.npz", allow_pickle=False) as data:
             self.data = dict(data)
         self.out = self.runner.detect(
             self.data["images_nhwc"], self.data["input_ids"], intermediates=True
@@ -146,7 +145,7 @@ def test_reference_box_bias(name: str) -> None:
 
 
 def test_reference_input_ids_need_no_pickle() -> None:
-    with np.load(REF_DIR / "ref_v1_release_io.npz", allow_pickle=False) as data:
+    with np.load(REFERENCE / "ref_v1_release_io.npz", allow_pickle=False) as data:
         assert data["queries"].dtype.kind == "U"
 
 

@@ -16,14 +16,14 @@ from owlvit_cli.preprocess import (
     resize_antialiased,
     scenic_preprocess,
 )
+from tests.conftest import REFERENCE, REFERENCE_NAMES
 
-REF_DIR = Path(__file__).parent / "data" / "scenic_reference"
-REFERENCES = ("v1_release", "v2_release", "v1_current")
+REFERENCES = tuple(sorted(REFERENCE_NAMES))
 
 
 @pytest.mark.parametrize("name", REFERENCES)
 def test_matches_scenic_reference(name: str) -> None:
-    with np.load(REF_DIR / f"ref_{name}_io.npz", allow_pickle=False) as data:
+    with np.load(REFERENCE / f"ref_{name}_io.npz", allow_pickle=False) as data:
         expected = data["images_nhwc"]
         raws = [data["raw_image_0"], data["raw_image_1"]]
     size = expected.shape[1]

@@ -5,22 +5,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from owlvit_cli.scenic_tokenizer import get_tokenizer, tokenize, tokenize_queries
+from tests.conftest import REFERENCE, REFERENCE_NAMES
 
-REF_DIR = Path(__file__).parent / "data" / "scenic_reference"
-REFERENCES = ("v1_release", "v2_release", "v1_current")
+REFERENCES = tuple(sorted(REFERENCE_NAMES))
 SOT, EOT = 49406, 49407
 
 
 @pytest.mark.parametrize("name", REFERENCES)
 def test_reproduces_reference_input_ids(name: str) -> None:
-    manifest = json.loads((REF_DIR / "manifest.json").read_text())
-    with np.load(REF_DIR / f"ref_{name}_io.npz", allow_pickle=False) as data:
+    manifest = json.loads((REFERENCE / "manifest.json").read_text())
+    with np.load(REFERENCE / f"ref_{name}_io.npz", allow_pickle=False) as data:
         expected = data["input_ids"]
         stored = data["queries"].tolist()  # '' marks the padding slot there
     ids = tokenize_queries(manifest["queries"])
