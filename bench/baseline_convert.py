@@ -6,7 +6,7 @@ tensors and `save_pretrained`. It holds the file's bytes, the restored tree, the
 mapped copies at once, which is what the streaming converter avoids.
 
 Key names and layout changes come from `owlvit_cli.mapping`'s plan and the config from
-`owlvit_cli.convert.hf_config`, so the two conversions differ only in how the bytes move,
+`owlvit_cli.hf_files.hf_config`, so the two conversions differ only in how the bytes move,
 not in what they compute. The processor files are saved too, so both write the same files.
 
 Usage: python bench/baseline_convert.py CKPT OUT  (prints one JSON object of phase timings)
@@ -66,7 +66,7 @@ def convert(checkpoint: Path, output: Path) -> dict[str, float]:
 
     import torch
 
-    from owlvit_cli.convert import hf_config, model_classes, save_processor
+    from owlvit_cli.hf_files import hf_config, model_classes, save_processor
     from owlvit_cli.mapping import plan_mapping
     from owlvit_cli.spec import spec_from_shapes
 
@@ -75,7 +75,7 @@ def convert(checkpoint: Path, output: Path) -> dict[str, float]:
     lap("restore")
     spec = spec_from_shapes({name: array.shape for name, array in params.items()})
     plan = plan_mapping({name: array.shape for name, array in params.items()}, spec)
-    config = hf_config(spec, float(params["backbone/clip/logit_scale"]))
+    config = hf_config(spec)
     _, model_cls, _ = model_classes(spec)
     model = model_cls(config)
     lap("init")

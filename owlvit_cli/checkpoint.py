@@ -100,6 +100,11 @@ class Checkpoint:
         array = flat.reshape(record.shape)
         return array if dtype is None else array.astype(dtype, copy=False)
 
+    def stream(self) -> None:
+        """About to read every payload in file order: ask the kernel to read ahead."""
+        if self._map is not None:
+            _advise(self._map, "MADV_SEQUENTIAL")
+
     def release(self, path: str) -> None:
         """Drop the tensor's pages from this process so streaming a large file stays small."""
         if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
@@ -125,6 +130,7 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Open and index a checkpoint, or raise `CheckpointError` saying what was found instead."""
     file_path = Path(path)
     buf = _map_file(file_path)
+    _advise(buf, "MADV_RANDOM")  # headers only: no read-ahead of the payloads between them
     try:
         _reject_known_formats(file_path, buf)
         tree = index_msgpack(memoryview(buf))
@@ -135,6 +141,12 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise
     ckpt._map = buf
     return ckpt
+
+
+def _advise(buf: mmap.mmap, advice: str) -> None:
+    if hasattr(mmap, advice):  # Linux; elsewhere the kernel's default read-ahead applies
+        with contextlib.suppress(OSError):
+            buf.madvise(getattr(mmap, advice))
 
 
 def _map_file(path: Path) -> mmap.mmap:

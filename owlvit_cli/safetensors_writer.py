@@ -12,6 +12,7 @@ import json
 import re
 import struct
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,14 +118,25 @@ def write_safetensors(
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
     target = np.dtype(NUMPY_DTYPES[dtype])
-    with path.open("wb") as handle:
+    with path.open("wb") as handle, ThreadPoolExecutor(max_workers=1) as producer:
         handle.write(struct.pack("<Q", len(encoded)))
         handle.write(encoded)
-        for tensor in tensors:
-            array = np.asarray(tensor.produce(), dtype=target)
-            if not array.flags.c_contiguous:  # (ascontiguousarray would make 0-d arrays 1-d)
-                array = array.copy(order="C")
-            if array.shape != tensor.shape:
-                raise ValueError(f"{tensor.name}: produced {array.shape}, planned {tensor.shape}")
+        # Transform tensor i+1 while tensor i is written: both release the GIL, so the
+        # reshape work hides behind the disk writes.
+        upcoming = [producer.submit(_produce, t, target) for t in tensors[:1]]
+        for index, tensor in enumerate(tensors):
+            array = upcoming.pop().result()
+            if index + 1 < len(tensors):
+                upcoming.append(producer.submit(_produce, tensors[index + 1], target))
             handle.write(array.reshape(-1).view(np.uint8).data)
+            del array
             on_tensor(tensor)
+
+
+def _produce(tensor: PlannedTensor, dtype: np.dtype) -> np.ndarray:
+    array = np.asarray(tensor.produce(), dtype=dtype)
+    if not array.flags.c_contiguous:  # (ascontiguousarray would make 0-d arrays 1-d)
+        array = array.copy(order="C")
+    if array.shape != tensor.shape:
+        raise ValueError(f"{tensor.name}: produced {array.shape}, planned {tensor.shape}")
+    return array

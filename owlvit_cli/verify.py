@@ -83,6 +83,7 @@ class VerifyOptions:
     atol: dict[str, float] = field(default_factory=dict)
     strict_processor: bool = False
     top_k: int = 5
+    record: bool = False
 
 
 def normalize_pixels(pixels_nhwc: np.ndarray) -> np.ndarray:
@@ -137,7 +138,7 @@ def load_pixel_array(path: Path, size: int) -> np.ndarray:
 
 def check_same_architecture(spec: ModelSpec, hf_dir: Path) -> None:
     """Different architectures are bad input (exit 2), not a numerical mismatch."""
-    from owlvit_cli.convert import hf_config
+    from owlvit_cli.hf_files import hf_config
     from owlvit_cli.hf_model import check_model_dir
 
     found = check_model_dir(hf_dir)
@@ -283,7 +284,8 @@ def run_verification(
             f"--atol names unknown outputs {sorted(unknown)}; known: {', '.join(STOCK_TOLERANCES)}"
         )
     timings: dict[str, float] = {}
-    hasher = start_hashing(Path(checkpoint))  # the record names what was verified
+    # A recorded report names the checkpoint it verified; hashing costs a core, so only then.
+    hasher = start_hashing(Path(checkpoint)) if options.record else None
     with (
         _timed(timings, "load_flax", step, "loading checkpoint"),
         open_checkpoint(checkpoint) as ckpt,
@@ -325,7 +327,8 @@ def run_verification(
     report = build_report(
         checkpoint, hf_dir, spec, inputs, rows, timings, flax_top, processor_info, options
     )
-    report["checkpoint_sha256"] = hasher.digest()
+    if hasher is not None:
+        report["checkpoint_sha256"] = hasher.digest()
     return Verification(report, saved_arrays(inputs, flax_out, stock), inputs, tops)
 
 

@@ -233,3 +233,37 @@ def test_bad_shard_size(tmp_path: Path, tiny_checkpoint, size: str, message: str
 def test_bad_dtype(tmp_path: Path, tiny_checkpoint):
     with pytest.raises(BadInputError, match="--dtype"):
         convert_checkpoint(tiny_checkpoint(), tmp_path / "o", dtype="int8")
+
+
+def test_model_files_cache_gives_identical_files(tmp_path: Path, tiny_checkpoint, monkeypatch):
+    """The config/processor/tokenizer files come from the cache the second time, unchanged;
+    a damaged entry is rebuilt and an unusable cache directory is simply skipped."""
+    from owlvit_cli import hf_files
+
+    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
+    ckpt = tiny_checkpoint("v2-tiny", "v1")
+    first = tmp_path / "first"
+    convert_checkpoint(ckpt, first)
+    entries = list((tmp_path / "cache" / "metadata").iterdir())
+    assert len(entries) == 1 and (entries[0] / hf_files.SHAPES_FILE).exists()
+
+    def must_not_build(*args: object) -> None:
+        pytest.fail("the cached files should have been used")
+
+    monkeypatch.setattr(hf_files, "build_model_files", must_not_build)
+    second = tmp_path / "second"
+    convert_checkpoint(ckpt, second)
+    for name in ("config.json", "tokenizer.json", "vocab.json", "processor_config.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    monkeypatch.undo()
+    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
+    (entries[0] / "vocab.json").unlink()  # damaged entry: rebuilt, not trusted
+    convert_checkpoint(ckpt, tmp_path / "third")
+    assert (entries[0] / "vocab.json").exists()
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("OWLVIT_CACHE", str(blocker))
+    convert_checkpoint(ckpt, tmp_path / "fourth")
+    assert (tmp_path / "fourth" / "config.json").read_bytes() == (
+        first / "config.json"
+    ).read_bytes()

@@ -125,7 +125,9 @@ def verify_and_record(
         from owlvit_cli.detect import output_format
 
         output_format(save_viz)  # an unknown picture format fails before the slow part
-    result = run_verification(checkpoint, hf_dir, options or VerifyOptions(), out.step)
+    options = options or VerifyOptions()
+    options.record = options.record or record
+    result = run_verification(checkpoint, hf_dir, options, out.step)
     if save_outputs is not None:
         buffer = io.BytesIO()
         np.savez(buffer, **result.arrays)
