@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from owlvit_cli import __version__
+from owlvit_cli.cache import cache_root
 from owlvit_cli.spec import ModelSpec
 
 MODEL_CLASS_NAMES = {1: "OwlViTForObjectDetection", 2: "Owlv2ForObjectDetection"}
@@ -113,13 +113,6 @@ def build_model_files(directory: Path, spec: ModelSpec, dtype: str) -> None:
     files = sorted(p.name for p in directory.iterdir())
     record = {"files": files, "shapes": {name: list(shape) for name, shape in shapes.items()}}
     (directory / SHAPES_FILE).write_text(json.dumps(record) + "\n")
-
-
-def cache_root() -> Path:
-    if os.environ.get("OWLVIT_CACHE"):
-        return Path(os.environ["OWLVIT_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "owlvit"
 
 
 def cache_key(spec: ModelSpec, dtype: str) -> str:
