@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from owlvit_cli.errors import BadInputError
 SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 SINGLE_FILE = "model.safetensors"
+LOOKAHEAD = 3  # tensors being transformed while one is written (at most this many in memory)
 INDEX_FILE = "model.safetensors.index.json"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {
@@ -118,16 +120,16 @@ def write_safetensors(
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
     target = np.dtype(NUMPY_DTYPES[dtype])
-    with path.open("wb") as handle, ThreadPoolExecutor(max_workers=1) as producer:
+    with path.open("wb") as handle, ThreadPoolExecutor(max_workers=LOOKAHEAD) as producers:
         handle.write(struct.pack("<Q", len(encoded)))
         handle.write(encoded)
-        # Transform tensor i+1 while tensor i is written: both release the GIL, so the
-        # reshape work hides behind the disk writes.
-        upcoming = [producer.submit(_produce, t, target) for t in tensors[:1]]
+        # Transform the next tensors while this one is written: numpy copies and file writes
+        # both release the GIL, so reshaping runs on every core and hides behind the writes.
+        upcoming = deque(producers.submit(_produce, t, target) for t in tensors[:LOOKAHEAD])
         for index, tensor in enumerate(tensors):
-            array = upcoming.pop().result()
-            if index + 1 < len(tensors):
-                upcoming.append(producer.submit(_produce, tensors[index + 1], target))
+            array = upcoming.popleft().result()
+            if index + LOOKAHEAD < len(tensors):
+                upcoming.append(producers.submit(_produce, tensors[index + LOOKAHEAD], target))
             handle.write(array.reshape(-1).view(np.uint8).data)
             del array
             on_tensor(tensor)
