@@ -274,8 +274,6 @@ def run_verification(
 ) -> Verification:
     """Run both models; the report is a plain dict (what --json prints)."""
     from owlvit_cli.checkpoint import open_checkpoint
-    from owlvit_cli.flax_model import FlaxRunner
-    from owlvit_cli.hf_model import load_hf_model
     from owlvit_cli.inspection import checkpoint_spec
 
     unknown = set(options.atol) - set(STOCK_TOLERANCES)
@@ -286,37 +284,30 @@ def run_verification(
     timings: dict[str, float] = {}
     # A recorded report names the checkpoint it verified; hashing costs a core, so only then.
     hasher = start_hashing(Path(checkpoint)) if options.record else None
-    with (
-        _timed(timings, "load_flax", step, "loading checkpoint"),
-        open_checkpoint(checkpoint) as ckpt,
-    ):
-        spec = checkpoint_spec(ckpt)
+    with _timed(timings, "load_flax", step, "loading checkpoint"):
+        from owlvit_cli.flax_model import FlaxRunner  # jax: seconds, so timed as loading
+
+        with open_checkpoint(checkpoint) as ckpt:
+            spec = checkpoint_spec(ckpt)
+            params = ckpt.params_tree(np.float32)
+        runner = FlaxRunner(spec, params)
+        del params
+    with _timed(timings, "inputs", step, "preparing images and queries"):
+        inputs = prepare_inputs(spec, options)
+    with _timed(timings, "load_hf", step, "loading the transformers model"):
+        from owlvit_cli.hf_model import load_hf_model
+
         check_same_architecture(spec, hf_dir)
-        runner = FlaxRunner(spec, ckpt.params_tree(np.float32))
-    inputs = prepare_inputs(spec, options)
+        model = load_hf_model(hf_dir)
     with _timed(timings, "flax_compile", step, "compiling the Flax model"):
         runner.compile(inputs.scenic_pixels, inputs.input_ids)
     with _timed(timings, "flax_forward", step, "running the Flax model"):
         flax_out = runner.detect(inputs.scenic_pixels, inputs.input_ids, image_only=True)
-    with _timed(timings, "load_hf", step, "loading the transformers model"):
-        model = load_hf_model(hf_dir)
     with _timed(timings, "hf_forward", step, "running the transformers model"):
         stock, patched = run_hf_both(model, inputs)
-    rows = _compare_level(
-        "mapping", output_diffs(flax_out, patched, inputs.query_mask), mapping_tolerance
-    )
-    tolerances = {**STOCK_TOLERANCES, **options.atol}
-    rows += _compare_level(
-        "stock", output_diffs(flax_out, stock, inputs.query_mask), lambda name, _: tolerances[name]
-    )
-    flax_top = top_detections(flax_out, inputs.query_mask, options.top_k)
-    tops = {"flax": flax_top}
-    for level, outs, tol in (
-        ("mapping", patched, MAPPING_ATOL),
-        ("stock", stock, tolerances["top_k"]),
-    ):
-        tops[level] = top_detections(outs, inputs.query_mask, options.top_k)
-        rows.append(top_k_row(level, flax_top, tops[level], tol))
+    with _timed(timings, "compare", step, "comparing"):
+        rows, tops = compare_outputs(flax_out, stock, patched, inputs, options)
+    flax_top = tops["flax"]
     processor_rows, processor_info = [], {}
     if any(raw is not None for raw in inputs.raw_images):
         with _timed(timings, "processor", step, "checking the transformers processor"):
@@ -330,6 +321,30 @@ def run_verification(
     if hasher is not None:
         report["checkpoint_sha256"] = hasher.digest()
     return Verification(report, saved_arrays(inputs, flax_out, stock), inputs, tops)
+
+
+def compare_outputs(
+    flax_out: dict[str, np.ndarray],
+    stock: dict[str, np.ndarray],
+    patched: dict[str, np.ndarray],
+    inputs: VerifyInputs,
+    options: VerifyOptions,
+) -> tuple[list[Comparison], dict[str, list[dict]]]:
+    """Levels 1 and 2: every output and the top-k detections, against their tolerances."""
+    mask = inputs.query_mask
+    rows = _compare_level("mapping", output_diffs(flax_out, patched, mask), mapping_tolerance)
+    tolerances = {**STOCK_TOLERANCES, **options.atol}
+    rows += _compare_level(
+        "stock", output_diffs(flax_out, stock, mask), lambda name, _: tolerances[name]
+    )
+    tops = {"flax": top_detections(flax_out, mask, options.top_k)}
+    for level, outs, tol in (
+        ("mapping", patched, MAPPING_ATOL),
+        ("stock", stock, tolerances["top_k"]),
+    ):
+        tops[level] = top_detections(outs, mask, options.top_k)
+        rows.append(top_k_row(level, tops["flax"], tops[level], tol))
+    return rows, tops
 
 
 def top_k_row(level: str, flax_top: list[dict], other: list[dict], tol: float) -> Comparison:
