@@ -185,3 +185,35 @@ def test_fuzzed_bytes_raise_only_our_error(small_checkpoint_bytes: bytes, tmp_pa
         pass
     except OwlvitError as exc:  # pragma: no cover - a subclass outside the reader's
         pytest.fail(f"unexpected {type(exc).__name__}: {exc}")
+
+
+def test_real_ctrl_c_mid_convert(tmp_path: Path, tmp_path_factory):
+    """SIGINT to the real console script while it writes: exit 130, nothing left behind.
+    A full-size B/32 (600 MB) checkpoint keeps it writing long enough to be caught."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from owlvit_cli.fixtures import build_checkpoint
+
+    ckpt = build_checkpoint(tmp_path_factory.mktemp("b32") / "b32", VARIANTS["v1-b32"])
+    out_parent = tmp_path / "outputs"
+    out_parent.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "owlvit_cli", "convert", str(ckpt), str(out_parent / "model")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    deadline = time.monotonic() + 120
+    while not any(".owlvit-tmp-" in p.name for p in out_parent.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, "never started writing"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    ckpt.unlink()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["error: interrupted"]
+    assert list(out_parent.iterdir()) == []
