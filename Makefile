@@ -13,6 +13,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PINS) -e '.[dev]'
+	# Bytecode up front: where PYTHONDONTWRITEBYTECODE is set, every start would recompile.
+	$(PY) -m compileall -q owlvit_cli
 	touch $(STAMP)
 
 demo: install

@@ -15,12 +15,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from owlvit_cli.errors import CheckpointError
 from owlvit_cli.msgpack_index import ArrayRecord, index_msgpack
+
+if TYPE_CHECKING:
+    import numpy as np
 
 LAYOUTS = ("v1", "v2", "current")
 BLOCK_RE = re.compile(r"(?<=/)resblocks([._])(\d+)(?=/)")
@@ -46,8 +47,12 @@ class TensorEntry:
         return self.record.dtype
 
     @property
+    def dtype_name(self) -> str:
+        return self.record.dtype_name
+
+    @property
     def size(self) -> int:
-        return int(np.prod(self.record.shape, dtype=np.int64))
+        return self.record.size
 
 
 @dataclass
@@ -87,6 +92,8 @@ class Checkpoint:
 
     def read(self, path: str, dtype: np.dtype | str | None = None) -> np.ndarray:
         """The tensor's values; a zero-copy view when no cast is asked for."""
+        import numpy as np
+
         if self._map is None:
             raise CheckpointError(f"{self.path} is closed")
         record = self.tensors[path].record
@@ -114,7 +121,7 @@ class Checkpoint:
             if length:
                 self._map.madvise(mmap.MADV_DONTNEED, start, offset + length - start)
 
-    def params_tree(self, dtype: np.dtype | str | None = np.float32) -> dict[str, Any]:
+    def params_tree(self, dtype: np.dtype | str | None = "float32") -> dict[str, Any]:
         """Nested dict of arrays under current scenic names, ready for the Flax model."""
         tree: dict[str, Any] = {}
         for entry in self:

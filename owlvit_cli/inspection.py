@@ -28,7 +28,7 @@ def param_rows(ckpt: Checkpoint, pattern: str | None = None) -> list[dict[str, A
                 "path": entry.source_path,
                 "name": entry.path,
                 "shape": list(entry.shape),
-                "dtype": entry.dtype.name,
+                "dtype": entry.dtype_name,
                 "size": entry.size,
                 "nbytes": entry.record.nbytes,
             }
@@ -40,7 +40,7 @@ def inspect_report(ckpt: Checkpoint, pattern: str | None = None) -> dict[str, An
     spec = checkpoint_spec(ckpt)
     by_dtype: dict[str, int] = defaultdict(int)
     for entry in ckpt:
-        by_dtype[entry.dtype.name] += entry.record.nbytes
+        by_dtype[entry.dtype_name] += entry.record.nbytes
     return {
         "file": str(ckpt.path),
         "file_size": ckpt.file_size,

@@ -63,7 +63,7 @@ def test_full_size_trees_detect_and_derive_on_shapes(variant: str, layout: str):
     """Full-size trees as shapes only: no 1.7 GB files in tests."""
     spec = VARIANTS[variant]
     shapes = {layout_name(p, layout): s for p, s in expected_shapes(spec).items()}
-    records = {p: ArrayRecord(s, np.dtype("float32"), ((0, 0),)) for p, s in shapes.items()}
+    records = {p: ArrayRecord(s, "float32", ((0, 0),)) for p, s in shapes.items()}
     assert detect_layout(Path("x"), records) == layout
     canonical = {canonical_name(p, layout): s for p, s in shapes.items()}
     assert spec_from_shapes(canonical) == spec
