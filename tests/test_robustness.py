@@ -217,3 +217,36 @@ def test_real_ctrl_c_mid_convert(tmp_path: Path, tmp_path_factory):
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["error: interrupted"]
     assert list(out_parent.iterdir()) == []
+
+
+def test_permission_denied_is_one_line(cli, tiny_checkpoint, monkeypatch):
+    """Root reads anything, so the kernel's EACCES is injected where the file is opened."""
+    from owlvit_cli import checkpoint
+
+    real_open = Path.open
+    target = tiny_checkpoint()
+
+    def denied(self: Path, *args, **kwargs):
+        if self == target:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.Path, "open", denied)
+    result = cli("inspect", target)
+    _assert_one_line_error(result)
+    assert "permission denied" in result.stderr
+
+
+def test_model_dir_whose_config_does_not_fit_its_weights(cli, tiny_checkpoint, converted, tmp_path):
+    import json
+    import shutil
+
+    ckpt = tiny_checkpoint()
+    broken = tmp_path / "model"
+    shutil.copytree(converted(ckpt), broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["vision_config"]["num_channels"] = 4  # the patch conv weights have 3
+    (broken / "config.json").write_text(json.dumps(config))
+    result = cli("verify", ckpt, broken)
+    _assert_one_line_error(result)
+    assert "cannot load the model" in result.stderr
