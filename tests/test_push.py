@@ -653,7 +653,7 @@ def test_not_a_converted_directory_is_refused(
 def test_every_directory_check_names_its_reason(make_model_dir: Callable, breakage: str) -> None:
     """The same checks in-process (the CLI path above is the same code and exit 2)."""
     from owlvit_cli.errors import ModelDirError
-    from owlvit_cli.hub import read_model_dir
+    from owlvit_cli.model_dir import read_model_dir
 
     with pytest.raises(ModelDirError, match=re.escape(BREAKAGES[breakage])):
         read_model_dir(broken_model_dir(make_model_dir, breakage))
