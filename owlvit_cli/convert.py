@@ -122,8 +122,9 @@ def convert_checkpoint(
         spec = checkpoint_spec(ckpt)
         plan = plan_mapping({e.path: e.shape for e in ckpt}, spec)
         warnings = [f"dropped {i.source}: {i.reason}" for i in plan.ignored if i.warn]
-        with model_files(spec, dtype) as (files_dir, target_shapes):
-            check_against_model(plan, target_shapes)
+        with model_files(spec, dtype) as files:
+            if files.ready_shapes is not None:  # known now: refuse before writing anything
+                check_against_model(plan, files.ready_shapes)
             hasher = start_hashing(ckpt.path)
             ckpt.stream()
             on_start(len(plan.tensors))
@@ -139,10 +140,13 @@ def convert_checkpoint(
                 with atomic_directory(output, overwrite) as tmp:
                     tensors = planned_tensors(ckpt, plan)
                     write_model_files(tmp, tensors, dtype, shard_bytes, written)
+                    files_dir, target_shapes = files.result()
+                    check_against_model(plan, target_shapes)
                     copy_model_files(files_dir, tmp)
                     record = conversion_record(ckpt, spec, plan, hasher.digest(), dtype)
                     (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
-                    files = sorted(p.name for p in tmp.iterdir())
+                    files_written = sorted(p.name for p in tmp.iterdir())
             except OSError as exc:  # disk full, quota, vanished directory: the user's to fix
                 raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from exc
-    return ConversionResult(output, files, record, time.perf_counter() - started, warnings)
+    seconds = time.perf_counter() - started
+    return ConversionResult(output, files_written, record, seconds, warnings)

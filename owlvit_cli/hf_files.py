@@ -14,6 +14,8 @@ import contextlib
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from importlib import metadata
@@ -135,19 +137,63 @@ def read_entry(directory: Path) -> dict[str, Any] | None:
     return None
 
 
+class ModelFiles:
+    """The files for one (spec, dtype): at once from the cache, or made meanwhile.
+
+    On a cache miss a child process imports transformers and writes the files while this
+    process streams the weights, so the first conversion of a model shape costs about
+    max(import, stream) instead of their sum.
+    """
+
+    def __init__(self, spec: ModelSpec, dtype: str) -> None:
+        self.entry = cache_root() / "metadata" / cache_key(spec, dtype)
+        self.record = read_entry(self.entry)
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+        if self.record is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="owlvit-files-")
+            command = [sys.executable, "-m", "owlvit_cli.hf_files", self._scratch.name,
+                       json.dumps(spec.to_json()), dtype]  # fmt: skip
+            self._child = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )  # fmt: skip
+
+    @property
+    def ready_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """The expected shapes if known without waiting (a cache hit)."""
+        return None if self.record is None else _shapes(self.record)
+
+    def result(self) -> tuple[Path, dict[str, tuple[int, ...]]]:
+        """(directory holding the files, expected tensor shapes), waiting for the child."""
+        if self.record is not None and self._child is None:
+            return self.entry, _shapes(self.record)
+        assert self._child is not None and self._scratch is not None
+        _, err = self._child.communicate()
+        staging = Path(self._scratch.name)
+        record = read_entry(staging)
+        if self._child.returncode != 0 or record is None:
+            last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"making the config/processor files failed: {last[0]}")
+        _store(staging, self.entry)
+        self.record = record
+        return staging, _shapes(record)
+
+    def close(self) -> None:
+        if self._child is not None and self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+
+
 @contextlib.contextmanager
-def model_files(spec: ModelSpec, dtype: str) -> Iterator[tuple[Path, dict[str, tuple[int, ...]]]]:
-    """(directory holding the files, expected tensor shapes), from the cache when possible."""
-    entry = cache_root() / "metadata" / cache_key(spec, dtype)
-    record = read_entry(entry)
-    if record is not None:
-        yield entry, _shapes(record)
-        return
-    with tempfile.TemporaryDirectory(prefix="owlvit-files-") as scratch:
-        staging = Path(scratch)
-        build_model_files(staging, spec, dtype)
-        _store(staging, entry)
-        yield staging, _shapes(read_entry(staging) or {})
+def model_files(spec: ModelSpec, dtype: str) -> Iterator[ModelFiles]:
+    files = ModelFiles(spec, dtype)
+    try:
+        yield files
+    finally:
+        files.close()
 
 
 def _shapes(record: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -172,3 +218,14 @@ def copy_model_files(source: Path, target: Path) -> None:
     for path in source.iterdir():
         if path.name != SHAPES_FILE:
             shutil.copyfile(path, target / path.name)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m owlvit_cli.hf_files DIR SPEC_JSON DTYPE`: the child `ModelFiles` starts."""
+    directory, spec_json, dtype = argv
+    build_model_files(Path(directory), ModelSpec.from_json(json.loads(spec_json)), dtype)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -73,6 +73,15 @@ class ModelSpec:
             "objectness_head": self.objectness_head,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        return cls(
+            VisionSpec(**data["vision"]),
+            TextSpec(**data["text"]),
+            data["projection_dim"],
+            data["objectness_head"],
+        )
+
 
 def spec_from_shapes(shapes: Mapping[str, tuple[int, ...]]) -> ModelSpec:
     """Derive the spec from a {current-scenic path: shape} table."""

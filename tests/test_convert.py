@@ -267,3 +267,35 @@ def test_model_files_cache_gives_identical_files(tmp_path: Path, tiny_checkpoint
     assert (tmp_path / "fourth" / "config.json").read_bytes() == (
         first / "config.json"
     ).read_bytes()
+
+
+def test_model_spec_round_trips_through_json():
+    from owlvit_cli.spec import VARIANTS, ModelSpec
+
+    for spec in VARIANTS.values():
+        assert ModelSpec.from_json(spec.to_json()) == spec
+
+
+def test_model_files_failure_is_reported(tmp_path: Path, monkeypatch):
+    """If the child that makes the config/processor files fails, the error names it."""
+    from owlvit_cli import hf_files
+    from owlvit_cli.spec import VARIANTS
+
+    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hf_files.sys, "executable", str(tmp_path / "no-python"))
+    with pytest.raises(FileNotFoundError):
+        hf_files.ModelFiles(VARIANTS["v1-tiny"], "float32")
+    monkeypatch.undo()
+    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
+    import dataclasses
+
+    tiny = VARIANTS["v1-tiny"]
+    impossible = dataclasses.replace(  # 130 wide with 4 heads: transformers refuses it
+        tiny, vision=dataclasses.replace(tiny.vision, hidden_size=130, num_attention_heads=4)
+    )
+    files = hf_files.ModelFiles(impossible, "float32")
+    try:
+        with pytest.raises(RuntimeError, match="config/processor files failed"):
+            files.result()
+    finally:
+        files.close()
