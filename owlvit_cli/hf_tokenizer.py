@@ -7,29 +7,18 @@ and merges.txt hold exactly OpenAI's 49,408 tokens and 48,894 merges.
 
 from __future__ import annotations
 
-import functools
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
-MAX_QUERY_LENGTH = 16
+from owlvit_cli.scenic_tokenizer import MAX_QUERY_LENGTH, get_tokenizer
+
 PAD_TOKEN = "!"  # id 0, as the public OWL-ViT tokenizers use
-
-
-@functools.lru_cache(maxsize=1)
-def clip_simple_tokenizer() -> Any:
-    """OpenAI's reference tokenizer (scenic's tokenizer), built once per process."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # clip imports pkg_resources, which warns on import
-        from clip.simple_tokenizer import SimpleTokenizer
-
-    return SimpleTokenizer()
 
 
 def write_vocab_files(directory: Path) -> tuple[Path, Path]:
     """vocab.json + merges.txt in the format CLIPTokenizer reads."""
-    bpe = clip_simple_tokenizer()
+    bpe = get_tokenizer()
     vocab_path, merges_path = directory / "vocab.json", directory / "merges.txt"
     vocab_path.write_text(json.dumps(bpe.encoder, ensure_ascii=False), encoding="utf-8")
     merges = sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.__getitem__)

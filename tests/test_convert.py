@@ -12,7 +12,7 @@ from safetensors import safe_open
 from owlvit_cli.convert import RECORD_FILE, convert_checkpoint
 from owlvit_cli.errors import BadInputError, MappingError
 from owlvit_cli.hf_model import load_hf_model, run_hf_detection, run_hf_image_only
-from owlvit_cli.hf_tokenizer import clip_simple_tokenizer
+from owlvit_cli.scenic_tokenizer import get_tokenizer as clip_simple_tokenizer
 from tests.conftest import REFERENCE_NAMES, reference_checkpoint, reference_io
 
 STOCK_TOL = {"pred_logits": 2e-4, "pred_boxes": 1e-3, "objectness_logits": 1e-3}
