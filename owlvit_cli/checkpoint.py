@@ -200,6 +200,21 @@ def _reject_known_formats(path: Path, buf: mmap.mmap) -> None:
         raise CheckpointError(
             f"{path} is a safetensors file (already converted?), not a scenic checkpoint"
         )
+    if _looks_like_text(buf[:512]):
+        raise CheckpointError(
+            f"{path} looks like a text file, not a scenic Flax msgpack checkpoint"
+        )
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """A Flax checkpoint starts with a msgpack map header (0x80-0x8f, 0xde, 0xdf): never text."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head[:-3].decode("utf-8", errors="replace")  # a character cut at the end
+        if "\ufffd" in text:
+            return False
+    return bool(text) and all(ch.isprintable() or ch in "\t\n\r\f" for ch in text)
 
 
 def _checkpoint_from_tree(path: Path, size: int, tree: Any) -> Checkpoint:

@@ -220,8 +220,8 @@ def index_msgpack(buf: memoryview) -> Any:
         raise CheckpointError("nesting too deep to be a checkpoint") from exc
     if end != len(buf):
         raise CheckpointError(
-            f"unexpected data after the msgpack object (byte {end} of {len(buf)}): "
-            "not a Flax checkpoint"
+            "not a Flax msgpack checkpoint: it should be one msgpack map, but the first value "
+            f"ends at byte {end} of {len(buf)}"
         )
     return _merge_chunked(value)
 

@@ -131,6 +131,8 @@ BAD_FILES = {
     "other model": (msgpack.packb({"params": {"dense": {"kernel": 1.0}}}), "not an array"),
     "other model tree": (msgpack.packb({"params": {"dense": {}}}), "transformer"),
     "no params": (msgpack.packb({"foo": 1, "bar": {}}), "found bar, foo"),
+    "text file": ("# a README, café\nnot weights\n".encode(), "looks like a text file"),
+    "one number then more": (b"\x05\x81\xa1a\x01", "should be one msgpack map"),
 }
 
 
