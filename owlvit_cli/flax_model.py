@@ -25,10 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from owlvit_cli.errors import CheckpointError
+from owlvit_cli.preprocess import CLIP_MEAN, CLIP_STD
 from owlvit_cli.spec import ModelSpec, expected_shapes
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_LAYERNORM_EPSILON = 1e-5  # OpenAI CLIP (PyTorch's default), kept by scenic's CLIP port.
 MERGED_LAYERNORM_EPSILON = 1e-6  # scenic builds this LayerNorm with Flax's default.
 CLASS_NORM_EPSILON = 1e-6  # added to the L2 norm, not to the squared norm.

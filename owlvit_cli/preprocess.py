@@ -27,6 +27,9 @@ from scipy import ndimage
 from owlvit_cli.errors import BadInputError
 
 PAD_VALUE = 0.5
+# CLIP's per-channel normalisation: scenic applies it inside its model, transformers before it.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 
 

@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from owlvit_cli import __version__
+from owlvit_cli import __version__, preprocess
 from owlvit_cli.errors import BadInputError, ModelDirError
 from owlvit_cli.hashing import start_hashing
 from owlvit_cli.spec import ModelSpec
 
 DEFAULT_QUERIES = ("a house", "a red car", "a tree", "a cat")
-CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
-CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+CLIP_MEAN = np.array(preprocess.CLIP_MEAN, np.float32)
+CLIP_STD = np.array(preprocess.CLIP_STD, np.float32)
 MAPPING_ATOL = 1e-5
 STOCK_TOLERANCES = {
     "pred_logits": 2e-4,

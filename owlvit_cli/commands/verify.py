@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -125,8 +126,8 @@ def verify_and_record(
         from owlvit_cli.detect import output_format
 
         output_format(save_viz)  # an unknown picture format fails before the slow part
-    options = options or VerifyOptions()
-    options.record = options.record or record
+    # A recorded report names the checkpoint it verified, so only then is it hashed.
+    options = dataclasses.replace(options or VerifyOptions(), record=record)
     result = run_verification(checkpoint, hf_dir, options, out.step)
     if save_outputs is not None:
         buffer = io.BytesIO()
