@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from owlvit_cli.errors import CheckpointError
 from owlvit_cli.msgpack_index import ArrayRecord, index_msgpack
+from owlvit_cli.prefetch import Prefetcher, start_prefetch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,6 +67,7 @@ class Checkpoint:
     tensors: dict[str, TensorEntry]
     other_top_level: list[str] = field(default_factory=list)
     _map: mmap.mmap | None = None
+    _prefetcher: Prefetcher | None = None
 
     def __enter__(self) -> Checkpoint:
         return self
@@ -74,6 +76,9 @@ class Checkpoint:
         self.close()
 
     def close(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.stop()
+            self._prefetcher = None
         if self._map is not None:
             # Arrays still viewing the map keep it alive; it closes when the last one goes.
             with contextlib.suppress(BufferError):
@@ -108,9 +113,11 @@ class Checkpoint:
         return array if dtype is None else array.astype(dtype, copy=False)
 
     def stream(self) -> None:
-        """About to read every payload in file order: ask the kernel to read ahead."""
+        """About to read every payload in file order: read ahead, and let the kernel know."""
         if self._map is not None:
             _advise(self._map, "MADV_SEQUENTIAL")
+            if self._prefetcher is None:
+                self._prefetcher = start_prefetch(self.path)
 
     def release(self, path: str) -> None:
         """Drop the tensor's pages from this process so streaming a large file stays small."""
