@@ -25,14 +25,17 @@ from owlvit_cli.hashing import start_hashing
 from owlvit_cli.hf_files import MODEL_CLASS_NAMES, copy_model_files, model_files
 from owlvit_cli.inspection import checkpoint_spec
 from owlvit_cli.mapping import (
+    TRANSFORMS,
     VISUAL_PROJECTION_NOTE,
     MappingPlan,
+    TensorMap,
     check_against_model,
     plan_mapping,
 )
 from owlvit_cli.safetensors_writer import (
     NUMPY_DTYPES,
     PlannedTensor,
+    RawBytes,
     parse_size,
     write_model_files,
 )
@@ -62,11 +65,18 @@ class ConversionResult:
 
 
 def planned_tensors(ckpt: Checkpoint, plan: MappingPlan) -> list[PlannedTensor]:
-    def producer(index: int) -> Callable[[], Any]:
-        tensor = plan.tensors[index]
+    def producer(tensor: TensorMap) -> Callable[[], Any]:
         return lambda: tensor.build(ckpt.read)
 
-    return [PlannedTensor(t.target, t.shape, producer(i)) for i, t in enumerate(plan.tensors)]
+    return [PlannedTensor(t.target, t.shape, producer(t), raw_bytes(ckpt, t)) for t in plan.tensors]
+
+
+def raw_bytes(ckpt: Checkpoint, tensor: TensorMap) -> RawBytes | None:
+    """Where the tensor's converted bytes already lie in the checkpoint, if they need no change."""
+    if tensor.source is None or not TRANSFORMS[tensor.transform].keeps_bytes:
+        return None
+    record = ckpt[tensor.source].record
+    return RawBytes(ckpt.path, record.segments, record.dtype_name)
 
 
 def library_versions() -> dict[str, str]:

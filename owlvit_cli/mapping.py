@@ -29,6 +29,7 @@ class Transform:
     name: str
     apply: Callable[[np.ndarray], np.ndarray]
     shape: Callable[[Shape], Shape]
+    keeps_bytes: bool = False  # C-order bytes unchanged: the writer may copy them file to file
 
 
 def _merge_heads(shape: Shape) -> Shape:
@@ -51,7 +52,7 @@ def transpose_2d(array: np.ndarray) -> np.ndarray:
 TRANSFORMS: dict[str, Transform] = {
     t.name: t
     for t in (
-        Transform("copy", lambda a: a, lambda s: s),
+        Transform("copy", lambda a: a, lambda s: s, keeps_bytes=True),
         # Dense kernel [in, out] → Linear weight [out, in].
         Transform("transpose", transpose_2d, lambda s: s[::-1]),
         # q/k/v kernel [width, heads, head_dim] → [heads·head_dim, width], heads kept in order.
@@ -61,7 +62,9 @@ TRANSFORMS: dict[str, Transform] = {
             lambda s: _merge_heads(s)[::-1],
         ),
         # q/k/v bias [heads, head_dim] → [heads·head_dim].
-        Transform("flatten", lambda a: a.reshape(-1), lambda s: (int(np.prod(s)),)),
+        Transform(
+            "flatten", lambda a: a.reshape(-1), lambda s: (int(np.prod(s)),), keeps_bytes=True
+        ),
         # out kernel [heads, head_dim, width] → [width, heads·head_dim].
         Transform(
             "merge_heads_out",

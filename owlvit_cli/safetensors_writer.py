@@ -1,17 +1,21 @@
-"""Stream tensors into safetensors files one at a time.
+"""Stream tensors into safetensors files, a few at a time.
 
 `safetensors.numpy.save_file` wants every tensor in memory at once; for a 1.7 GB checkpoint
 that is a second full copy. The format is a JSON header of shapes and byte offsets followed by
-raw little-endian data, so knowing every shape up front lets us write the header first and
-then each tensor as soon as it is transformed, holding one tensor at a time.
+raw little-endian data, so knowing every shape up front fixes where each tensor goes: workers
+transform tensors and write each at its own offset, in parallel, holding one tensor each.
+Tensors whose bytes need no change are copied file to file by the kernel.
 """
 
 from __future__ import annotations
 
+import errno
+import itertools
 import json
+import os
 import re
 import struct
-from collections import deque
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +29,8 @@ from owlvit_cli.errors import BadInputError
 SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 SINGLE_FILE = "model.safetensors"
-LOOKAHEAD = 3  # tensors being transformed while one is written (at most this many in memory)
+# Tensors transformed and written at once (and at most this many transformed copies in memory).
+WORKERS = min(4, max(2, os.cpu_count() or 2))
 INDEX_FILE = "model.safetensors.index.json"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {
@@ -42,10 +47,20 @@ _UNITS = {
 
 
 @dataclass(frozen=True)
+class RawBytes:
+    """Where a tensor's bytes already lie, in the target layout, in a file."""
+
+    path: Path
+    segments: tuple[tuple[int, int], ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
 class PlannedTensor:
     name: str
     shape: tuple[int, ...]
     produce: Callable[[], np.ndarray]
+    raw: RawBytes | None = None  # set when the bytes can be copied as they are
 
     def nbytes(self, dtype: str) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(NUMPY_DTYPES[dtype]).itemsize
@@ -107,6 +122,32 @@ def write_safetensors(
     dtype: str,
     on_tensor: Callable[[PlannedTensor], None] = lambda _: None,
 ) -> None:
+    header = _encoded_header(tensors, dtype)
+    target = np.dtype(NUMPY_DTYPES[dtype])
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _pwrite_all(fd, header, 0)
+        offsets = itertools.accumulate((t.nbytes(dtype) for t in tensors), initial=len(header))
+        with _SourceFiles() as sources, ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            # Each tensor lands at its own offset, so workers transform and write in
+            # parallel; results are collected in order to report progress in order.
+            futures = [
+                pool.submit(_write_tensor, fd, offset, tensor, target, sources)
+                for tensor, offset in zip(tensors, offsets, strict=False)  # offsets has one more
+            ]
+            try:
+                for tensor, future in zip(tensors, futures, strict=True):
+                    future.result()
+                    on_tensor(tensor)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    finally:
+        os.close(fd)
+
+
+def _encoded_header(tensors: Sequence[PlannedTensor], dtype: str) -> bytes:
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for tensor in tensors:
@@ -119,20 +160,17 @@ def write_safetensors(
         offset += size
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
-    target = np.dtype(NUMPY_DTYPES[dtype])
-    with path.open("wb") as handle, ThreadPoolExecutor(max_workers=LOOKAHEAD) as producers:
-        handle.write(struct.pack("<Q", len(encoded)))
-        handle.write(encoded)
-        # Transform the next tensors while this one is written: numpy copies and file writes
-        # both release the GIL, so reshaping runs on every core and hides behind the writes.
-        upcoming = deque(producers.submit(_produce, t, target) for t in tensors[:LOOKAHEAD])
-        for index, tensor in enumerate(tensors):
-            array = upcoming.popleft().result()
-            if index + LOOKAHEAD < len(tensors):
-                upcoming.append(producers.submit(_produce, tensors[index + LOOKAHEAD], target))
-            handle.write(array.reshape(-1).view(np.uint8).data)
-            del array
-            on_tensor(tensor)
+    return struct.pack("<Q", len(encoded)) + encoded
+
+
+def _write_tensor(
+    fd: int, offset: int, tensor: PlannedTensor, dtype: np.dtype, sources: _SourceFiles
+) -> None:
+    raw = tensor.raw
+    if raw is not None and raw.dtype == dtype.name and sources.copy(raw, fd, offset):
+        return
+    array = _produce(tensor, dtype)
+    _pwrite_all(fd, memoryview(array.reshape(-1).view(np.uint8)), offset)
 
 
 def _produce(tensor: PlannedTensor, dtype: np.dtype) -> np.ndarray:
@@ -142,3 +180,59 @@ def _produce(tensor: PlannedTensor, dtype: np.dtype) -> np.ndarray:
     if array.shape != tensor.shape:
         raise ValueError(f"{tensor.name}: produced {array.shape}, planned {tensor.shape}")
     return array
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+class _SourceFiles:
+    """Open source files, for copying bytes that need no change file to file in the kernel
+    (`copy_file_range`: no trip through user memory, a reflink where the filesystem can)."""
+
+    def __init__(self) -> None:
+        self._fds: dict[Path, int] = {}
+        self._lock = threading.Lock()
+        self.kernel_copy = hasattr(os, "copy_file_range")
+
+    def __enter__(self) -> _SourceFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+
+    def copy(self, raw: RawBytes, fd: int, offset: int) -> bool:
+        """Copy `raw` to `offset` in `fd`; False where the kernel cannot (caller writes)."""
+        if not self.kernel_copy:
+            return False
+        try:
+            for start, length in raw.segments:
+                _copy_range(self._fd(raw.path), fd, start, length, offset)
+                offset += length
+        except OSError as exc:
+            if exc.errno not in _NO_KERNEL_COPY:
+                raise
+            self.kernel_copy = False  # e.g. across filesystems: write from memory from now on
+            return False
+        return True
+
+    def _fd(self, path: Path) -> int:
+        with self._lock:
+            if path not in self._fds:
+                self._fds[path] = os.open(path, os.O_RDONLY)
+            return self._fds[path]
+
+
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
+
+
+def _copy_range(src: int, dst: int, start: int, length: int, offset: int) -> None:
+    while length:
+        copied = os.copy_file_range(src, dst, length, start, offset)
+        if copied == 0:
+            raise OSError(errno.EIO, "source file ended early (did it change while converting?)")
+        start, offset, length = start + copied, offset + copied, length - copied
