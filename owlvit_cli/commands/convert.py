@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,18 +44,24 @@ def convert_command(
     out = make_output(json_mode, debug)
 
     def action() -> int:
-        from owlvit_cli.convert import convert_checkpoint
+        # Nothing here is linear algebra: idle OpenBLAS threads would only spin on the cores
+        # that the transposes and writes need (set before numpy's first import to count).
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        from owlvit_cli.prefetch import prefetching
 
-        with out.progress("converting tensors", total=None) as task:
-            result = convert_checkpoint(
-                checkpoint,
-                output,
-                dtype=dtype,
-                max_shard_size=max_shard_size,
-                overwrite=overwrite,
-                on_start=lambda total: task.bar.update(task.task_id, total=total),
-                on_tensor=lambda name: task.advance(),
-            )
+        with prefetching(checkpoint):  # the disk reads while numpy and the core import
+            from owlvit_cli.convert import convert_checkpoint
+
+            with out.progress("converting tensors", total=None) as task:
+                result = convert_checkpoint(
+                    checkpoint,
+                    output,
+                    dtype=dtype,
+                    max_shard_size=max_shard_size,
+                    overwrite=overwrite,
+                    on_start=lambda total: task.bar.update(task.task_id, total=total),
+                    on_tensor=lambda name: task.advance(),
+                )
         for warning in result.warnings:
             out.warn(warning)
         payload = result.to_json()
