@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from owlvit_cli.errors import CheckpointError
+from owlvit_cli.jax_runtime import configure_cpu_backend
 from owlvit_cli.preprocess import CLIP_MEAN, CLIP_STD
 from owlvit_cli.spec import ModelSpec, expected_shapes
 
@@ -36,6 +37,8 @@ PADDING_QUERY_LOGIT = -1e6  # scenic's fill value; transformers uses float32 min
 
 Array = jax.Array
 Params = Mapping[str, Any]
+
+configure_cpu_backend()  # before any computation starts the backend
 
 
 def quick_gelu(x: Array) -> Array:
