@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,19 @@ def test_convert_bad_checkpoint_leaves_nothing(cli, tmp_path: Path):
     result = cli("convert", bad, tmp_path / "out")
     assert result.exit_code == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_fast_exit_flushes_output_and_keeps_the_code(tmp_path: Path):
+    """`exit_now` skips interpreter teardown; buffered stdout to a pipe must not be lost."""
+    code = (
+        "import sys\n"
+        "from owlvit_cli.cli import exit_now\n"
+        "sys.stdout.write('x' * 100000)\n"
+        "exit_now(int(sys.argv[1]) if sys.argv[1].isdigit() else sys.argv[1])\n"
+    )
+    for arg, expected in (("3", 3), ("0", 0), ("a message", 1)):
+        proc = subprocess.run([sys.executable, "-c", code, arg], capture_output=True,
+                              text=True, check=False, timeout=60)  # fmt: skip
+        assert proc.returncode == expected and len(proc.stdout) == 100000
+        if expected == 1:
+            assert proc.stderr.strip() == "a message"
