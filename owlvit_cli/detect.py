@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from owlvit_cli.errors import BadInputError, ModelDirError
+from owlvit_cli.errors import BadInputError
 from owlvit_cli.preprocess import load_image
 
 DEFAULT_THRESHOLD = 0.1
@@ -178,18 +178,10 @@ def output_format(path: Path) -> str:
 
 def load_detector(hf_dir: Path) -> Detector:
     """The stock model and its saved processor, offline."""
-    from transformers import AutoProcessor
-
-    from owlvit_cli.hf_model import check_model_dir, load_hf_model
+    from owlvit_cli.hf_model import check_model_dir, load_hf_model, load_processor
 
     check_model_dir(hf_dir)
-    model = load_hf_model(hf_dir)
-    try:
-        processor = AutoProcessor.from_pretrained(str(hf_dir), local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelDirError(f"{hf_dir}: cannot load the saved processor ({first})") from exc
-    return Detector(model_dir=hf_dir, model=model, processor=processor)
+    return Detector(model_dir=hf_dir, model=load_hf_model(hf_dir), processor=load_processor(hf_dir))
 
 
 def detect_text(

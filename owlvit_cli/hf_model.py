@@ -60,12 +60,28 @@ def load_hf_model(directory: Path, scenic_semantics: bool = False) -> Any:
             str(directory), local_files_only=True, use_safetensors=True, dtype=torch.float32
         )
     except Exception as exc:  # corrupt safetensors, bad json, wrong shapes: all the dir's fault
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelDirError(f"{directory}: cannot load the model ({first})") from exc
+        raise ModelDirError(f"{directory}: cannot load the model ({_first_line(exc)})") from exc
     model.eval()
     if scenic_semantics:
         apply_scenic_semantics(model)
     return model
+
+
+def load_processor(directory: Path) -> Any:
+    """The saved processor (image processor + tokenizer), offline."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelDirError(
+            f"{directory}: cannot load the saved processor ({_first_line(exc)})"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def apply_scenic_semantics(model: Any) -> Any:

@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from owlvit_cli.verify import VerifyOptions, run_verification
-from tests.conftest import TINY_CASES, reference_checkpoint, reference_io
+from tests.conftest import TINY_CASES, reference_checkpoint, reference_io, run_console_script
 
 
 def _no_step(label: str):
@@ -56,6 +56,26 @@ def test_one_perturbed_tensor_fails_with_exit_1(cli, tiny_checkpoint, converted,
     assert result.exit_code == 1
     assert "verification failed" in result.stderr and "mapping/pred_logits" in result.stderr
     assert "FAIL" in result.stdout
+
+
+def test_console_script_exit_codes_and_complete_output(tiny_checkpoint, converted, tmp_path):
+    """The real entry point ends the process without interpreter teardown once jax and torch
+    are loaded: the JSON must still arrive whole and the exit code be the documented one."""
+    ckpt = tiny_checkpoint("v2-tiny", "v2")
+    good = run_console_script("verify", ckpt, converted(ckpt), "--json")
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)["passed"] is True
+
+    def nudge(tensors: dict) -> None:
+        tensors["owlv2.vision_model.encoder.layers.1.mlp.fc2.bias"][3] += 1e-2
+
+    bad = _copy_with(converted(ckpt), tmp_path / "bad", nudge)
+    failed = run_console_script("verify", ckpt, bad, "--json")
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["passed"] is False
+    assert "verification failed" in failed.stderr
+    wrong = run_console_script("verify", ckpt, converted(tiny_checkpoint("v1-tiny")))
+    assert wrong.returncode == 2 and "not the same architecture" in wrong.stderr
 
 
 def test_swapped_attention_heads_fail(tiny_checkpoint, converted, tmp_path):
@@ -138,6 +158,27 @@ def test_strict_processor_fails_on_the_gray_padding(cli, tiny_checkpoint, conver
     result = cli("verify", ckpt, converted(ckpt), "--strict-processor", "--json")
     assert result.exit_code == 1
     assert "processor/pixels" in json.loads(result.stdout)["failed"]
+
+
+def processor_rows(report: dict) -> dict[str, dict]:
+    return {r["name"]: r for r in report["outputs"] if r["level"] == "processor"}
+
+
+def test_processor_detections_are_opt_in(cli, tiny_checkpoint, converted):
+    """By default the processor level compares inputs only; the third forward pass (top-k on
+    the processor's own inputs) runs with --processor-detections or --strict-processor."""
+    ckpt = tiny_checkpoint("v1-tiny")
+    plain = json.loads(cli("verify", ckpt, converted(ckpt), "--json").stdout)
+    assert set(processor_rows(plain)) == {"pixels", "input_ids"}
+    assert plain["processor_detections"] is False
+    assert plain["top_detections"]["hf_processor"] is None
+    result = cli("verify", ckpt, converted(ckpt), "--processor-detections", "--json")
+    assert result.exit_code == 0, result.stderr
+    full = json.loads(result.stdout)
+    top_k = processor_rows(full)["top_k"]
+    assert top_k["tolerance"] is None and top_k["passed"]  # informational
+    assert len(full["top_detections"]["hf_processor"][0]["patches"]) == 5
+    assert full["processor_detections"] is True
 
 
 def test_atol_override_can_fail_a_stock_check(cli, tiny_checkpoint, converted):

@@ -55,6 +55,14 @@ def verify_command(
     strict_processor: Annotated[
         bool, typer.Option("--strict-processor", help="Fail when the processor drifts too.")
     ] = False,
+    processor_detections: Annotated[
+        bool,
+        typer.Option(
+            "--processor-detections",
+            help="Also run the model on the processor's own inputs and compare the top "
+            "detections (a third forward pass; implied by --strict-processor).",
+        ),
+    ] = False,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Detections compared.")] = 5,
     save_outputs: Annotated[
         Path | None, typer.Option("--save-outputs", help="Write inputs and outputs to a .npz.")
@@ -81,7 +89,12 @@ def verify_command(
         from owlvit_cli.verify import VerifyOptions
 
         options = VerifyOptions(
-            image or [], query or [], parse_atol(atol or []), strict_processor, top_k
+            image or [],
+            query or [],
+            parse_atol(atol or []),
+            strict_processor,
+            top_k,
+            processor_detections=processor_detections,
         )
         report = verify_and_record(out, checkpoint, hf_dir, options, record, save_outputs, save_viz)
         out.result(report, lambda console: render(console, report))
