@@ -280,9 +280,6 @@ def run_verification(
     step: Step,
 ) -> Verification:
     """Run both models; the report is a plain dict (what --json prints)."""
-    from owlvit_cli.checkpoint import open_checkpoint
-    from owlvit_cli.inspection import checkpoint_spec
-
     unknown = set(options.atol) - set(STOCK_TOLERANCES)
     if unknown:
         raise BadInputError(
@@ -291,18 +288,7 @@ def run_verification(
     timings: dict[str, float] = {}
     # A recorded report names the checkpoint it verified; hashing costs a core, so only then.
     hasher = start_hashing(Path(checkpoint)) if options.record else None
-    with _timed(timings, "load_flax", step, "loading checkpoint"):
-        from owlvit_cli.flax_model import FlaxRunner  # jax: seconds, so timed as loading
-        from owlvit_cli.scenic_tokenizer import get_tokenizer
-
-        with open_checkpoint(checkpoint) as ckpt:
-            spec = checkpoint_spec(ckpt)
-            params = ckpt.params_tree(np.float32)
-        runner = FlaxRunner(spec, params)
-        del params
-        get_tokenizer()  # scenic's BPE vocabulary: reading it is loading, not preprocessing
-    with _timed(timings, "inputs", step, "preparing images and queries"):
-        inputs = prepare_inputs(spec, options)
+    spec, runner, inputs = load_reference(checkpoint, options, timings, step)
     with _timed(timings, "load_hf", step, "loading the transformers model"):
         from owlvit_cli.hf_model import load_hf_model, load_processor
 
@@ -332,6 +318,30 @@ def run_verification(
     if hasher is not None:
         report["checkpoint_sha256"] = hasher.digest()
     return Verification(report, saved_arrays(inputs, flax_out, stock), inputs, tops)
+
+
+def load_reference(
+    checkpoint: Path, options: VerifyOptions, timings: dict[str, float], step: Step
+) -> tuple[ModelSpec, Any, VerifyInputs]:
+    """The Flax model and the inputs. Images and queries are prepared in a second thread while
+    jax imports and the weights load: PIL's decoding and scipy's resize release the GIL, so
+    that work costs no wall time. `inputs` times only what is left to wait for afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from owlvit_cli.checkpoint import open_checkpoint
+    from owlvit_cli.inspection import checkpoint_spec
+
+    with ThreadPoolExecutor(max_workers=1) as background:
+        loading = _timed(timings, "load_flax", step, "loading checkpoint")
+        with loading, open_checkpoint(checkpoint) as ckpt:
+            spec = checkpoint_spec(ckpt)
+            prepared = background.submit(prepare_inputs, spec, options)
+            from owlvit_cli.flax_model import FlaxRunner  # jax: seconds, so timed as loading
+
+            runner = FlaxRunner(spec, ckpt.params_tree(np.float32))
+        with _timed(timings, "inputs", step, "preparing images and queries"):
+            inputs = prepared.result()
+    return spec, runner, inputs
 
 
 def compare_outputs(
