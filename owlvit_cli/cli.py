@@ -4,14 +4,9 @@ that `owlvit --help` starts instantly."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import sys
-
 import typer
 
-from owlvit_cli import __version__
+from owlvit_cli import __version__, process
 from owlvit_cli.commands import convert, detect, inspect, push, verify
 
 app = typer.Typer(
@@ -43,30 +38,12 @@ def _root(
     """Root options."""
 
 
-# Tearing these down at interpreter exit takes about a second after a verify (thread pools,
-# the XLA client, gigabytes of weights freed one object at a time) and achieves nothing the OS
-# does not do for free when the process ends.
-HEAVY_RUNTIMES = ("jax", "torch")
-
-
 def main() -> None:
     """The console script: the app, then a fast exit once a heavy runtime was loaded."""
+    process.end_after_command()
     try:
         app()
     except SystemExit as exc:
-        if any(name in sys.modules for name in HEAVY_RUNTIMES):
-            exit_now(exc.code)
+        if process.should_exit_now():
+            process.exit_now(exc.code)
         raise
-
-
-def exit_now(code: object) -> None:
-    """Flush what the user should see, then end the process without interpreter teardown.
-    Every output file is complete by now: they are written atomically inside the command."""
-    if code is not None and not isinstance(code, int):
-        print(code, file=sys.stderr)  # what SystemExit("message") would have printed
-        code = 1
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: no reader is left
-            stream.flush()
-    os._exit(code or 0)

@@ -317,7 +317,8 @@ def run_verification(
     )
     if hasher is not None:
         report["checkpoint_sha256"] = hasher.digest()
-    return Verification(report, saved_arrays(inputs, flax_out, stock), inputs, tops)
+    models = {"flax": runner, "hf": model}
+    return Verification(report, saved_arrays(inputs, flax_out, stock), inputs, tops, models)
 
 
 def load_reference(
@@ -380,6 +381,10 @@ class Verification:
     arrays: dict[str, np.ndarray]
     inputs: VerifyInputs
     top_detections: dict[str, list[dict]]
+    # The loaded models, for a caller that runs more on them. Held here rather than freed
+    # when verification returns: freeing a compiled XLA program and two sets of weights
+    # takes 0.1-0.25 s, which a process about to exit (the CLI) need not spend.
+    models: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def picture(self) -> Any:
         """The first image with the Flax and the stock transformers top detections side by

@@ -127,7 +127,7 @@ def test_fast_exit_flushes_output_and_keeps_the_code(tmp_path: Path):
     """`exit_now` skips interpreter teardown; buffered stdout to a pipe must not be lost."""
     code = (
         "import sys\n"
-        "from owlvit_cli.cli import exit_now\n"
+        "from owlvit_cli.process import exit_now\n"
         "sys.stdout.write('x' * 100000)\n"
         "exit_now(int(sys.argv[1]) if sys.argv[1].isdigit() else sys.argv[1])\n"
     )
@@ -137,3 +137,11 @@ def test_fast_exit_flushes_output_and_keeps_the_code(tmp_path: Path):
         assert proc.returncode == expected and len(proc.stdout) == 100000
         if expected == 1:
             assert proc.stderr.strip() == "a message"
+
+
+def test_only_the_console_script_holds_objects_until_exit():
+    """In-process callers (this test run) free verification's models as usual."""
+    from owlvit_cli import process
+
+    process.hold_until_exit(object())
+    assert process._held == [] and not process.should_exit_now()

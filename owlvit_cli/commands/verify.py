@@ -131,6 +131,7 @@ def verify_and_record(
     import numpy as np
 
     from owlvit_cli.atomic import atomic_write_bytes
+    from owlvit_cli.process import hold_until_exit
     from owlvit_cli.verify import RECORD_FILE, VerifyOptions, failure_summary, run_verification
 
     if save_outputs is not None and save_outputs.suffix != ".npz":
@@ -142,6 +143,7 @@ def verify_and_record(
     # A recorded report names the checkpoint it verified, so only then is it hashed.
     options = dataclasses.replace(options or VerifyOptions(), record=record)
     result = run_verification(checkpoint, hf_dir, options, out.step)
+    hold_until_exit(result.models)
     if save_outputs is not None:
         buffer = io.BytesIO()
         np.savez(buffer, **result.arrays)
