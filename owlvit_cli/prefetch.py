@@ -25,11 +25,11 @@ def supported() -> bool:
 
 
 class Prefetcher(threading.Thread):
-    """Reads `path[start:end]` once, in order, until done or stopped; never raises."""
+    """Reads `path[:end]` once, in order, until done or stopped; never raises."""
 
-    def __init__(self, path: Path, start: int, end: int) -> None:
+    def __init__(self, path: Path, end: int) -> None:
         super().__init__(name="owlvit-prefetch", daemon=True)
-        self.path, self.start_offset, self.end = path, start, end
+        self.path, self.end = path, end
         self._stop_requested = threading.Event()
         self.read_bytes = 0  # what had to come from the disk (not already cached)
 
@@ -44,7 +44,7 @@ class Prefetcher(threading.Thread):
     def _read_all(self, fd: int) -> None:
         scratch = memoryview(bytearray(PREFETCH_CHUNK))
         probe = memoryview(bytearray(1))
-        offset = self.start_offset - self.start_offset % PREFETCH_CHUNK
+        offset = 0
         probing = True
         while offset < self.end and not self._stop_requested.is_set():
             cached = False
@@ -86,7 +86,7 @@ def start_prefetch(path: str | os.PathLike[str]) -> Prefetcher | None:
         running = _running.get(key)
         if running is not None and running.is_alive():
             return running
-        prefetcher = _running[key] = Prefetcher(key, 0, info.st_size)
+        prefetcher = _running[key] = Prefetcher(key, info.st_size)
         prefetcher.start()
         return prefetcher
 

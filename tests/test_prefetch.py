@@ -46,7 +46,7 @@ def evict(path: Path) -> None:
 def test_reads_a_cold_file_into_the_page_cache(tmp_path: Path):
     path = write_file(tmp_path / "cold.bin", 8 * MIB + 123)
     evict(path)
-    reader = prefetch.Prefetcher(path, 0, path.stat().st_size)
+    reader = prefetch.Prefetcher(path, path.stat().st_size)
     reader.start()
     reader.join(timeout=30)
     assert not reader.is_alive()
@@ -58,7 +58,7 @@ def test_reads_a_cold_file_into_the_page_cache(tmp_path: Path):
 def test_skips_a_file_already_cached(tmp_path: Path):
     path = write_file(tmp_path / "warm.bin", 4 * MIB)
     path.read_bytes()
-    reader = prefetch.Prefetcher(path, 0, path.stat().st_size)
+    reader = prefetch.Prefetcher(path, path.stat().st_size)
     reader.start()
     reader.join(timeout=30)
     assert reader.read_bytes == 0  # probed, nothing read twice
@@ -66,7 +66,7 @@ def test_skips_a_file_already_cached(tmp_path: Path):
 
 def test_stop_ends_the_thread_early(tmp_path: Path):
     path = write_file(tmp_path / "f.bin", MIB)
-    reader = prefetch.Prefetcher(path, 0, 1 << 40)  # far past the end: only stop() ends it
+    reader = prefetch.Prefetcher(path, 1 << 40)  # far past the end: only stop() ends it
     reader.start()
     reader.stop()
     assert not reader.is_alive()
