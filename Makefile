@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m owlvit_cli.demo
+	$(PY) -m owlvit_cli.testing.demo
 
 test: install
 	$(PY) -m pytest -q

@@ -5,8 +5,8 @@ build a randomly initialised transformers model from the config, `load_state_dic
 tensors and `save_pretrained`. It holds the file's bytes, the restored tree, the model and the
 mapped copies at once, which is what the streaming converter avoids.
 
-Key names and layout changes come from `owlvit_cli.mapping`'s plan and the config from
-`owlvit_cli.hf_files.hf_config`, so the two conversions differ only in how the bytes move,
+Key names and layout changes come from `owlvit_cli.convert.mapping`'s plan and the config from
+`owlvit_cli.convert.hf_files.hf_config`, so the two conversions differ only in how the bytes move,
 not in what they compute. The processor files are saved too, so both write the same files.
 
 Usage: python bench/baseline_convert.py CKPT OUT  (prints one JSON object of phase timings)
@@ -44,7 +44,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, np.nd
 
 def current_names(path: Path, state: dict[str, Any]) -> dict[str, np.ndarray]:
     """{current scenic path: array}, with the reader's own layout detection and renaming."""
-    from owlvit_cli.checkpoint import canonical_name, detect_layout
+    from owlvit_cli.checkpoint.reader import canonical_name, detect_layout
 
     # Pre-Optax train states keep params at optimizer/target, newer ones at params.
     params = state["optimizer"]["target"] if "optimizer" in state else state.get("params", state)
@@ -66,9 +66,9 @@ def convert(checkpoint: Path, output: Path) -> dict[str, float]:
 
     import torch
 
-    from owlvit_cli.hf_files import hf_config, model_classes, save_processor
-    from owlvit_cli.mapping import plan_mapping
-    from owlvit_cli.spec import spec_from_shapes
+    from owlvit_cli.convert.hf_files import hf_config, model_classes, save_processor
+    from owlvit_cli.convert.mapping import plan_mapping
+    from owlvit_cli.model.spec import spec_from_shapes
 
     lap("import")
     params = current_names(checkpoint, restore(checkpoint))

@@ -239,8 +239,8 @@ def build_fixture(variant: str, path: Path) -> None:
 
 def worker_build(variant: str, path: str) -> None:
     """Released v1 files use the v1 layout (`optimizer/target`, `resblocks.N`, `ln_1/ln_2`)."""
-    from owlvit_cli.fixtures import build_checkpoint
-    from owlvit_cli.spec import VARIANTS
+    from owlvit_cli.model.spec import VARIANTS
+    from owlvit_cli.testing.fixtures import build_checkpoint
 
     spec = VARIANTS[variant]
     build_checkpoint(path, spec, layout="v1" if spec.version == 1 else "v2")
@@ -432,11 +432,11 @@ def worker_forwards(ckpt: str, hf_dir: str, repeats: int = 3) -> None:
     one JSON object of seconds (medians over `repeats`)."""
     import numpy as np
 
-    from owlvit_cli.checkpoint import open_checkpoint
-    from owlvit_cli.flax_model import FlaxRunner
-    from owlvit_cli.hf_model import load_hf_model, run_hf_detection
-    from owlvit_cli.inspection import checkpoint_spec
-    from owlvit_cli.verify import VerifyOptions, prepare_inputs
+    from owlvit_cli.checkpoint.inspection import checkpoint_spec
+    from owlvit_cli.checkpoint.reader import open_checkpoint
+    from owlvit_cli.scenic.flax_model import FlaxRunner
+    from owlvit_cli.verify.hf_model import load_hf_model, run_hf_detection
+    from owlvit_cli.verify.run import VerifyOptions, prepare_inputs
 
     result: dict[str, float] = {}
     started = time.perf_counter()

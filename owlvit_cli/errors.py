@@ -13,6 +13,7 @@ class ExitCode(IntEnum):
     BAD_INPUT = 2
     HUB_ERROR = 3
     INTERRUPTED = 130
+    INTERNAL_ERROR = 70
 
 
 class OwlvitError(Exception):

@@ -15,25 +15,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["OWLVIT_CACHE"] = __import__("tempfile").mkdtemp(prefix="owlvit-test-cache-")
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from owlvit_cli.spec import VARIANTS
-
-DATA = Path(__file__).parent / "data"
-REFERENCE = DATA / "scenic_reference"
-REFERENCE_NAMES = {
-    "v1_release": ("ref_v1_release_checkpoint", "v1"),
-    "v2_release": ("ref_v2_release_checkpoint", "v2"),
-    "v1_current": ("ref_v1_current_checkpoint", "current"),
-}
-TINY_CASES = [(v, layout) for v in ("v1-tiny", "v2-tiny") for layout in ("v1", "v2", "current")]
+from owlvit_cli.model.spec import VARIANTS
+from tests.helpers import REFERENCE
 
 
 @pytest.fixture(scope="session")
@@ -41,19 +30,10 @@ def reference_manifest() -> dict:
     return json.loads((REFERENCE / "manifest.json").read_text())
 
 
-def reference_checkpoint(name: str) -> Path:
-    return REFERENCE / REFERENCE_NAMES[name][0]
-
-
-def reference_io(name: str) -> dict[str, np.ndarray]:
-    with np.load(REFERENCE / f"ref_{name}_io.npz", allow_pickle=False) as data:
-        return {key: data[key] for key in data.files if data[key].dtype != object}
-
-
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Build (once per session) a tiny random checkpoint for a variant/layout/dtype."""
-    from owlvit_cli.fixtures import build_checkpoint
+    from owlvit_cli.testing.fixtures import build_checkpoint
 
     root = tmp_path_factory.mktemp("checkpoints")
     cache: dict[tuple[str, str, str, int], Path] = {}
@@ -73,7 +53,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., P
 @pytest.fixture(scope="session")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Convert a checkpoint (once per session and options) and return the model directory."""
-    from owlvit_cli.convert import convert_checkpoint
+    from owlvit_cli.convert.run import convert_checkpoint
 
     root = tmp_path_factory.mktemp("converted")
     cache: dict[tuple[Path, str], Path] = {}
@@ -92,7 +72,7 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
 @pytest.fixture
 def cli() -> Callable[..., object]:
     """Invoke the Typer app in-process, stdout and stderr kept apart."""
-    from owlvit_cli.cli import app
+    from owlvit_cli.cli.app import app
 
     runner = CliRunner()
 
@@ -100,17 +80,3 @@ def cli() -> Callable[..., object]:
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
-
-
-def run_console_script(
-    *args: str | os.PathLike[str], env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    """Run the real `owlvit` entry point in a subprocess (what a user or CI runs)."""
-    return subprocess.run(
-        [sys.executable, "-m", "owlvit_cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-        check=False,
-    )

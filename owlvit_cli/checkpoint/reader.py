@@ -1,0 +1,302 @@
+"""Open a scenic OWL-ViT checkpoint: find its params, name its layout, read tensors lazily.
+
+Three layouts exist in the wild (spec §2) and the layout is read from the tree, never from a
+file name: released v1 (`optimizer/target`, `resblocks.N`, `ln_1`/`ln_2`), released v2
+(`params`, `resblocks.N`, `ln_0`/`ln_1`) and what scenic's current trainer writes
+(`params`, `resblocks_N`, `ln_0`/`ln_1`). Every consumer sees the current names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from owlvit_cli.checkpoint.msgpack_index import ArrayRecord, index_msgpack
+from owlvit_cli.checkpoint.prefetch import Prefetcher, start_prefetch
+from owlvit_cli.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+LAYOUTS = ("v1", "v2", "current")
+BLOCK_RE = re.compile(r"(?<=/)resblocks([._])(\d+)(?=/)")
+TOWERS = ("backbone/clip/visual/transformer", "backbone/clip/text/transformer")
+# Released v1 used OpenAI's numbering for the two block LayerNorms.
+V1_LAYERNORM_RENAMES = {"ln_1": "ln_0", "ln_2": "ln_1"}
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One parameter: its current-scenic name, its name in the file, and where its bytes are."""
+
+    path: str
+    source_path: str
+    record: ArrayRecord
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.record.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.record.dtype
+
+    @property
+    def dtype_name(self) -> str:
+        return self.record.dtype_name
+
+    @property
+    def size(self) -> int:
+        return self.record.size
+
+
+@dataclass
+class Checkpoint:
+    """An open checkpoint. Tensors are views of a read-only memory map until cast."""
+
+    path: Path
+    file_size: int
+    layout: str
+    root: str
+    tensors: dict[str, TensorEntry]
+    other_top_level: list[str] = field(default_factory=list)
+    _map: mmap.mmap | None = None
+    _prefetcher: Prefetcher | None = None
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.stop()
+            self._prefetcher = None
+        if self._map is not None:
+            # Arrays still viewing the map keep it alive; it closes when the last one goes.
+            with contextlib.suppress(BufferError):
+                self._map.close()
+            self._map = None
+
+    def __getitem__(self, path: str) -> TensorEntry:
+        return self.tensors[path]
+
+    def __iter__(self) -> Iterator[TensorEntry]:
+        return iter(self.tensors.values())
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(entry.size for entry in self)
+
+    def read(self, path: str, dtype: np.dtype | str | None = None) -> np.ndarray:
+        """The tensor's values; a zero-copy view when no cast is asked for."""
+        import numpy as np
+
+        if self._map is None:
+            raise CheckpointError(f"{self.path} is closed")
+        record = self.tensors[path].record
+        parts = [
+            np.frombuffer(
+                self._map, dtype=record.dtype, count=length // record.dtype.itemsize, offset=offset
+            )
+            for offset, length in record.segments
+        ]
+        flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        array = flat.reshape(record.shape)
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+    def stream(self) -> None:
+        """About to read every payload in file order: read ahead, and let the kernel know."""
+        if self._map is not None:
+            _advise(self._map, "MADV_SEQUENTIAL")
+            if self._prefetcher is None:
+                self._prefetcher = start_prefetch(self.path)
+
+    def release(self, path: str) -> None:
+        """Drop the tensor's pages from this process so streaming a large file stays small."""
+        if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        for offset, length in self.tensors[path].record.segments:
+            start = offset - offset % mmap.PAGESIZE
+            if length:
+                self._map.madvise(mmap.MADV_DONTNEED, start, offset + length - start)
+
+    def params_tree(self, dtype: np.dtype | str | None = "float32") -> dict[str, Any]:
+        """Nested dict of arrays under current scenic names, ready for the Flax model."""
+        tree: dict[str, Any] = {}
+        for entry in self:
+            *parents, leaf = entry.path.split("/")
+            node = tree
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = self.read(entry.path, dtype)
+        return tree
+
+
+def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Open and index a checkpoint, or raise `CheckpointError` saying what was found instead."""
+    file_path = Path(path)
+    buf = _map_file(file_path)
+    _advise(buf, "MADV_RANDOM")  # headers only: no read-ahead of the payloads between them
+    try:
+        _reject_known_formats(file_path, buf)
+        tree = index_msgpack(memoryview(buf))
+        ckpt = _checkpoint_from_tree(file_path, len(buf), tree)
+    except BaseException:
+        with contextlib.suppress(BufferError):  # views in the traceback; GC frees the map
+            buf.close()
+        raise
+    ckpt._map = buf
+    return ckpt
+
+
+def _advise(buf: mmap.mmap, advice: str) -> None:
+    if hasattr(mmap, advice):  # Linux; elsewhere the kernel's default read-ahead applies
+        with contextlib.suppress(OSError):
+            buf.madvise(getattr(mmap, advice))
+
+
+def _map_file(path: Path) -> mmap.mmap:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(_directory_hint(path))
+    try:
+        with path.open("rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                raise CheckpointError(f"{path}: file is empty")
+            return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except PermissionError as exc:
+        raise CheckpointError(f"{path}: permission denied") from exc
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _directory_hint(path: Path) -> str:
+    if (path / "config.json").exists():
+        return f"{path} is a directory holding a transformers model, not a scenic checkpoint"
+    names = sorted(p.name for p in path.iterdir() if p.name.startswith("checkpoint"))
+    if names:
+        return f"{path} is a directory; pass the checkpoint file inside it (found: {names[0]})"
+    return f"{path} is a directory, not a scenic checkpoint file"
+
+
+_MAGIC_HINTS = (
+    (b"PK\x03\x04", "a zip archive (PyTorch .pt/.bin files are zips)"),
+    (b"\x89HDF", "an HDF5 file (a Keras/TF model?)"),
+    (b"\x80\x02", "a Python pickle"),
+    (b"\x80\x03", "a Python pickle"),
+    (b"\x80\x04", "a Python pickle"),
+    (b"\x80\x05", "a Python pickle"),
+)
+
+
+def _reject_known_formats(path: Path, buf: mmap.mmap) -> None:
+    head = buf[:16]
+    for magic, what in _MAGIC_HINTS:
+        if head.startswith(magic):
+            raise CheckpointError(f"{path} is {what}, not a scenic Flax msgpack checkpoint")
+    if len(buf) > 9 and buf[8:9] == b"{" and int.from_bytes(head[:8], "little") < len(buf):
+        raise CheckpointError(
+            f"{path} is a safetensors file (already converted?), not a scenic checkpoint"
+        )
+    if _looks_like_text(buf[:512]):
+        raise CheckpointError(
+            f"{path} looks like a text file, not a scenic Flax msgpack checkpoint"
+        )
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """A Flax checkpoint starts with a msgpack map header (0x80-0x8f, 0xde, 0xdf): never text."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head[:-3].decode("utf-8", errors="replace")  # a character cut at the end
+        if "\ufffd" in text:
+            return False
+    return bool(text) and all(ch.isprintable() or ch in "\t\n\r\f" for ch in text)
+
+
+def _checkpoint_from_tree(path: Path, size: int, tree: Any) -> Checkpoint:
+    if not isinstance(tree, dict):
+        raise CheckpointError(
+            f"{path}: expected a msgpack map of parameters, found {type(tree).__name__}"
+        )
+    root, params = _find_params(path, tree)
+    flat = dict(_flatten(params, ""))
+    layout = detect_layout(path, flat)
+    tensors: dict[str, TensorEntry] = {}
+    for source, record in flat.items():
+        canonical = canonical_name(source, layout)
+        full_source = f"{root}/{source}" if root else source
+        tensors[canonical] = TensorEntry(canonical, full_source, record)
+    others = sorted(k for k in tree if k not in ("optimizer", "params"))
+    return Checkpoint(path, size, layout, root, tensors, others)
+
+
+def _find_params(path: Path, tree: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Pre-Optax train states keep params at optimizer/target; newer ones at params."""
+    if "optimizer" in tree:
+        target = tree["optimizer"].get("target") if isinstance(tree["optimizer"], dict) else None
+        if not isinstance(target, dict):
+            raise CheckpointError(f"{path}: has 'optimizer' but no 'optimizer/target' params")
+        return "optimizer/target", target
+    if isinstance(tree.get("params"), dict):
+        return "params", tree["params"]
+    if isinstance(tree.get("backbone"), dict):
+        return "", tree
+    found = ", ".join(sorted(tree)[:8]) or "nothing"
+    raise CheckpointError(
+        f"{path}: not a scenic OWL-ViT checkpoint: expected top-level 'params' or "
+        f"'optimizer/target', found {found}"
+    )
+
+
+def _flatten(node: Any, prefix: str) -> Iterator[tuple[str, ArrayRecord]]:
+    for key, value in node.items():
+        path = f"{prefix}/{key}" if prefix else key
+        if isinstance(value, dict):
+            yield from _flatten(value, path)
+        elif isinstance(value, ArrayRecord):
+            yield path, value
+        else:
+            raise CheckpointError(f"parameter {path!r} is a {type(value).__name__}, not an array")
+
+
+def detect_layout(path: Path, flat: dict[str, ArrayRecord]) -> str:
+    """Name the layout from block spelling and LayerNorm numbering (spec §2)."""
+    blocks = [p for p in flat if any(p.startswith(t + "/") for t in TOWERS)]
+    if not blocks:
+        raise CheckpointError(
+            f"{path}: not an OWL-ViT checkpoint: no backbone/clip/visual|text/transformer "
+            f"blocks among {len(flat)} parameters"
+        )
+    separators = {m.group(1) for p in blocks if (m := BLOCK_RE.search(p))}
+    if separators == {"_"}:
+        layout = "current"
+    elif separators == {"."}:
+        has_ln2 = any("/ln_2/" in p for p in blocks)
+        layout = "v1" if has_ln2 else "v2"
+    else:
+        found = "both 'resblocks.N' and 'resblocks_N'" if separators else "no resblocks"
+        raise CheckpointError(f"{path}: unknown block naming: found {found}")
+    if layout != "v1" and any("/ln_2/" in p for p in blocks):
+        raise CheckpointError(f"{path}: blocks named 'resblocks_N' but with 'ln_2' LayerNorms")
+    return layout
+
+
+def canonical_name(source: str, layout: str) -> str:
+    """A file's parameter path under current scenic names."""
+    name = BLOCK_RE.sub(lambda m: f"resblocks_{m.group(2)}", source)
+    if layout == "v1" and "/resblocks_" in name:
+        parts = name.split("/")
+        parts = [V1_LAYERNORM_RENAMES.get(part, part) for part in parts]
+        name = "/".join(parts)
+    return name

@@ -1,0 +1,380 @@
+"""The scenic → transformers parameter mapping, declared once as a table of rules.
+
+Each rule names a scenic path pattern (current names; the reader normalises the layouts), the
+transformers name it becomes, and the reshape that turns Flax's layout into PyTorch's. A rule
+with no target says why the tensor is ignored. `plan_mapping` applies the table strictly:
+every source tensor is mapped or ignored with a reason, every shape is what the derived spec
+says, and nothing maps twice. convert, inspect --mapping and verify all use this one plan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from owlvit_cli.errors import MappingError
+from owlvit_cli.model.model_dir import FLAVORS
+from owlvit_cli.model.spec import ModelSpec, expected_shapes
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A Flax → PyTorch layout change, with its effect on shapes (for planning without data)."""
+
+    name: str
+    apply: Callable[[np.ndarray], np.ndarray]
+    shape: Callable[[Shape], Shape]
+    keeps_bytes: bool = False  # C-order bytes unchanged: the writer may copy them file to file
+
+
+def _merge_heads(shape: Shape) -> Shape:
+    return (shape[0], shape[1] * shape[2])
+
+
+TRANSPOSE_ROWS = 64
+
+
+def transpose_2d(array: np.ndarray) -> np.ndarray:
+    """`array.T` as a new C-ordered array, a band of rows at a time: numpy's own transposed
+    copy strides through memory and is about 4× slower on large kernels (convert's hot path)."""
+    rows, cols = array.shape
+    out = np.empty((cols, rows), array.dtype)
+    for start in range(0, rows, TRANSPOSE_ROWS):
+        out[:, start : start + TRANSPOSE_ROWS] = array[start : start + TRANSPOSE_ROWS].T
+    return out
+
+
+TRANSFORMS: dict[str, Transform] = {
+    t.name: t
+    for t in (
+        Transform("copy", lambda a: a, lambda s: s, keeps_bytes=True),
+        # Dense kernel [in, out] → Linear weight [out, in].
+        Transform("transpose", transpose_2d, lambda s: s[::-1]),
+        # q/k/v kernel [width, heads, head_dim] → [heads·head_dim, width], heads kept in order.
+        Transform(
+            "merge_heads_in",
+            lambda a: transpose_2d(a.reshape(a.shape[0], -1)),
+            lambda s: _merge_heads(s)[::-1],
+        ),
+        # q/k/v bias [heads, head_dim] → [heads·head_dim].
+        Transform(
+            "flatten", lambda a: a.reshape(-1), lambda s: (int(np.prod(s)),), keeps_bytes=True
+        ),
+        # out kernel [heads, head_dim, width] → [width, heads·head_dim].
+        Transform(
+            "merge_heads_out",
+            lambda a: transpose_2d(a.reshape(-1, a.shape[-1])),
+            lambda s: (s[2], s[0] * s[1]),
+        ),
+        # Conv kernel [kh, kw, in, out] → [out, in, kh, kw].
+        Transform(
+            "conv_hwio_to_oihw",
+            lambda a: a.transpose(3, 2, 0, 1),
+            lambda s: (s[3], s[2], s[0], s[1]),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """`source` is a regex over current scenic paths; `target` a template over its groups."""
+
+    source: str
+    target: str | None
+    transform: str = "copy"
+    reason: str = ""
+    warn: bool = False
+
+
+# Group values are renamed by these tables before they fill a target template.
+GROUP_VALUES: dict[str, dict[str, str]] = {
+    "tower": {"visual": "vision_model", "text": "text_model"},
+    "ln": {"scale": "weight", "bias": "bias"},
+    "qkv": {"query": "q_proj", "key": "k_proj", "value": "v_proj"},
+    "block_ln": {"ln_0": "layer_norm1", "ln_1": "layer_norm2"},
+    "mlp": {"c_fc": "fc1", "c_proj": "fc2"},
+    "head": {"obj_box_head": "box_head", "objectness_head": "objectness_head"},
+    "class_layer": {
+        "Dense_0": "dense0",
+        "logit_shift": "logit_shift",
+        "logit_scale": "logit_scale",
+    },
+}
+
+BLOCK = r"backbone/clip/(?P<tower>visual|text)/transformer/resblocks_(?P<i>\d+)"
+CLIP = "{model}"
+
+RULES: tuple[Rule, ...] = (
+    Rule(r"backbone/clip/logit_scale", f"{CLIP}.logit_scale"),
+    Rule(
+        r"backbone/clip/visual/conv1/kernel",
+        f"{CLIP}.vision_model.embeddings.patch_embedding.weight",
+        "conv_hwio_to_oihw",
+    ),
+    Rule(
+        r"backbone/clip/visual/class_embedding", f"{CLIP}.vision_model.embeddings.class_embedding"
+    ),
+    Rule(
+        r"backbone/clip/(?P<tower>visual|text)/positional_embedding",
+        f"{CLIP}.{{tower}}.embeddings.position_embedding.weight",
+    ),
+    Rule(
+        r"backbone/clip/visual/ln_pre/(?P<ln>scale|bias)",
+        f"{CLIP}.vision_model.pre_layernorm.{{ln}}",
+    ),
+    Rule(
+        r"backbone/clip/visual/ln_post/(?P<ln>scale|bias)",
+        f"{CLIP}.vision_model.post_layernorm.{{ln}}",
+    ),
+    Rule(
+        BLOCK + r"/(?P<block_ln>ln_0|ln_1)/(?P<ln>scale|bias)",
+        f"{CLIP}.{{tower}}.encoder.layers.{{i}}.{{block_ln}}.{{ln}}",
+    ),
+    Rule(
+        BLOCK + r"/attn/(?P<qkv>query|key|value)/kernel",
+        f"{CLIP}.{{tower}}.encoder.layers.{{i}}.self_attn.{{qkv}}.weight",
+        "merge_heads_in",
+    ),
+    Rule(
+        BLOCK + r"/attn/(?P<qkv>query|key|value)/bias",
+        f"{CLIP}.{{tower}}.encoder.layers.{{i}}.self_attn.{{qkv}}.bias",
+        "flatten",
+    ),
+    Rule(
+        BLOCK + r"/attn/out/kernel",
+        f"{CLIP}.{{tower}}.encoder.layers.{{i}}.self_attn.out_proj.weight",
+        "merge_heads_out",
+    ),
+    Rule(
+        BLOCK + r"/attn/out/bias", f"{CLIP}.{{tower}}.encoder.layers.{{i}}.self_attn.out_proj.bias"
+    ),
+    Rule(
+        BLOCK + r"/mlp/(?P<mlp>c_fc|c_proj)/kernel",
+        f"{CLIP}.{{tower}}.encoder.layers.{{i}}.mlp.{{mlp}}.weight",
+        "transpose",
+    ),
+    Rule(
+        BLOCK + r"/mlp/(?P<mlp>c_fc|c_proj)/bias",
+        f"{CLIP}.{{tower}}.encoder.layers.{{i}}.mlp.{{mlp}}.bias",
+    ),
+    Rule(
+        r"backbone/clip/text/token_embedding/embedding",
+        f"{CLIP}.text_model.embeddings.token_embedding.weight",
+    ),
+    Rule(
+        r"backbone/clip/text/ln_final/(?P<ln>scale|bias)",
+        f"{CLIP}.text_model.final_layer_norm.{{ln}}",
+    ),
+    Rule(
+        r"backbone/clip/text/text_projection/kernel", f"{CLIP}.text_projection.weight", "transpose"
+    ),
+    Rule(r"backbone/merged_class_token/(?P<ln>scale|bias)", "layer_norm.{ln}"),
+    Rule(
+        r"class_head/(?P<class_layer>Dense_0|logit_shift|logit_scale)/kernel",
+        "class_head.{class_layer}.weight",
+        "transpose",
+    ),
+    Rule(
+        r"class_head/(?P<class_layer>Dense_0|logit_shift|logit_scale)/bias",
+        "class_head.{class_layer}.bias",
+    ),
+    Rule(
+        r"(?P<head>obj_box_head|objectness_head)/Dense_(?P<j>[012])/kernel",
+        "{head}.dense{j}.weight",
+        "transpose",
+    ),
+    Rule(r"(?P<head>obj_box_head|objectness_head)/Dense_(?P<j>[012])/bias", "{head}.dense{j}.bias"),
+    Rule(
+        r"class_head/padding(_bias)?",
+        None,
+        reason="unused by scenic's detector (its loader deletes it)",
+    ),
+    Rule(
+        r"obj_mask_head/.*",
+        None,
+        reason="mask head of the L/14+masks model: transformers has no mask head",
+        warn=True,
+    ),
+)
+
+_COMPILED = tuple((re.compile(rule.source + r"\Z"), rule) for rule in RULES)
+
+# Targets with no source in any OWL checkpoint: how the converter fills them.
+VISUAL_PROJECTION_NOTE = (
+    "no source in OWL checkpoints (detection never uses it); filled with a truncated "
+    "identity matrix eye(projection_dim, vision_hidden_size)"
+)
+
+
+@dataclass(frozen=True)
+class TensorMap:
+    """One target tensor and where it comes from."""
+
+    target: str
+    source: str | None
+    transform: str
+    shape: Shape
+
+    def build(self, read: Callable[[str], np.ndarray]) -> np.ndarray:
+        if self.source is None:
+            return generated_tensor(self.target, self.shape)
+        return TRANSFORMS[self.transform].apply(read(self.source))
+
+
+@dataclass(frozen=True)
+class IgnoredTensor:
+    source: str
+    reason: str
+    warn: bool
+
+
+@dataclass(frozen=True)
+class MappingPlan:
+    model_prefix: str
+    tensors: tuple[TensorMap, ...]
+    ignored: tuple[IgnoredTensor, ...]
+
+    def target_shapes(self) -> dict[str, Shape]:
+        return {t.target: t.shape for t in self.tensors}
+
+
+def model_prefix(spec: ModelSpec) -> str:
+    """transformers names the CLIP trunk after the model class: `owlvit` or `owlv2`."""
+    return FLAVORS[spec.version].model_type
+
+
+def match_rule(source: str) -> tuple[Rule, dict[str, str]] | None:
+    for pattern, rule in _COMPILED:
+        found = pattern.match(source)
+        if found:
+            groups = {k: GROUP_VALUES.get(k, {}).get(v, v) for k, v in found.groupdict().items()}
+            return rule, groups
+    return None
+
+
+def plan_mapping(shapes: Mapping[str, Shape], spec: ModelSpec) -> MappingPlan:
+    """Apply the rule table to {current scenic path: shape}; raise on anything unaccounted."""
+    prefix = model_prefix(spec)
+    expected = expected_shapes(spec)
+    tensors: list[TensorMap] = []
+    ignored: list[IgnoredTensor] = []
+    unmapped: list[str] = []
+    for source, shape in shapes.items():
+        matched = match_rule(source)
+        if matched is None or (matched[0].target and source not in expected):
+            unmapped.append(source)
+            continue
+        rule, groups = matched
+        if rule.target is None:
+            ignored.append(IgnoredTensor(source, rule.reason, rule.warn))
+            continue
+        _check_shape(source, tuple(shape), expected[source])
+        target = rule.target.format(model=prefix, **groups)
+        tensors.append(
+            TensorMap(
+                target, source, rule.transform, TRANSFORMS[rule.transform].shape(tuple(shape))
+            )
+        )
+    if unmapped:
+        raise MappingError(
+            f"{len(unmapped)} tensor(s) not part of an OWL-ViT model of this shape: "
+            + ", ".join(sorted(unmapped)[:6])
+            + (" …" if len(unmapped) > 6 else "")
+        )
+    missing = sorted(set(expected) - set(shapes))
+    if missing:
+        raise MappingError(
+            f"checkpoint lacks {len(missing)} tensor(s): "
+            + ", ".join(missing[:6])
+            + (" …" if len(missing) > 6 else "")
+        )
+    vision, projection = spec.vision.hidden_size, spec.projection_dim
+    tensors.append(
+        TensorMap(f"{prefix}.visual_projection.weight", None, "generated", (projection, vision))
+    )
+    _check_unique(tensors)
+    return MappingPlan(prefix, tuple(tensors), tuple(ignored))
+
+
+def _check_shape(source: str, shape: Shape, expected: Shape) -> None:
+    if shape != expected:
+        raise MappingError(
+            f"tensor {source} has shape {list(shape)}, but the rest of the checkpoint implies "
+            f"{list(expected)}"
+        )
+
+
+def _check_unique(tensors: list[TensorMap]) -> None:
+    seen: dict[str, str | None] = {}
+    for t in tensors:
+        if t.target in seen:
+            raise MappingError(f"{t.source} and {seen[t.target]} both map to {t.target}")
+        seen[t.target] = t.source
+
+
+def generated_tensor(target: str, shape: Shape) -> np.ndarray:
+    """Deterministic values for targets without a source (see VISUAL_PROJECTION_NOTE)."""
+    if target.endswith("visual_projection.weight"):
+        return np.eye(shape[0], shape[1], dtype=np.float32)
+    raise MappingError(f"no rule generates {target}")
+
+
+def check_against_model(plan: MappingPlan, model_shapes: Mapping[str, Shape]) -> None:
+    """The plan must fill exactly the transformers model's persistent tensors, shape for shape."""
+    planned = plan.target_shapes()
+    missing = sorted(set(model_shapes) - set(planned))
+    unexpected = sorted(set(planned) - set(model_shapes))
+    wrong = sorted(
+        k
+        for k in planned.keys() & model_shapes.keys()
+        if tuple(planned[k]) != tuple(model_shapes[k])
+    )
+    problems = []
+    if missing:
+        problems.append("transformers tensors left unfilled: " + ", ".join(missing[:6]))
+    if unexpected:
+        problems.append("mapped tensors transformers does not have: " + ", ".join(unexpected[:6]))
+    if wrong:
+        problems.append(
+            "shape mismatches: "
+            + ", ".join(f"{k} {list(planned[k])} vs {list(model_shapes[k])}" for k in wrong[:4])
+        )
+    if problems:
+        raise MappingError("; ".join(problems))
+
+
+def mapping_rows(ckpt: Any, pattern: str | None = None) -> list[dict[str, Any]]:
+    """source → target per tensor, for `inspect --mapping`."""
+    import fnmatch
+
+    from owlvit_cli.checkpoint.inspection import checkpoint_spec
+
+    plan = plan_mapping({e.path: e.shape for e in ckpt}, checkpoint_spec(ckpt))
+    rows = [
+        {
+            "source": t.source or "(generated)",
+            "target": t.target,
+            "transform": t.transform,
+            "shape": list(t.shape),
+            "reason": "",
+        }
+        for t in plan.tensors
+    ] + [
+        {"source": i.source, "target": None, "transform": "-", "shape": None, "reason": i.reason}
+        for i in plan.ignored
+    ]
+    if pattern:
+        rows = [
+            r
+            for r in rows
+            if fnmatch.fnmatchcase(r["source"], pattern)
+            or fnmatch.fnmatchcase(r["target"] or "", pattern)
+        ]
+    return rows

@@ -1,0 +1,166 @@
+"""Checkpoint → transformers model directory, tensor by tensor, with no model in between.
+
+Tensors go from the checkpoint's memory map through the mapping's reshape straight into the
+safetensors file, so conversion costs about one read and one write of the bytes and never
+holds two full copies. The directory appears atomically (see `atomic`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from owlvit_cli import __version__
+from owlvit_cli.atomic import atomic_directory, check_output_dir
+from owlvit_cli.checkpoint.hashing import start_hashing
+from owlvit_cli.checkpoint.inspection import checkpoint_spec
+from owlvit_cli.checkpoint.reader import Checkpoint, open_checkpoint
+from owlvit_cli.convert.hf_files import copy_model_files, model_files
+from owlvit_cli.convert.mapping import (
+    TRANSFORMS,
+    VISUAL_PROJECTION_NOTE,
+    MappingPlan,
+    TensorMap,
+    check_against_model,
+    plan_mapping,
+)
+from owlvit_cli.convert.safetensors_writer import (
+    NUMPY_DTYPES,
+    PlannedTensor,
+    RawBytes,
+    parse_size,
+    write_model_files,
+)
+from owlvit_cli.errors import BadInputError, OutputError
+from owlvit_cli.model.model_dir import FLAVORS, RECORD_FILE, TOOL_NAME
+from owlvit_cli.model.spec import ModelSpec
+from owlvit_cli.progress import NO_PROGRESS, Progress
+
+DTYPES = tuple(NUMPY_DTYPES)
+LIBRARIES = ("transformers", "torch", "safetensors", "numpy", "huggingface_hub", "jax", "flax")
+
+
+@dataclass
+class ConversionResult:
+    output: Path
+    files: list[str]
+    record: dict[str, Any]
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "output": str(self.output),
+            "files": self.files,
+            "seconds": round(self.seconds, 3),
+            "warnings": self.warnings,
+            **self.record,
+        }
+
+
+def planned_tensors(ckpt: Checkpoint, plan: MappingPlan) -> list[PlannedTensor]:
+    def producer(tensor: TensorMap) -> Callable[[], Any]:
+        return lambda: tensor.build(ckpt.read)
+
+    return [PlannedTensor(t.target, t.shape, producer(t), raw_bytes(ckpt, t)) for t in plan.tensors]
+
+
+def raw_bytes(ckpt: Checkpoint, tensor: TensorMap) -> RawBytes | None:
+    """Where the tensor's converted bytes already lie in the checkpoint, if they need no change."""
+    if tensor.source is None or not TRANSFORMS[tensor.transform].keeps_bytes:
+        return None
+    record = ckpt[tensor.source].record
+    return RawBytes(ckpt.path, record.segments, record.dtype_name)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def conversion_record(
+    ckpt: Checkpoint, spec: ModelSpec, plan: MappingPlan, sha256: str, dtype: str
+) -> dict[str, Any]:
+    return {
+        "tool": TOOL_NAME,
+        "tool_version": __version__,
+        "source": {"file": ckpt.path.name, "size": ckpt.file_size, "sha256": sha256},
+        "layout": ckpt.layout,
+        "params_root": ckpt.root,
+        "version": spec.version,
+        "model_class": FLAVORS[spec.version].model_class,
+        "config": spec.to_json(),
+        "dtype": dtype,
+        "num_parameters": sum(e.size for e in ckpt),
+        "num_tensors": len(plan.tensors),
+        "ignored": [{"path": i.source, "reason": i.reason} for i in plan.ignored],
+        "ignored_top_level_keys": ckpt.other_top_level,
+        "generated": {t.target: VISUAL_PROJECTION_NOTE for t in plan.tensors if t.source is None},
+        "libraries": library_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def convert_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    dtype: str = "float32",
+    max_shard_size: str = "5GB",
+    overwrite: bool = False,
+    progress: Progress = NO_PROGRESS,
+) -> ConversionResult:
+    """Convert `checkpoint` into the transformers model directory `output`."""
+    started = time.perf_counter()
+    checkpoint, output = Path(checkpoint), Path(output)
+    if dtype not in DTYPES:
+        raise BadInputError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    shard_bytes = parse_size(max_shard_size)
+    check_output_dir(output, overwrite)
+    with open_checkpoint(checkpoint) as ckpt:
+        spec = checkpoint_spec(ckpt)
+        plan = plan_mapping({e.path: e.shape for e in ckpt}, spec)
+        warnings = [f"dropped {i.source}: {i.reason}" for i in plan.ignored if i.warn]
+        with model_files(spec, dtype) as files:
+            if files.ready_shapes is not None:  # known now: refuse before writing anything
+                check_against_model(plan, files.ready_shapes)
+            hasher = start_hashing(ckpt.path)
+            ckpt.stream()
+            sources = {t.target: t.source for t in plan.tensors}
+            try:
+                with (
+                    progress.step("converting tensors", total=len(plan.tensors)) as step,
+                    atomic_directory(output, overwrite) as tmp,
+                ):
+
+                    def written(tensor: PlannedTensor) -> None:
+                        source = sources[tensor.name]
+                        if source:
+                            ckpt.release(source)
+                        step.advance()
+
+                    tensors = planned_tensors(ckpt, plan)
+                    write_model_files(tmp, tensors, dtype, shard_bytes, written)
+                    files_dir, target_shapes = files.result()
+                    check_against_model(plan, target_shapes)
+                    copy_model_files(files_dir, tmp)
+                    record = conversion_record(ckpt, spec, plan, hasher.digest(), dtype)
+                    (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+                    files_written = sorted(p.name for p in tmp.iterdir())
+            except OSError as exc:  # disk full, quota, vanished directory: the user's to fix
+                raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from exc
+    seconds = time.perf_counter() - started
+    return ConversionResult(output, files_written, record, seconds, warnings)

@@ -1,0 +1,200 @@
+"""A converted model directory as `push` sees it: what it holds and whether it is one.
+
+Reads the files `owlvit convert` writes (and `owlvit verify --record` adds) without loading
+any model, so that a push can be planned, and refused, before the first request.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from owlvit_cli.errors import ModelDirError, OwlvitError
+
+# --------------------------------------------------------------------------------------------
+# The contract: every file name and every name that differs between OWL versions, once.
+
+CONFIG_FILE = "config.json"
+CARD_FILE = "README.md"
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+RECORD_FILE = "owlvit_conversion.json"
+VERIFICATION_FILE = "owlvit_verification.json"
+TOOL_NAME = "owlvit"
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """The names transformers and the Hub use for one OWL version."""
+
+    version: int
+    display_name: str  # for people: "OWL-ViT", "OWLv2"
+    model_type: str  # config.json's model_type, the Hub tag and the state-dict prefix
+    config_class: str
+    model_class: str
+    processor_class: str
+
+
+FLAVORS: dict[int, Flavor] = {
+    1: Flavor(
+        1, "OWL-ViT", "owlvit", "OwlViTConfig", "OwlViTForObjectDetection", "OwlViTProcessor"
+    ),
+    2: Flavor(2, "OWLv2", "owlv2", "Owlv2Config", "Owlv2ForObjectDetection", "Owlv2Processor"),
+}
+MODEL_TYPES = {flavor.model_type: version for version, flavor in FLAVORS.items()}
+MODEL_NAMES = {version: flavor.display_name for version, flavor in FLAVORS.items()}
+
+# The three checkpoint layouts found in the wild (README "Getting the released checkpoints").
+LAYOUT_DESCRIPTIONS = {
+    "v1": "released v1 (optimizer/target, resblocks.N, ln_1/ln_2)",
+    "v2": "released v2 (params, resblocks.N, ln_0/ln_1)",
+    "current": "current scenic (params, resblocks_N, ln_0/ln_1)",
+}
+
+# --------------------------------------------------------------------------------------------
+# The model directory
+
+
+@dataclass
+class ModelDir:
+    """What `owlvit convert` left in a directory, read and checked once."""
+
+    path: Path
+    config: dict[str, Any]
+    version: int
+    weights: list[str]
+    record: dict[str, Any] | None
+    verification: dict[str, Any] | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_model_dir(hf_dir: Path, *, force: bool = False) -> ModelDir:
+    """Refuse anything that is not a converted model; `force` only waives the conversion record.
+
+    The record is what lets the card name the source checkpoint and its sha256, which is the
+    point of publishing through this tool; a directory without it may still be a valid
+    transformers model (e.g. converted by hand), hence the escape hatch.
+    """
+    if not hf_dir.exists():
+        raise ModelDirError(f"{hf_dir} does not exist")
+    if not hf_dir.is_dir():
+        raise ModelDirError(f"{hf_dir} is not a directory")
+
+    config_path = hf_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelDirError(
+            f"{hf_dir} has no {CONFIG_FILE}; it is not a directory written by `owlvit convert`"
+        )
+    config = _read_json(config_path, ModelDirError)
+    model_type = config.get("model_type")
+    if model_type not in MODEL_TYPES:
+        raise ModelDirError(
+            f"{config_path} has model_type {model_type!r}; expected one of {sorted(MODEL_TYPES)}"
+        )
+    version = MODEL_TYPES[model_type]
+    weights = _weight_files(hf_dir)
+
+    warnings_: list[str] = []
+    record_path = hf_dir / RECORD_FILE
+    record: dict[str, Any] | None = None
+    if not record_path.is_file():
+        if not force:
+            raise ModelDirError(
+                f"{hf_dir} has no {RECORD_FILE}, so it was not written by `owlvit convert`; "
+                "pass --force to push it anyway"
+            )
+        warnings_.append(f"no {RECORD_FILE}: the card cannot name the source checkpoint")
+    else:
+        try:
+            record = _read_json(record_path, ModelDirError)
+            _check_record(record, record_path, version)
+        except ModelDirError as exc:
+            if not force:
+                raise ModelDirError(f"{exc}; pass --force to push anyway") from None
+            warnings_.append(f"ignoring {RECORD_FILE}: {exc}")
+            record = None
+
+    verification: dict[str, Any] | None = None
+    verification_path = hf_dir / VERIFICATION_FILE
+    if verification_path.is_file():
+        try:
+            verification = _read_json(verification_path, ModelDirError)
+        except ModelDirError as exc:
+            warnings_.append(f"ignoring {VERIFICATION_FILE}: {exc}")
+    model_dir = ModelDir(hf_dir, config, version, weights, record, verification, warnings_)
+    model_dir.warnings += verification_warnings(model_dir)
+    return model_dir
+
+
+def _read_json(path: Path, error: type[OwlvitError]) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise error(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path} does not hold a JSON object")
+    return data
+
+
+def _weight_files(hf_dir: Path) -> list[str]:
+    """The weight files, checked to exist (a sharded index must not point at missing shards)."""
+    if (hf_dir / WEIGHTS_FILE).is_file():
+        return [WEIGHTS_FILE]
+    index_path = hf_dir / WEIGHTS_INDEX_FILE
+    if not index_path.is_file():
+        raise ModelDirError(f"{hf_dir} has no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE}")
+    index = _read_json(index_path, ModelDirError)
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ModelDirError(f"{index_path} has no weight_map")
+    shards = sorted(set(map(str, weight_map.values())))
+    missing = [shard for shard in shards if not (hf_dir / shard).is_file()]
+    if missing:
+        raise ModelDirError(f"{index_path} lists missing shard(s): {', '.join(missing)}")
+    return [WEIGHTS_INDEX_FILE, *shards]
+
+
+def _check_record(record: dict[str, Any], path: Path, version: int) -> None:
+    if record.get("tool") != TOOL_NAME:
+        raise ModelDirError(f"{path} was not written by owlvit (tool={record.get('tool')!r})")
+    source = record.get("source")
+    if not isinstance(source, dict) or not source.get("sha256"):
+        raise ModelDirError(f"{path} does not name the source checkpoint's sha256")
+    if record.get("version") not in (None, version):
+        raise ModelDirError(
+            f"{path} says version {record.get('version')} but {CONFIG_FILE} is "
+            f"{MODEL_NAMES[version]} (version {version})"
+        )
+
+
+def verification_warnings(model_dir: ModelDir) -> list[str]:
+    verification = model_dir.verification
+    if verification is None:
+        return [f"no {VERIFICATION_FILE}: the card will say 'not verified'"]
+    out = []
+    local = sorted(k for k, v in verification.items() if isinstance(v, str) and _is_abs_path(v))
+    if local:  # `owlvit verify --record` stores where things were on this machine
+        out.append(f"{VERIFICATION_FILE} holds local paths ({', '.join(local)}); they get uploaded")
+    if verification_mismatch(model_dir):
+        out.append(f"{VERIFICATION_FILE} is for a different checkpoint than {RECORD_FILE}")
+    elif verification.get("passed") is not True:
+        out.append(f"{VERIFICATION_FILE} records a FAILED verification")
+    return out
+
+
+def _is_abs_path(value: str) -> bool:
+    return value.startswith(("/", "~")) or bool(re.match(r"^[A-Za-z]:[\\/]", value))
+
+
+def verification_mismatch(model_dir: ModelDir) -> bool:
+    verified = (model_dir.verification or {}).get("checkpoint_sha256")
+    source = record_source(model_dir).get("sha256")
+    return bool(verified and source and verified != source)
+
+
+def record_source(model_dir: ModelDir) -> dict[str, Any]:
+    source = (model_dir.record or {}).get("source")
+    return source if isinstance(source, dict) else {}

@@ -1,0 +1,113 @@
+"""Random checkpoints in scenic's exact on-disk format, for tests, the demo and benchmarks.
+
+Values are drawn so that no tensor is trivially 0 or 1 (LayerNorm scales 1 + 0.1·N, biases
+0.1·N, kernels N/√fan_in, embeddings 0.5·N): a wrong transpose or name then changes outputs.
+Files are written by Flax's own msgpack serializer, as `flax.training.checkpoints` does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from owlvit_cli.checkpoint.reader import LAYOUTS
+from owlvit_cli.model.spec import ModelSpec, expected_shapes
+
+V1_LAYERNORM_NAMES = {"ln_0": "ln_1", "ln_1": "ln_2"}
+DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+
+
+def layout_name(path: str, layout: str) -> str:
+    """A current-scenic parameter path as the given layout spells it (inverse of the reader)."""
+    if layout == "current":
+        return path
+    parts = path.split("/")
+    out = []
+    in_block = False
+    for part in parts:
+        if part.startswith("resblocks_"):
+            part = "resblocks." + part.removeprefix("resblocks_")
+            in_block = True
+        elif in_block and layout == "v1":
+            part = V1_LAYERNORM_NAMES.get(part, part)
+        out.append(part)
+    return "/".join(out)
+
+
+def random_tensor(rng: np.random.Generator, path: str, shape: tuple[int, ...]) -> np.ndarray:
+    leaf = path.rsplit("/", 1)[-1]
+    if leaf == "scale":
+        return 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
+    if leaf == "bias":
+        return 0.1 * rng.standard_normal(shape, dtype=np.float32)
+    if leaf == "kernel":
+        fan_in = int(np.prod(shape[:-1])) if "/attn/out/" not in path else int(np.prod(shape[:2]))
+        return rng.standard_normal(shape, dtype=np.float32) / np.float32(np.sqrt(fan_in))
+    if path.endswith("logit_scale"):
+        return np.asarray(np.log(1 / 0.07), dtype=np.float32).reshape(shape)
+    return 0.5 * rng.standard_normal(shape, dtype=np.float32)
+
+
+def random_params(spec: ModelSpec, seed: int = 0) -> dict[str, np.ndarray]:
+    """{current-scenic path: float32 array} for every parameter of `spec`."""
+    rng = np.random.default_rng(seed)
+    return {path: random_tensor(rng, path, shape) for path, shape in expected_shapes(spec).items()}
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split("/")
+        node = tree
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
+
+
+def checkpoint_tree(
+    params: dict[str, np.ndarray],
+    layout: str = "current",
+    dtype: str = "float32",
+    extra_top_level: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The top-level state dict scenic saves for `params` in `layout`."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}")
+    cast = DTYPES[dtype]
+    renamed = {layout_name(p, layout): np.asarray(a).astype(cast) for p, a in params.items()}
+    tree = nest(renamed)
+    state: dict[str, Any]
+    if layout == "v1":
+        state = {"optimizer": {"target": tree, "state": {"step": 0}}}
+    else:
+        state = {"params": tree}
+    state.update(extra_top_level or {})
+    return state
+
+
+def write_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Serialise with Flax, exactly as `flax.training.checkpoints.save_checkpoint` would."""
+    from flax import serialization
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(serialization.msgpack_serialize(state))
+    tmp.replace(target)
+    return target
+
+
+def build_checkpoint(
+    path: str | os.PathLike[str],
+    spec: ModelSpec,
+    layout: str = "current",
+    dtype: str = "float32",
+    seed: int = 0,
+) -> Path:
+    """Write a random checkpoint of `spec` in `layout` to `path`."""
+    return write_checkpoint(path, checkpoint_tree(random_params(spec, seed), layout, dtype))

@@ -1,0 +1,201 @@
+"""Load and run a converted transformers model, under the same output names as the Flax side.
+
+`apply_scenic_semantics` patches the two known modelling differences between stock
+transformers and scenic (spec §8) so that a mapping check can demand ~1e-5 agreement:
+scenic's box/objectness MLPs use tanh-approximate GELU, and its merged class-token LayerNorm
+uses eps 1e-6. Stock users get neither, which is what the fidelity check measures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from owlvit_cli.errors import ModelDirError
+from owlvit_cli.model.model_dir import MODEL_TYPES
+
+MERGED_LAYERNORM_EPS = 1e-6
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+def check_model_dir(directory: Path) -> dict[str, Any]:
+    """Fail with one line naming what is missing before transformers gets a chance to."""
+    if not directory.exists():
+        raise ModelDirError(f"{directory}: no such directory")
+    if not directory.is_dir():
+        raise ModelDirError(f"{directory} is not a directory (expected a converted model)")
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise ModelDirError(f"{directory}: no config.json (not a transformers model directory)")
+    if not any((directory / name).is_file() for name in WEIGHT_FILES):
+        raise ModelDirError(f"{directory}: no model.safetensors weights")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelDirError(f"{config_path}: unreadable config ({exc})") from exc
+    if config.get("model_type") not in MODEL_TYPES:
+        raise ModelDirError(
+            f"{directory}: model_type is {config.get('model_type')!r}, not an OWL-ViT model"
+        )
+    return config
+
+
+def load_hf_model(directory: Path, scenic_semantics: bool = False) -> Any:
+    """The detection model as `from_pretrained` gives it, offline, in float32 eval mode."""
+    import torch
+    from transformers import AutoModelForZeroShotObjectDetection
+    from transformers.utils import logging as hf_logging
+
+    check_model_dir(directory)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForZeroShotObjectDetection.from_pretrained(
+            str(directory), local_files_only=True, use_safetensors=True, dtype=torch.float32
+        )
+    except Exception as exc:  # corrupt safetensors, bad json, wrong shapes: all the dir's fault
+        raise ModelDirError(f"{directory}: cannot load the model ({_first_line(exc)})") from exc
+    model.eval()
+    if scenic_semantics:
+        apply_scenic_semantics(model)
+    return model
+
+
+def load_processor(directory: Path) -> Any:
+    """The saved processor (image processor + tokenizer), offline."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelDirError(
+            f"{directory}: cannot load the saved processor ({_first_line(exc)})"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def apply_scenic_semantics(model: Any) -> Any:
+    from torch import nn
+
+    model.layer_norm.eps = MERGED_LAYERNORM_EPS
+    for name in ("box_head", "objectness_head"):
+        head = getattr(model, name, None)
+        if head is not None:
+            head.gelu = nn.GELU(approximate="tanh")
+    return model
+
+
+def is_v2(model: Any) -> bool:
+    return getattr(model, "objectness_head", None) is not None
+
+
+def run_hf_detection(
+    model: Any, pixel_values: np.ndarray, input_ids: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Text-conditioned detection. pixel_values NCHW normalised; input_ids [B,Q,L]."""
+    import torch
+
+    batch, queries, length = input_ids.shape
+    ids = torch.as_tensor(input_ids.reshape(batch * queries, length), dtype=torch.long)
+    with torch.inference_mode():
+        outputs = model(
+            input_ids=ids,
+            pixel_values=torch.as_tensor(pixel_values, dtype=torch.float32),
+            attention_mask=(ids > 0).long(),
+        )
+    result = {
+        "pred_logits": outputs.logits,
+        "pred_boxes": outputs.pred_boxes,
+        "class_embeddings": outputs.class_embeds,
+        "query_embeddings": outputs.text_embeds.reshape(batch, queries, -1),
+        "feature_map": outputs.image_embeds,
+    }
+    if is_v2(model):
+        result["objectness_logits"] = outputs.objectness_logits
+    return {key: value.detach().float().numpy() for key, value in result.items()}
+
+
+def run_hf_image_only(model: Any, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
+    """The image-only path that image-conditioned (one-shot) detection draws embeddings from."""
+    import torch
+
+    with torch.inference_mode():
+        feature_map, _ = model.image_embedder(pixel_values=torch.as_tensor(pixel_values))
+        batch, gh, gw, width = feature_map.shape
+        feats = feature_map.reshape(batch, gh * gw, width)
+        _, class_embeds = model.class_predictor(feats)
+        result = {
+            "class_embeddings_unnormalized": class_embeds,
+            "pred_boxes": model.box_predictor(feats, feature_map),
+        }
+        if is_v2(model):
+            result["objectness_logits"] = model.objectness_predictor(feats)
+    return {key: value.detach().float().numpy() for key, value in result.items()}
+
+
+@contextlib.contextmanager
+def stock_semantics(model: Any) -> Iterator[Any]:
+    """Undo `apply_scenic_semantics` on exit, so one loaded model serves both checks."""
+    saved_eps = model.layer_norm.eps
+    heads = {n: getattr(model, n) for n in ("box_head", "objectness_head") if hasattr(model, n)}
+    saved_gelu = {n: head.gelu for n, head in heads.items() if head is not None}
+    try:
+        yield model
+    finally:
+        model.layer_norm.eps = saved_eps
+        for name, gelu in saved_gelu.items():
+            heads[name].gelu = gelu
+
+
+@contextlib.contextmanager
+def reuse_tower_outputs(model: Any) -> Iterator[Any]:
+    """Memoise the vision and text towers by input value, so running the model again on the
+    same pixels and ids (with only the heads patched) costs just the heads."""
+    towers = [model.base_model.vision_model, model.base_model.text_model]
+    for tower in towers:
+        tower.forward = _memoised(tower.forward)
+    try:
+        yield model
+    finally:
+        for tower in towers:
+            del tower.forward  # back to the class's forward
+
+
+def _memoised(forward: Callable[..., Any]) -> Callable[..., Any]:
+    cache: list[tuple[list[Any], Any]] = []
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        values = [*args, *(kwargs[k] for k in sorted(kwargs))]
+        for seen, result in cache:
+            if len(seen) == len(values) and all(map(_same_value, seen, values)):
+                return result
+        result = forward(*args, **kwargs)
+        cache.append((values, result))
+        return result
+
+    return run
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and a.dtype == b.dtype
+            and bool(torch.equal(a, b))
+        )
+    return a is b or a == b

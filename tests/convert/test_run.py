@@ -1,0 +1,301 @@
+"""convert: the written directory loads offline in stock transformers and reproduces scenic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from owlvit_cli.convert.run import RECORD_FILE, convert_checkpoint
+from owlvit_cli.errors import BadInputError, MappingError
+from owlvit_cli.scenic.tokenizer import get_tokenizer as clip_simple_tokenizer
+from owlvit_cli.verify.hf_model import load_hf_model, run_hf_detection, run_hf_image_only
+from tests.helpers import REFERENCE_NAMES, reference_checkpoint, reference_io
+
+STOCK_TOL = {"pred_logits": 2e-4, "pred_boxes": 1e-3, "objectness_logits": 1e-3}
+PATCHED_TOL = 1e-5
+
+
+def _max_diff(name: str, got: np.ndarray, ref: np.ndarray, io: dict) -> float:
+    if name == "pred_logits":  # padding queries: scenic −1e6, transformers finfo.min
+        mask = np.broadcast_to(io["query_mask"].astype(bool)[:, None, :], ref.shape)
+        return float(np.abs(got - ref)[mask].max())
+    return float(np.abs(got - ref).max())
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_NAMES))
+@pytest.mark.parametrize("patched", [False, True], ids=["stock", "scenic-semantics"])
+def test_converted_reference_reproduces_scenic(converted, name: str, patched: bool):
+    io = reference_io(name)
+    model = load_hf_model(converted(reference_checkpoint(name)), scenic_semantics=patched)
+    outputs = run_hf_detection(model, io["pixel_values_nchw"], io["input_ids"])
+    names = ["pred_logits", "pred_boxes"] + (
+        ["objectness_logits"] if "objectness_logits" in io else []
+    )
+    for key in names:
+        diff = _max_diff(key, outputs[key], io[key], io)
+        assert diff <= (PATCHED_TOL if patched else STOCK_TOL[key]), (key, diff)
+    if patched:
+        np.testing.assert_allclose(outputs["feature_map"], io["feature_map"], atol=PATCHED_TOL)
+        image_only = run_hf_image_only(model, io["pixel_values_nchw"])
+        np.testing.assert_allclose(
+            image_only["class_embeddings_unnormalized"],
+            io["class_embeddings_unnormalized"],
+            atol=PATCHED_TOL,
+        )
+
+
+def test_stock_model_is_not_scenic_exact(converted):
+    """The patch matters: without it the v2 objectness differs by more than 1e-5."""
+    io = reference_io("v2_release")
+    model = load_hf_model(converted(reference_checkpoint("v2_release")))
+    outputs = run_hf_detection(model, io["pixel_values_nchw"], io["input_ids"])
+    assert np.abs(outputs["objectness_logits"] - io["objectness_logits"]).max() > 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_NAMES))
+def test_saved_tokenizer_gives_reference_ids(converted, name: str, reference_manifest: dict):
+    from transformers import AutoProcessor
+
+    io = reference_io(name)
+    processor = AutoProcessor.from_pretrained(converted(reference_checkpoint(name)))
+    for b, queries in enumerate(reference_manifest["queries"]):
+        for q, text in enumerate(queries):
+            if text is None:
+                continue
+            ids = processor.tokenizer(text, padding="max_length", truncation=True)["input_ids"]
+            assert ids == io["input_ids"][b, q].tolist(), text
+
+
+ORDINARY_QUERIES = [
+    "Dog!",
+    "a photo of a cat",
+    "hello!world",
+    "",
+    "!",
+    "café   dog",
+    "A RED car",
+    "  spaces\tand\nnewlines ",
+    "don't",
+    "3 apples",
+    "über-cool",
+]
+
+
+def test_tokenizer_matches_clip_for_ordinary_queries(converted, tiny_checkpoint):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(converted(tiny_checkpoint()))
+    reference = clip_simple_tokenizer()
+    for text in ORDINARY_QUERIES:
+        expected = ([49406, *reference.encode(text), 49407] + [0] * 16)[:16]
+        got = tokenizer(text, padding="max_length", truncation=True)["input_ids"]
+        assert got == expected, text
+    assert tokenizer("Dog!", padding="max_length")["input_ids"][:5] == [49406, 1929, 256, 49407, 0]
+
+
+def test_tokenizer_truncation_differs_by_design(converted, tiny_checkpoint):
+    """transformers keeps EOT when truncating; scenic cuts it off (README: tokenizer)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(converted(tiny_checkpoint()))
+    text = (
+        "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
+    )
+    got = tokenizer(text, padding="max_length", truncation=True)["input_ids"]
+    scenic = [49406, *clip_simple_tokenizer().encode(text)][:16]
+    assert got[:15] == scenic[:15] and got[15] == 49407 and scenic[15] != 49407
+
+
+def test_vocab_files_are_openai_clip(converted, tiny_checkpoint):
+    out = converted(tiny_checkpoint())
+    vocab = json.loads((out / "vocab.json").read_text())
+    merges = (out / "merges.txt").read_text().splitlines()
+    assert len(vocab) == 49408 and vocab["<|startoftext|>"] == 49406 and vocab["!"] == 0
+    assert merges[0].startswith("#version") and len(merges) - 1 == 48894
+
+
+def test_output_directory_contents_and_record(converted, tiny_checkpoint):
+    import hashlib
+
+    ckpt = tiny_checkpoint("v2-tiny", "v2")
+    out = converted(ckpt)
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+        RECORD_FILE,
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+    } <= names
+    assert not any(".owlvit-tmp-" in n for n in names)
+    record = json.loads((out / RECORD_FILE).read_text())
+    assert record["source"] == {
+        "file": ckpt.name,
+        "size": ckpt.stat().st_size,
+        "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(),
+    }
+    assert record["layout"] == "v2" and record["version"] == 2 and record["dtype"] == "float32"
+    assert record["model_class"] == "Owlv2ForObjectDetection"
+    assert "owlv2.visual_projection.weight" in record["generated"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "owlv2"
+    assert config["text_config"]["num_attention_heads"] == 2
+    with safe_open(out / "model.safetensors", "np") as weights:
+        eye = weights.get_tensor("owlv2.visual_projection.weight")
+        np.testing.assert_array_equal(eye, np.eye(*eye.shape, dtype=np.float32))
+
+
+def test_processor_resizes_to_the_model_size(converted, tiny_checkpoint):
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(converted(tiny_checkpoint()))
+    image = Image.new("RGB", (50, 30), (200, 10, 10))
+    batch = processor(text=[["a cat", "a dog"]], images=image, return_tensors="pt")
+    assert tuple(batch["pixel_values"].shape) == (1, 3, 64, 64)
+    # padded bottom/right (not stretched): the bottom rows are the pad colour, not red
+    pixels = batch["pixel_values"][0]
+    assert pixels[0, 0, 0] > 1.0 and abs(float(pixels[0, -1, 0]) - float(pixels[0, -1, -1])) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_outputs_load_and_run(converted, tiny_checkpoint, dtype: str):
+    import torch
+    from transformers import AutoModelForZeroShotObjectDetection
+
+    out = converted(tiny_checkpoint("v2-tiny"), dtype=dtype)
+    assert json.loads((out / RECORD_FILE).read_text())["dtype"] == dtype
+    with safe_open(out / "model.safetensors", "pt") as weights:
+        assert weights.get_tensor("class_head.dense0.weight").dtype == getattr(torch, dtype)
+    model = AutoModelForZeroShotObjectDetection.from_pretrained(out)
+    ids = torch.tensor([[49406, 1929, 49407] + [0] * 13])
+    with torch.inference_mode():
+        result = model(input_ids=ids, pixel_values=torch.zeros(1, 3, 64, 64, dtype=model.dtype))
+    assert torch.isfinite(result.logits.float()).all()
+
+
+def test_sharding(tmp_path: Path, tiny_checkpoint):
+    out = tmp_path / "sharded"
+    result = convert_checkpoint(tiny_checkpoint(), out, max_shard_size="2MB")
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 1 and all((out / s).exists() for s in shards)
+    assert "model.safetensors" not in result.files
+    model = load_hf_model(out)
+    assert model.owlvit.text_model.embeddings.token_embedding.weight.shape[0] == 49408
+
+
+def test_pipeline_runs(converted, tiny_checkpoint):
+    from PIL import Image
+    from transformers import pipeline
+
+    detector = pipeline("zero-shot-object-detection", model=str(converted(tiny_checkpoint())))
+    found = detector(Image.new("RGB", (80, 60), (0, 128, 255)), candidate_labels=["cat", "dog"])
+    assert isinstance(found, list)
+
+
+def test_refuses_non_empty_output_and_overwrites_when_asked(tmp_path: Path, tiny_checkpoint):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(BadInputError, match="not empty"):
+        convert_checkpoint(tiny_checkpoint(), out)
+    assert (out / "keep.txt").read_text() == "mine"
+    convert_checkpoint(tiny_checkpoint(), out, overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_failure_leaves_nothing_behind(tmp_path: Path):
+    from owlvit_cli.model.spec import VARIANTS
+    from owlvit_cli.testing.fixtures import checkpoint_tree, random_params, write_checkpoint
+
+    params = random_params(VARIANTS["v1-tiny"])
+    params["class_head/Dense_0/bias"] = params["class_head/Dense_0/bias"][:-1]
+    bad = write_checkpoint(tmp_path / "bad", checkpoint_tree(params, "current"))
+    with pytest.raises(MappingError, match="class_head/Dense_0/bias has shape"):
+        convert_checkpoint(bad, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
+
+
+@pytest.mark.parametrize(("size", "message"), [("lots", "cannot read size"), ("0GB", "positive")])
+def test_bad_shard_size(tmp_path: Path, tiny_checkpoint, size: str, message: str):
+    with pytest.raises(BadInputError, match=message):
+        convert_checkpoint(tiny_checkpoint(), tmp_path / "o", max_shard_size=size)
+
+
+def test_bad_dtype(tmp_path: Path, tiny_checkpoint):
+    with pytest.raises(BadInputError, match="--dtype"):
+        convert_checkpoint(tiny_checkpoint(), tmp_path / "o", dtype="int8")
+
+
+def test_model_files_cache_gives_identical_files(tmp_path: Path, tiny_checkpoint, monkeypatch):
+    """The config/processor/tokenizer files come from the cache the second time, unchanged;
+    a damaged entry is rebuilt and an unusable cache directory is simply skipped."""
+    from owlvit_cli.convert import hf_files
+
+    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
+    ckpt = tiny_checkpoint("v2-tiny", "v1")
+    first = tmp_path / "first"
+    convert_checkpoint(ckpt, first)
+    entries = list((tmp_path / "cache" / "metadata").iterdir())
+    assert len(entries) == 1 and (entries[0] / hf_files.SHAPES_FILE).exists()
+
+    def must_not_build(*args: object) -> None:
+        pytest.fail("the cached files should have been used")
+
+    monkeypatch.setattr(hf_files, "build_model_files", must_not_build)
+    second = tmp_path / "second"
+    convert_checkpoint(ckpt, second)
+    for name in ("config.json", "tokenizer.json", "vocab.json", "processor_config.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    monkeypatch.undo()
+    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
+    (entries[0] / "vocab.json").unlink()  # damaged entry: rebuilt, not trusted
+    convert_checkpoint(ckpt, tmp_path / "third")
+    assert (entries[0] / "vocab.json").exists()
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("OWLVIT_CACHE", str(blocker))
+    convert_checkpoint(ckpt, tmp_path / "fourth")
+    assert (tmp_path / "fourth" / "config.json").read_bytes() == (
+        first / "config.json"
+    ).read_bytes()
+
+
+def test_model_spec_round_trips_through_json():
+    from owlvit_cli.model.spec import VARIANTS, ModelSpec
+
+    for spec in VARIANTS.values():
+        assert ModelSpec.from_json(spec.to_json()) == spec
+
+
+def test_model_files_failure_is_reported(tmp_path: Path, monkeypatch):
+    """If the child that makes the config/processor files fails, the error names it."""
+    from owlvit_cli.convert import hf_files
+    from owlvit_cli.model.spec import VARIANTS
+
+    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hf_files.sys, "executable", str(tmp_path / "no-python"))
+    with pytest.raises(FileNotFoundError):
+        hf_files.ModelFiles(VARIANTS["v1-tiny"], "float32")
+    monkeypatch.undo()
+    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
+    import dataclasses
+
+    tiny = VARIANTS["v1-tiny"]
+    impossible = dataclasses.replace(  # 130 wide with 4 heads: transformers refuses it
+        tiny, vision=dataclasses.replace(tiny.vision, hidden_size=130, num_attention_heads=4)
+    )
+    files = hf_files.ModelFiles(impossible, "float32")
+    try:
+        with pytest.raises(RuntimeError, match="config/processor files failed"):
+            files.result()
+    finally:
+        files.close()

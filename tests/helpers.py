@@ -1,0 +1,45 @@
+"""Plain helpers the tests share: where the reference data lies, how to run the console script.
+
+Fixtures live in conftest.py; anything a test module imports by name lives here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).parent / "data"
+REFERENCE = DATA / "scenic_reference"
+REFERENCE_NAMES = {
+    "v1_release": ("ref_v1_release_checkpoint", "v1"),
+    "v2_release": ("ref_v2_release_checkpoint", "v2"),
+    "v1_current": ("ref_v1_current_checkpoint", "current"),
+}
+TINY_CASES = [(v, layout) for v in ("v1-tiny", "v2-tiny") for layout in ("v1", "v2", "current")]
+
+
+def reference_checkpoint(name: str) -> Path:
+    return REFERENCE / REFERENCE_NAMES[name][0]
+
+
+def reference_io(name: str) -> dict[str, np.ndarray]:
+    with np.load(REFERENCE / f"ref_{name}_io.npz", allow_pickle=False) as data:
+        return {key: data[key] for key in data.files if data[key].dtype != object}
+
+
+def run_console_script(
+    *args: str | os.PathLike[str], env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `owlvit` entry point in a subprocess (what a user or CI runs)."""
+    return subprocess.run(
+        [sys.executable, "-m", "owlvit_cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        check=False,
+    )

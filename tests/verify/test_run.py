@@ -1,0 +1,253 @@
+"""verify: trustworthy in both directions, with the documented exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from owlvit_cli.verify.run import VerifyOptions, run_verification
+from tests.helpers import TINY_CASES, reference_checkpoint, reference_io, run_console_script
+
+
+@pytest.mark.parametrize(("variant", "layout"), TINY_CASES)
+def test_passes_on_every_tiny_variant_and_layout(tiny_checkpoint, converted, variant, layout):
+    ckpt = tiny_checkpoint(variant, layout)
+    result = run_verification(ckpt, converted(ckpt), VerifyOptions())
+    report = result.report
+    assert report["passed"], report["failed"]
+    names = {(r["level"], r["name"]) for r in report["outputs"]}
+    expected = {"pred_logits", "pred_boxes", "class_embeddings", "query_embeddings",
+                "feature_map", "image_class_embeddings", "top_k"}  # fmt: skip
+    if variant.startswith("v2"):
+        expected.add("objectness_logits")
+    assert {n for level, n in names if level == "mapping"} == expected
+    assert {n for level, n in names if level == "stock"} == expected
+    mapping = [r for r in report["outputs"] if r["level"] == "mapping"]
+    assert all(r["max_abs"] <= 1e-5 for r in mapping), mapping  # issue 4: ≤ 1e-5 patched
+
+
+def _copy_with(src: Path, dst: Path, edit) -> Path:
+    shutil.copytree(src, dst)
+    tensors = load_file(str(dst / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return dst
+
+
+def test_one_perturbed_tensor_fails_with_exit_1(cli, tiny_checkpoint, converted, tmp_path):
+    ckpt = tiny_checkpoint("v2-tiny", "v2")
+
+    def nudge(tensors: dict) -> None:
+        tensors["owlv2.vision_model.encoder.layers.1.mlp.fc2.bias"][3] += 1e-2
+
+    bad = _copy_with(converted(ckpt), tmp_path / "bad", nudge)
+    result = cli("verify", ckpt, bad)
+    assert result.exit_code == 1
+    assert "verification failed" in result.stderr and "mapping/pred_logits" in result.stderr
+    assert "FAIL" in result.stdout
+
+
+def test_console_script_exit_codes_and_complete_output(tiny_checkpoint, converted, tmp_path):
+    """The real entry point ends the process without interpreter teardown once jax and torch
+    are loaded: the JSON must still arrive whole and the exit code be the documented one."""
+    ckpt = tiny_checkpoint("v2-tiny", "v2")
+    good = run_console_script("verify", ckpt, converted(ckpt), "--json")
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)["passed"] is True
+
+    def nudge(tensors: dict) -> None:
+        tensors["owlv2.vision_model.encoder.layers.1.mlp.fc2.bias"][3] += 1e-2
+
+    bad = _copy_with(converted(ckpt), tmp_path / "bad", nudge)
+    failed = run_console_script("verify", ckpt, bad, "--json")
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["passed"] is False
+    assert "verification failed" in failed.stderr
+    wrong = run_console_script("verify", ckpt, converted(tiny_checkpoint("v1-tiny")))
+    assert wrong.returncode == 2 and "not the same architecture" in wrong.stderr
+
+
+def test_swapped_attention_heads_fail(tiny_checkpoint, converted, tmp_path):
+    ckpt = tiny_checkpoint("v1-tiny", "current")
+
+    def swap_heads(tensors: dict) -> None:
+        name = "owlvit.text_model.encoder.layers.0.self_attn.q_proj.weight"
+        weight = tensors[name]
+        half = weight.shape[0] // 2  # two heads
+        tensors[name] = np.concatenate([weight[half:], weight[:half]])
+
+    bad = _copy_with(converted(ckpt), tmp_path / "swapped", swap_heads)
+    report = run_verification(ckpt, bad, VerifyOptions()).report
+    assert not report["passed"]
+    assert "mapping/query_embeddings" in report["failed"]
+    assert "mapping/pred_boxes" not in report["failed"]  # the vision side is untouched
+
+
+def test_model_from_another_checkpoint_fails(cli, tiny_checkpoint, converted):
+    other = converted(tiny_checkpoint("v1-tiny", "v1", seed=7))
+    result = cli("verify", tiny_checkpoint("v1-tiny", "v1"), other, "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert not report["passed"] and "mapping/pred_logits" in report["failed"]
+
+
+def test_different_architecture_is_bad_input(cli, tiny_checkpoint, converted):
+    result = cli("verify", tiny_checkpoint("v1-tiny"), converted(tiny_checkpoint("v2-tiny")))
+    assert result.exit_code == 2
+    assert "not the same architecture" in result.stderr and "model_type" in result.stderr
+
+
+def test_json_report_schema_and_record(cli, tiny_checkpoint, converted, tmp_path):
+    src = converted(tiny_checkpoint("v2-tiny", "current"))
+    hf_dir = tmp_path / "model"
+    shutil.copytree(src, hf_dir)
+    result = cli("verify", tiny_checkpoint("v2-tiny", "current"), hf_dir, "--json", "--record")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["passed"] is True and report["version"] == 2
+    assert set(report["levels"]) == {"mapping", "stock", "processor"}
+    for row in report["outputs"]:
+        assert {"name", "level", "max_abs", "tolerance", "passed"} <= set(row)
+    assert {"flax_forward", "hf_forward", "flax_compile", "load_hf"} <= set(report["timings"])
+    recorded = json.loads((hf_dir / "owlvit_verification.json").read_text())
+    assert recorded["passed"] and recorded["outputs"] == report["outputs"]
+    conversion = json.loads((hf_dir / "owlvit_conversion.json").read_text())
+    assert recorded["checkpoint_sha256"] == conversion["source"]["sha256"]
+    assert str(tmp_path) not in (hf_dir / "owlvit_verification.json").read_text()
+
+
+def test_save_outputs_and_npy_image_reproduce_scenic(cli, tmp_path, converted):
+    """A .npy image is used as is: with scenic's own pixels, the Flax side gives scenic's
+    reference outputs, and the saved arrays hold both sides."""
+    io = reference_io("v1_release")
+    pixels = tmp_path / "pixels.npy"
+    np.save(pixels, io["images_nhwc"][0])
+    ckpt = reference_checkpoint("v1_release")
+    saved = tmp_path / "outputs.npz"
+    result = cli("verify", ckpt, converted(ckpt), "--image", pixels, "--query",
+                 "a photo of a dog", "--query", "bicycle", "--save-outputs", saved)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    with np.load(saved) as arrays:
+        keys = set(arrays.files)
+        assert {"pixel_values", "input_ids", "flax_pred_logits", "flax_pred_boxes",
+                "hf_pred_logits", "hf_pred_boxes", "flax_class_embeddings",
+                "hf_class_embeddings"} <= keys  # fmt: skip
+        assert "flax_objectness_logits" not in keys
+        np.testing.assert_array_equal(arrays["input_ids"][0], io["input_ids"][0])
+        np.testing.assert_allclose(arrays["pixel_values"][0], io["pixel_values_nchw"][0], atol=1e-6)
+        logits = arrays["flax_pred_logits"][0][:, :2]
+        np.testing.assert_allclose(logits, io["pred_logits"][0][:, :2], atol=1e-5)
+        np.testing.assert_allclose(arrays["flax_pred_boxes"][0], io["pred_boxes"][0], atol=1e-5)
+    assert "processor" not in result.stdout  # no raw image, so no processor level
+
+
+def test_strict_processor_fails_on_the_gray_padding(cli, tiny_checkpoint, converted):
+    ckpt = tiny_checkpoint("v2-tiny")
+    assert cli("verify", ckpt, converted(ckpt)).exit_code == 0
+    result = cli("verify", ckpt, converted(ckpt), "--strict-processor", "--json")
+    assert result.exit_code == 1
+    assert "processor/pixels" in json.loads(result.stdout)["failed"]
+
+
+def processor_rows(report: dict) -> dict[str, dict]:
+    return {r["name"]: r for r in report["outputs"] if r["level"] == "processor"}
+
+
+def test_processor_detections_are_opt_in(cli, tiny_checkpoint, converted):
+    """By default the processor level compares inputs only; the third forward pass (top-k on
+    the processor's own inputs) runs with --processor-detections or --strict-processor."""
+    ckpt = tiny_checkpoint("v1-tiny")
+    plain = json.loads(cli("verify", ckpt, converted(ckpt), "--json").stdout)
+    assert set(processor_rows(plain)) == {"pixels", "input_ids"}
+    assert plain["processor_detections"] is False
+    assert plain["top_detections"]["hf_processor"] is None
+    result = cli("verify", ckpt, converted(ckpt), "--processor-detections", "--json")
+    assert result.exit_code == 0, result.stderr
+    full = json.loads(result.stdout)
+    top_k = processor_rows(full)["top_k"]
+    assert top_k["tolerance"] is None and top_k["passed"]  # informational
+    assert len(full["top_detections"]["hf_processor"][0]["patches"]) == 5
+    assert full["processor_detections"] is True
+
+
+def test_atol_override_can_fail_a_stock_check(cli, tiny_checkpoint, converted):
+    ckpt = tiny_checkpoint("v2-tiny")
+    result = cli("verify", ckpt, converted(ckpt), "--atol", "objectness_logits=0", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["failed"] == ["stock/objectness_logits"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--atol", "pred_logits"], "NAME=VALUE"),
+        (["--atol", "nonsense=1"], "unknown outputs"),
+        (["--query", "  "], "empty --query"),
+        (["--save-outputs", "out.txt"], ".npz"),
+    ],
+)
+def test_bad_options_exit_2(cli, tiny_checkpoint, converted, args, message):
+    ckpt = tiny_checkpoint()
+    result = cli("verify", ckpt, converted(ckpt), *args)
+    assert result.exit_code == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_images_exit_2(cli, tiny_checkpoint, converted, tmp_path):
+    ckpt = tiny_checkpoint()
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((10, 10, 3), np.float32))
+    for image in (text, wrong, tmp_path / "missing.jpg"):
+        result = cli("verify", ckpt, converted(ckpt), "--image", image)
+        assert result.exit_code == 2, (image, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_broken_model_directories_exit_2(cli, tiny_checkpoint, converted, tmp_path):
+    ckpt = tiny_checkpoint()
+    src = converted(ckpt)
+    cases = {}
+    for name, broken in (("no_config", "config.json"), ("no_weights", "model.safetensors")):
+        cases[name] = tmp_path / name
+        shutil.copytree(src, cases[name])
+        (cases[name] / broken).unlink()
+    cases["corrupt"] = tmp_path / "corrupt"
+    shutil.copytree(src, cases["corrupt"])
+    weights = cases["corrupt"] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    cases["missing"] = tmp_path / "nowhere"
+    for name, hf_dir in cases.items():
+        result = cli("verify", ckpt, hf_dir)
+        assert result.exit_code == 2, (name, result.stderr)
+        assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+
+
+def test_convert_with_verify(cli, tiny_checkpoint, tmp_path):
+    out = tmp_path / "model"
+    result = cli("convert", tiny_checkpoint("v1-tiny", "v2"), out, "--verify", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["verification"]["passed"] is True
+    assert (out / "owlvit_verification.json").exists()
+
+
+def test_save_viz_draws_both_sides(cli, tiny_checkpoint, converted, tmp_path):
+    from PIL import Image
+
+    from owlvit_cli.verify.run import sample_image_path
+
+    ckpt = tiny_checkpoint("v2-tiny")
+    picture = tmp_path / "side_by_side.png"
+    result = cli("verify", ckpt, converted(ckpt), "--save-viz", picture)
+    assert result.exit_code == 0, result.stderr
+    sample = Image.open(sample_image_path())
+    with Image.open(picture) as drawn:
+        assert drawn.width > 2 * sample.width and drawn.height > sample.height
+    assert cli("verify", ckpt, converted(ckpt), "--save-viz", tmp_path / "x.nope").exit_code == 2
