@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 DATA = Path(__file__).parent / "data"
+SAMPLE = Path(__file__).parents[1] / "owlvit_cli" / "assets" / "sample.png"
 REFERENCE = DATA / "scenic_reference"
 REFERENCE_NAMES = {
     "v1_release": ("ref_v1_release_checkpoint", "v1"),
@@ -43,3 +44,10 @@ def run_console_script(
         env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
         check=False,
     )
+
+
+def sample_pixels() -> np.ndarray:
+    """The built-in sample picture as uint8 RGB."""
+    from PIL import Image
+
+    return np.asarray(Image.open(SAMPLE).convert("RGB"))

@@ -60,6 +60,10 @@ class Output:
     def info(self, message: str) -> None:
         self.stderr.print(message, soft_wrap=True)
 
+    def error(self, message: str) -> None:
+        """A problem the command reports without ending (the one-line form `fail` uses)."""
+        self.stderr.print(f"[bold red]error:[/bold red] {_escape(message)}", soft_wrap=True)
+
     def warn(self, message: str) -> None:
         self.stderr.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
 
@@ -93,8 +97,8 @@ class _RichStep:
 
 def fail(out: Output, message: str, code: int) -> NoReturn:
     """Print one error line on stderr and exit with `code`."""
-    out.stderr.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True, markup=True)
-    raise SystemExit(code)
+    out.error(message)
+    raise SystemExit(int(code))
 
 
 def run_guarded(out: Output, action: Callable[[], int | None]) -> NoReturn:
@@ -104,13 +108,13 @@ def run_guarded(out: Output, action: Callable[[], int | None]) -> NoReturn:
     except OwlvitError as exc:
         if out.debug:
             traceback.print_exc()
-        fail(out, _escape(str(exc)), int(exc.exit_code))
+        fail(out, str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        fail(out, "interrupted", int(ExitCode.INTERRUPTED))
+        fail(out, "interrupted", ExitCode.INTERRUPTED)
     except Exception as exc:
         if out.debug:
             traceback.print_exc()
-        detail = _escape(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
         fail(
             out,
             f"internal error ({detail}); rerun with --debug for a traceback",

@@ -65,9 +65,9 @@ def convert_command(
         payload = result.to_json()
         code = ExitCode.OK
         if verify:
-            from owlvit_cli.cli.commands.verify import verify_and_record
+            from owlvit_cli.cli.verification import verify_and_report
 
-            report = verify_and_record(out, checkpoint, output, record=True)
+            report = verify_and_report(out, checkpoint, output, record=True)
             payload["verification"] = report
             code = ExitCode.OK if report["passed"] else ExitCode.CHECK_FAILED
         out.result(payload, lambda console: render(console, payload))
@@ -91,7 +91,7 @@ def render(console: Console, payload: dict[str, Any]) -> None:
     table.add_row("time", f"{payload['seconds']:.2f} s")
     console.print(table)
     if "verification" in payload:
-        from owlvit_cli.cli.commands.verify import render as render_verification
+        from owlvit_cli.cli.verification import render_verification
 
         render_verification(console, payload["verification"])
     console.print(f"[green]✓[/green] converted ({human_bytes(payload['source']['size'])} source)")

@@ -1,0 +1,74 @@
+"""Verification as both `verify` and `convert --verify` show it: run, report, render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from owlvit_cli.cli.output import Output
+
+LEVEL_TITLES = {
+    "mapping": "1. mapping (same inputs, scenic semantics patched in)",
+    "stock": "2. stock transformers (same inputs)",
+    "processor": "3. transformers processor vs scenic preprocessing",
+}
+
+
+def verify_and_report(
+    out: Output,
+    checkpoint: Path,
+    hf_dir: Path,
+    options: Any = None,
+    record: bool = False,
+    save_outputs: Path | None = None,
+    save_viz: Path | None = None,
+) -> dict[str, Any]:
+    """Run the core verification with this command's display; say why it failed on stderr."""
+    from owlvit_cli.cli.process import hold_until_exit
+    from owlvit_cli.verify.report import failure_summary
+    from owlvit_cli.verify.run import verify
+
+    result = verify(
+        checkpoint,
+        hf_dir,
+        options,
+        record=record,
+        save_outputs=save_outputs,
+        save_viz=save_viz,
+        progress=out,
+    )
+    hold_until_exit(result.models)
+    if not result.report["passed"]:
+        out.error(failure_summary(result.report))
+    return result.report
+
+
+def render_verification(console: Console, report: dict[str, Any]) -> None:
+    for level, title in LEVEL_TITLES.items():
+        rows = [r for r in report["outputs"] if r["level"] == level]
+        if rows:
+            console.print(_level_table(title, rows))
+    timings = ", ".join(f"{k} {v:.2f}s" for k, v in report["timings"].items())
+    console.print(f"[dim]timings: {timings}[/dim]")
+    if report["passed"]:
+        console.print("[green]✓ verified[/green]: the converted model matches the Flax model")
+    else:
+        console.print(f"[bold red]✗ verification failed[/bold red]: {', '.join(report['failed'])}")
+
+
+def _level_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table("output", "max |diff|", "tolerance", "result", title=title, title_justify="left")
+    for row in rows:
+        informational = row["tolerance"] is None
+        if informational:
+            status = "[dim]info[/dim]"
+        else:
+            status = "[green]ok[/green]" if row["passed"] else "[bold red]FAIL[/bold red]"
+        value = str(int(row["max_abs"])) if row["name"] == "input_ids" else f"{row['max_abs']:.2e}"
+        note = f" [dim]({row['note']})[/dim]" if row["note"] else ""
+        tol = "-" if informational else f"{row['tolerance']:.1e}"
+        table.add_row(row["name"] + note, value, tol, status)
+    return table
