@@ -29,7 +29,7 @@ def owlvit(*args: object) -> None:
 
 
 def main() -> None:
-    from owlvit_cli.verify.run import sample_image_path
+    from owlvit_cli.verify.inputs import sample_image_path
 
     WORKDIR.mkdir(exist_ok=True)
     checkpoint = WORKDIR / "owl2-tiny-random_checkpoint"

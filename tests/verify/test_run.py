@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from owlvit_cli.verify.run import VerifyOptions, run_verification
+from owlvit_cli.verify.inputs import VerifyOptions
+from owlvit_cli.verify.run import run_verification
 from tests.helpers import TINY_CASES, reference_checkpoint, reference_io, run_console_script
 
 
@@ -241,7 +242,7 @@ def test_convert_with_verify(cli, tiny_checkpoint, tmp_path):
 def test_save_viz_draws_both_sides(cli, tiny_checkpoint, converted, tmp_path):
     from PIL import Image
 
-    from owlvit_cli.verify.run import sample_image_path
+    from owlvit_cli.verify.inputs import sample_image_path
 
     ckpt = tiny_checkpoint("v2-tiny")
     picture = tmp_path / "side_by_side.png"

@@ -76,7 +76,7 @@ def verify_command(
     out = make_output(json_mode, debug)
 
     def action() -> int:
-        from owlvit_cli.verify.run import VerifyOptions
+        from owlvit_cli.verify.inputs import VerifyOptions
 
         options = VerifyOptions(
             image or [],
