@@ -1,0 +1,84 @@
+"""The Python API as the README shows it: the example runs as written, paths may be str."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import owlvit_cli
+from tests.helpers import SAMPLE
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def readme_example() -> str:
+    section = README.read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README's Python API section has no python example"
+    return match.group(1)
+
+
+def test_readme_example_runs(tmp_path: Path):
+    shutil.copy(SAMPLE, tmp_path / "street.jpg")
+    proc = subprocess.run(
+        [sys.executable, "-c", readme_example()],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("v2 2 ")  # layout, version, parameters, image size
+    assert "model.safetensors" in lines[1]
+    assert lines[-1].startswith("2 ") and "no-such-checkpoint" in lines[-1]
+    assert (tmp_path / "tiny-owlv2-hf" / "config.json").is_file()
+    assert not (tmp_path / "out").exists()
+
+
+def test_paths_may_be_strings_and_errors_are_typed(tiny_checkpoint, tmp_path: Path):
+    out = str(tmp_path / "model")
+    result = owlvit_cli.convert_checkpoint(str(tiny_checkpoint("v1-tiny")), out)
+    assert Path(out, "config.json").is_file() and result.output == Path(out)
+    info = owlvit_cli.inspect_checkpoint(str(tiny_checkpoint("v1-tiny")))
+    assert info.version == 1 and info.spec.vision.patch_size == 16
+    with pytest.raises(owlvit_cli.OwlvitError) as caught:
+        owlvit_cli.convert_checkpoint(str(tmp_path / "missing"), str(tmp_path / "x"))
+    assert caught.value.exit_code == owlvit_cli.ExitCode.BAD_INPUT
+
+
+def test_progress_protocol_hears_named_steps(tiny_checkpoint, tmp_path: Path):
+    """A caller's own Progress sees each step open and close, with totals and advances."""
+    import contextlib
+
+    events: list[tuple[str, object]] = []
+
+    class Recorder:
+        @contextlib.contextmanager
+        def step(self, name: str, total: float | None = None, unit: str = ""):
+            events.append(("start", name))
+
+            class Handle:
+                def set_total(self, total: float, unit: str = "") -> None:
+                    events.append(("total", total))
+
+                def advance(self, amount: float = 1) -> None:
+                    events.append(("advance", amount))
+
+                def describe(self, name: str) -> None:
+                    events.append(("describe", name))
+
+            yield Handle()
+            events.append(("end", name))
+
+    owlvit_cli.convert_checkpoint(tiny_checkpoint("v2-tiny"), tmp_path / "m", progress=Recorder())
+    starts = [name for kind, name in events if kind == "start"]
+    ends = [name for kind, name in events if kind == "end"]
+    assert starts and starts == ends
+    assert sum(a for kind, a in events if kind == "advance") > 0
