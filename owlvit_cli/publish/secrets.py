@@ -7,6 +7,7 @@ in a chain (and from huggingface_hub's log records) before anything can print it
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from urllib.parse import quote, unquote, urlsplit
@@ -22,15 +23,20 @@ USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/@]*@")
 
 
 def endpoint_secrets(endpoint: str) -> list[str]:
-    """The credentials in an endpoint URL (`https://user:password@host`), in every spelling."""
-    parts = urlsplit(endpoint)
-    if "@" not in parts.netloc:
+    """The credentials in an endpoint URL (`https://user:password@host`), in every spelling a
+    response may echo: as written, percent-decoded, and as the Basic Authorization value httpx
+    sends for them."""
+    netloc = urlsplit(endpoint).netloc
+    if "@" not in netloc:
         return []
-    userinfo = parts.netloc.rpartition("@")[0]
+    userinfo = netloc.rpartition("@")[0]
     password = userinfo.partition(":")[2]
     # The user name alone is a secret only when it is the credential (`https://TOKEN@host`).
-    candidates = [userinfo, password] if password else [userinfo]
-    return sorted({c for s in candidates if s for c in (s, unquote(s))}, key=len, reverse=True)
+    spellings = {c for s in (userinfo, password) if s for c in (s, unquote(s))}
+    user, _, plain_password = unquote(userinfo).partition(":")
+    basic = base64.b64encode(f"{user}:{plain_password}".encode()).decode()
+    spellings |= {basic, basic.rstrip("=")}
+    return sorted(spellings, key=len, reverse=True)
 
 
 def public_endpoint(endpoint: str) -> str:

@@ -149,6 +149,7 @@ def push_command(
 
     def action() -> None:
         from owlvit_cli.publish import hub
+        from owlvit_cli.publish.secrets import resolve_token
 
         plan = hub.plan_push(
             hf_dir,
@@ -172,7 +173,7 @@ def push_command(
             out.result(hub.result_payload(plan, None), lambda c: render_dry_run(c, plan))
             return
 
-        secret = hub.resolve_token(token)
+        secret = resolve_token(token)
         plan = hub.resolve_namespace(plan, token=secret, timeout=timeout, debug=debug)
         if save_card and (path := hub.save_card(plan)) is not None:
             out.info(f"wrote the model card to {escape(str(path))}")
