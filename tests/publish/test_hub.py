@@ -1108,3 +1108,150 @@ def test_url_credentials_are_not_shown_in_a_dry_run(
     assert PASSWORD not in result.stdout + result.stderr
     bad = cli(make_model_dir("other"), "tester/owl", "--dry-run", endpoint=f"alice:{PASSWORD}@x")
     assert PASSWORD not in assert_one_line_error(bad, 2)
+
+
+# --------------------------------------------------------------------------------------------
+# The card
+
+
+def card_for(make_model_dir: Callable, version: int = 2, **verification: Any) -> str:
+    from owlvit_cli.publish.hub import plan_push
+
+    record = {**verification_record(), **verification}
+    plan = plan_push(make_model_dir(version=version, verification=record), "tester/owl")
+    assert plan.card_text is not None
+    return plan.card_text
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_card_metadata_survives_huggingface_hubs_round_trip(
+    make_model_dir: Callable, version: int
+) -> None:
+    from huggingface_hub import ModelCard, ModelCardData
+
+    text = card_for(make_model_dir, version)
+    card = ModelCard(text)
+    data = card.data.to_dict()
+    assert data == {
+        "license": "apache-2.0",
+        "library_name": "transformers",
+        "pipeline_tag": "zero-shot-object-detection",
+        "tags": [FLAVOR_TAGS[version], "vision", "object-detection", "zero-shot-object-detection"],
+    }
+    assert ModelCardData(**data).to_dict() == data
+    assert str(ModelCard(str(card))) == str(card) == text  # stable through load and dump
+
+
+FLAVOR_TAGS = {1: "owlvit", 2: "owlv2"}
+
+
+def test_card_verification_rows_say_info_pass_or_fail(make_model_dir: Callable) -> None:
+    rows = verification_record()["outputs"] + [
+        {"name": "pixels", "level": "processor", "max_abs": 0.5, "tolerance": None,
+         "passed": True},
+        {"name": "objectness", "level": "stock", "max_abs": 0.01, "tolerance": 0.001,
+         "passed": False},
+    ]  # fmt: skip
+    text = card_for(make_model_dir, outputs=rows, dtype="bfloat16")
+    assert "| pixels | processor | 0.5 | — | info |" in text
+    assert "| logits | model | 3.1e-06 | 0.0001 | pass |" in text
+    assert "| objectness | stock | 0.01 | 0.001 | FAIL |" in text
+    assert "scenic Flax model on the same inputs, in bfloat16 (checkpoint sha256" in text
+    assert "| pass |" not in text.split("| pixels |")[1].splitlines()[0]
+
+
+def test_card_states_each_difference_from_scenic_in_one_sentence(make_model_dir: Callable) -> None:
+    text = card_for(make_model_dir)
+    section = text.split("## Differences from scenic\n\n")[1].split("\n\n")[0]
+    bullets = section.splitlines()
+    assert [b.split("**")[1] for b in bullets] == ["Preprocessing", "Boxes", "Tokenizer"]
+    for bullet in bullets:
+        assert bullet.endswith(".")
+        assert not re.search(r"[.!?] [A-Z]", bullet.replace("e.g. ", "")), bullet  # one sentence
+    preprocessing, boxes, tokenizer = bullets
+    assert "`OwlViTImageProcessor`" in preprocessing or "`Owlv2ImageProcessor`" in preprocessing
+    for fact in ("pads the image bottom/right with 0.0", "anti-aliasing", "evaluator",
+                 "without anti-aliasing", "0.5 gray"):  # fmt: skip
+        assert fact in preprocessing
+    assert "padded square" in boxes and "max(h, w)" in boxes
+    assert "16 tokens" in tokenizer and "<|endoftext|>" in tokenizer
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_card_cites_the_papers_in_bibtex(make_model_dir: Callable, version: int) -> None:
+    text = card_for(make_model_dir, version)
+    bibtex = text.split("```bibtex\n")[1].split("```")[0]
+    entries = re.findall(r"@inproceedings\{(\w+),\n(.*?)\n\}", bibtex, re.S)
+    assert bibtex.count("{") == bibtex.count("}")
+    keys = [key for key, _ in entries]
+    assert keys == ["minderer2022simple", "minderer2023scaling"][:version]
+    fields = dict(re.findall(r"(\w+)\s*= \{(.*)\},?$", entries[0][1], re.M))
+    assert fields["title"] == "Simple Open-Vocabulary Object Detection with Vision Transformers"
+    assert fields["author"].startswith("Minderer, Matthias and ")
+    assert "ECCV" in fields["booktitle"] and fields["year"] == "2022"
+    if version == 2:
+        fields = dict(re.findall(r"(\w+)\s*= \{(.*)\},?$", entries[1][1], re.M))
+        assert fields["title"] == "Scaling Open-Vocabulary Object Detection"
+        assert "NeurIPS" in fields["booktitle"] and fields["year"] == "2023"
+
+
+@pytest.fixture
+def image_server(tmp_path: Path) -> Any:
+    """A local HTTP server with one picture, for the card's image URL."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(tmp_path / "cats.jpg")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/cats.jpg"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.slow
+def test_the_cards_snippets_run_as_pasted(
+    cli: Callable,
+    hub: HubServer,
+    hf_home: Path,
+    tiny_checkpoint: Callable,
+    converted: Callable,
+    image_server: str,
+) -> None:
+    """Done when the card's code, pasted as it is (only the Hub endpoint and the image URL
+    pointed at local servers), prints boxes in image pixels for the pushed repo."""
+    from owlvit_cli.publish.card_usage import SNIPPET_IMAGE_URL
+
+    model = converted(tiny_checkpoint("v2-tiny", "v2"))
+    assert cli(model, "tester/owl2").returncode == 0
+    card = hub.state.file_bytes("tester/owl2", "README.md").decode()
+    snippets = re.findall(r"```python\n(.*?)```", card, re.S)
+    assert len(snippets) == 2 and all(SNIPPET_IMAGE_URL in code for code in snippets)
+
+    environ = {k: v for k, v in os.environ.items() if k not in HF_ENV_VARS}
+    environ.update(HF_ENDPOINT=hub.url, HF_HOME=str(hf_home), HF_HUB_DISABLE_XET="1")
+    for code in snippets:
+        pasted = code.replace(SNIPPET_IMAGE_URL, image_server)
+        result = subprocess.run(
+            [sys.executable, "-c", pasted], capture_output=True, text=True, env=environ,
+            cwd=hf_home, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.strip().splitlines()
+        assert lines, "no boxes printed"
+        for line in lines:
+            numbers = [float(n) for n in re.findall(r"-?\d+\.?\d*", line.split("at", 1)[-1])]
+            assert "a photo of a" in line and len(numbers) >= 4, line
+    assert any(r.route == "resolve" and r.path.endswith("model.safetensors")
+               for r in hub.state.requests)  # fmt: skip
