@@ -493,14 +493,7 @@ def _remote_deletions(api: Any, plan: PushPlan, step: _Step) -> list[str]:
     """Remote files matching a --delete pattern, except the ones this commit uploads (and
     .gitattributes), as `hf upload --delete` chooses them."""
     step.name = f"listing the files of {plan.repo_id}@{plan.revision}"
-    try:
-        remote = api.list_repo_files(plan.repo_id, revision=plan.revision)
-    except Exception as exc:  # a branch this push creates has no files of its own yet
-        from huggingface_hub.errors import RevisionNotFoundError
-
-        if isinstance(exc, RevisionNotFoundError) and plan.create_pr:
-            return []
-        raise
+    remote = api.list_repo_files(plan.repo_id, revision=plan.revision)
     uploading = {f.path_in_repo for f in plan.files}
     return [
         path
