@@ -8,6 +8,9 @@ import json
 from owlvit_cli.model.model_dir import FLAVORS, PROCESSOR_FILES, ModelDir
 
 PIPELINE_TAG = "zero-shot-object-detection"
+# The image processor that stretches instead of padding (transformers' stock v1 one); owlvit
+# convert saves Owlv2ImageProcessor for both versions (README "What differs from scenic").
+STRETCHING_PROCESSOR = "OwlViTImageProcessor"
 # The picture transformers' own OWL-ViT documentation uses (two cats, two remote controls).
 SNIPPET_IMAGE_URL = "http://images.cocodataset.org/val2017/000000039769.jpg"
 SNIPPET_LABELS = ["a photo of a cat", "a photo of a remote control"]
@@ -42,6 +45,16 @@ def card_usage(model_dir: ModelDir, repo_id: str) -> list[str]:
     flavor = FLAVORS[model_dir.version]
     model_class, processor_class = flavor.model_class, flavor.processor_class
     labels = json.dumps(SNIPPET_LABELS)
+    if _image_processor_class(model_dir) == STRETCHING_PROCESSOR:
+        scaling = [
+            "# This processor stretches the image to a square: boxes scale by (height, width).",
+            "size = image.size[::-1]",
+        ]
+    else:
+        scaling = [
+            "# Boxes are relative to the image padded bottom/right to a square: scale by its side.",
+            "size = (max(image.size), max(image.size))",
+        ]
     return [
         "## Usage",
         "",
@@ -52,7 +65,8 @@ def card_usage(model_dir: ModelDir, repo_id: str) -> list[str]:
         "",
         f'detector = pipeline("{PIPELINE_TAG}", model="{repo_id}")',
         f'url = "{SNIPPET_IMAGE_URL}"',
-        f"for detection in detector(url, candidate_labels={labels}, threshold=0.1):",
+        f"labels = {labels}",
+        "for detection in detector(url, candidate_labels=labels, threshold=0.1):",
         '    print(detection["label"], round(detection["score"], 2), detection["box"])',
         "```",
         "",
@@ -75,10 +89,9 @@ def card_usage(model_dir: ModelDir, repo_id: str) -> list[str]:
         'inputs = processor(text=labels, images=image, return_tensors="pt")',
         "with torch.no_grad():",
         "    outputs = model(**inputs)",
-        "# Boxes are relative to the image padded bottom/right to a square: scale by its side.",
-        "side = max(image.size)",
+        *scaling,
         "results = processor.post_process_grounded_object_detection(",
-        "    outputs, threshold=0.1, target_sizes=[(side, side)], text_labels=labels",
+        "    outputs, threshold=0.1, target_sizes=[size], text_labels=labels",
         ")[0]",
         'for box, score, label in zip(results["boxes"], results["scores"], '
         'results["text_labels"]):',
@@ -94,18 +107,30 @@ def card_caveats(model_dir: ModelDir) -> list[str]:
     text = model_dir.config.get("text_config") or {}
     context = text.get("max_position_embeddings") if isinstance(text, dict) else None
     length = f"{context} tokens" if isinstance(context, int) else "the context length"
+    if processor == STRETCHING_PROCESSOR:
+        image_lines = [
+            f"- **Preprocessing**: `{processor}` stretches the image to a square without "
+            "padding, whereas scenic pads it bottom/right to a square before resizing, so "
+            "detections on non-square images differ from scenic's.",
+            "- **Boxes** are relative to the original image here (stretched, not padded), so "
+            "scale them by (height, width), as the snippet above does.",
+        ]
+    else:
+        image_lines = [
+            f"- **Preprocessing**: `{processor}` pads the image bottom/right with 0.0 and then "
+            "resizes it with anti-aliasing, whereas scenic's evaluator (behind the published "
+            "COCO/LVIS numbers) resizes bilinearly without anti-aliasing so the long side fits "
+            "and then pads with 0.0, and scenic's demo notebook pads with 0.5 gray before an "
+            "anti-aliased resize, so pixels and scores on non-square images differ slightly "
+            "from both.",
+            "- **Boxes** are relative to that padded square, not to the original image, so "
+            "scale them by the longer image side (`target_sizes=[(max(h, w), max(h, w))]`), "
+            "as the snippet above does.",
+        ]
     return [
         "## Differences from scenic",
         "",
-        f"- **Preprocessing**: `{processor}` pads the image bottom/right with 0.0 and then "
-        "resizes it with anti-aliasing, whereas scenic's evaluator (behind the published "
-        "COCO/LVIS numbers) resizes bilinearly without anti-aliasing so the long side fits "
-        "and then pads with 0.0, and scenic's demo notebook pads with 0.5 gray before an "
-        "anti-aliased resize, so pixels and scores on non-square images differ slightly "
-        "from both.",
-        "- **Boxes** are relative to that padded square, not to the original image, so scale "
-        "them by the longer image side (`target_sizes=[(max(h, w), max(h, w))]`), as the "
-        "snippet above does.",
+        *image_lines,
         f"- **Tokenizer**: queries longer than {length} are truncated keeping the end token "
         "(scenic cuts it off), and text that spells a special token such as "
         "`<|endoftext|>` literally is tokenized differently from scenic.",

@@ -1255,3 +1255,12 @@ def test_the_cards_snippets_run_as_pasted(
             assert "a photo of a" in line and len(numbers) >= 4, line
     assert any(r.route == "resolve" and r.path.endswith("model.safetensors")
                for r in hub.state.requests)  # fmt: skip
+
+
+def test_card_for_a_stretching_processor_scales_boxes_by_height_and_width(
+    make_model_dir: Callable,
+) -> None:
+    """A hand-made directory with transformers' stock v1 processor (no padding, --force)."""
+    text = card_for(make_model_dir, 1)  # make_model_dir saves OwlViTImageProcessor for v1
+    assert "`OwlViTImageProcessor` stretches the image to a square without padding" in text
+    assert "size = image.size[::-1]" in text and "max(image.size)" not in text
