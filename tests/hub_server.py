@@ -13,15 +13,18 @@ download a model (read from its source: hf_api.py, _commit_api.py, lfs.py, file_
     POST /{repo}.git/info/lfs/objects/batch      LFS batch: upload action only if missing
     PUT  /_lfs/{repo}/{oid}                      the "S3" upload address the batch returns
     POST /{repo}.git/info/lfs/objects/verify
-    POST /api/models/{repo}/commit/{rev}         NDJSON commit, ?create_pr=1 opens a PR
+    POST /api/models/{repo}/commit/{rev}         NDJSON commit (adds, deletedFile/deletedFolder),
+                                                 ?create_pr=1 opens a PR
     GET  /api/models/{repo}/tree/{rev}[/{path}]
     POST /api/models/{repo}/paths-info/{rev}
     HEAD/GET /{repo}/resolve/{rev}/{path}        X-Repo-Commit, ETag, X-Linked-Etag/Size
 
 All state is in memory (`HubState`): repos with branches, PR refs and commits, an LFS object
 store, a log of every request, and failure rules that make a route answer an error status,
-drop the connection, or stall (see `HubState.fail`). Tokens map to user names; a user may
-write to its own namespace and its orgs' (anything else is a 403, like the Hub).
+drop the connection, or stall (see `HubState.fail`), and `echo_credentials`, which sends
+every request's Authorization header, Host and URL back in response headers and bodies.
+Tokens map to user names; a user may write to its own namespace and its orgs' (anything else
+is a 403, like the Hub).
 """
 
 from __future__ import annotations
@@ -191,6 +194,10 @@ class HubState:
         self.requests: list[RequestRecord] = []
         self.failures: list[Failure] = []
         self.validated_cards: list[str] = []
+        # Echo every request's credentials back (Authorization header, URL, Host) in response
+        # headers and JSON bodies, success or error, as careless proxies and debug servers
+        # do: a client must still never print them.
+        self.echo_credentials = False
         self._counter = 0
 
     # ---- failure injection
@@ -485,6 +492,13 @@ class _Handler(BaseHTTPRequestHandler):
         content_type: str = "application/json",
     ) -> None:
         headers = dict(headers or {})
+        if self.state.echo_credentials:
+            echo = self._echo()
+            headers.update({f"X-Echo-{key.title()}": value for key, value in echo.items()})
+            if isinstance(payload, dict):
+                payload = {**payload, "echo": echo}
+                if "error" in payload:
+                    payload["error"] = f"{payload['error']} (request: {json.dumps(echo)})"
         if isinstance(payload, bytes):
             data = payload
             content_type = headers.pop("Content-Type", "application/octet-stream")
@@ -500,6 +514,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if method != "HEAD":
             self.wfile.write(data)
+
+    def _echo(self) -> dict[str, str]:
+        return {
+            "authorization": self.headers.get("Authorization") or "",
+            "host": self.headers.get("Host") or "",
+            "url": self.path,
+        }
 
     def _send_error(self, method: str, error: HttpError, record: RequestRecord) -> None:
         record.status = error.status

@@ -1,13 +1,15 @@
-"""A converted model directory as `push` sees it: what it holds and whether it is one.
+"""A converted model directory: what it holds, whether it is one, and whether it is complete.
 
 Reads the files `owlvit convert` writes (and `owlvit verify --record` adds) without loading
-any model, so that a push can be planned, and refused, before the first request.
+any model, so that a push can be planned, and refused, before the first request; any other
+command can call `read_model_dir` or `check_complete` for the same answers.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,19 @@ WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 RECORD_FILE = "owlvit_conversion.json"
 VERIFICATION_FILE = "owlvit_verification.json"
+# What transformers' tokenizer and processor `save_pretrained` write for these models
+# (transformers 5 writes the first four of each; older versions also the last ones).
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+TOKENIZER_FAST_FILE = "tokenizer.json"
+VOCAB_FILES = ("vocab.json", "merges.txt")
+TOKENIZER_FILES = (
+    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_FAST_FILE,
+    *VOCAB_FILES,
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 TOOL_NAME = "owlvit"
 
 
@@ -96,6 +111,7 @@ def read_model_dir(hf_dir: Path, *, force: bool = False) -> ModelDir:
         )
     version = MODEL_TYPES[model_type]
     weights = _weight_files(hf_dir)
+    check_complete(hf_dir, weights)
 
     warnings_: list[str] = []
     record_path = hf_dir / RECORD_FILE
@@ -157,6 +173,92 @@ def _weight_files(hf_dir: Path) -> list[str]:
     return [WEIGHTS_INDEX_FILE, *shards]
 
 
+# --------------------------------------------------------------------------------------------
+# Completeness: what transformers needs to load the model, checked without transformers
+
+# The safetensors format: an 8-byte little-endian header length, a JSON header, the data.
+# The library refuses headers over 100 MB; so do we, before reading one.
+SAFETENSORS_MAX_HEADER = 100_000_000
+
+
+def check_complete(hf_dir: Path, weights: list[str] | None = None) -> None:
+    """Refuse a directory transformers could not load: empty or truncated weights, a config
+    that does not parse, no tokenizer or no processor files.
+
+    `weights` are the weight files `read_model_dir` found (found again when not given).
+    """
+    _read_json(hf_dir / CONFIG_FILE, ModelDirError)
+    for name in weights if weights is not None else _weight_files(hf_dir):
+        if name.endswith(".safetensors"):
+            check_safetensors(hf_dir / name)
+    missing_tokenizer = (
+        [TOKENIZER_CONFIG_FILE] if not (hf_dir / TOKENIZER_CONFIG_FILE).is_file() else []
+    )
+    if not (hf_dir / TOKENIZER_FAST_FILE).is_file():
+        missing_tokenizer += [name for name in VOCAB_FILES if not (hf_dir / name).is_file()]
+    if missing_tokenizer:
+        raise ModelDirError(
+            f"{hf_dir} has no tokenizer: {', '.join(missing_tokenizer)} missing "
+            f"(needs {TOKENIZER_CONFIG_FILE}, and {TOKENIZER_FAST_FILE} or "
+            f"{' + '.join(VOCAB_FILES)})"
+        )
+    processor = [hf_dir / name for name in PROCESSOR_FILES if (hf_dir / name).is_file()]
+    if not processor:
+        raise ModelDirError(f"{hf_dir} has no image processor ({' or '.join(PROCESSOR_FILES)})")
+    for path in [hf_dir / TOKENIZER_CONFIG_FILE, *processor]:
+        _read_json(path, ModelDirError)
+
+
+def check_safetensors(path: Path) -> None:
+    """A non-empty file whose header parses and whose tensors fill the data exactly."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            prefix = file.read(8)
+            header_size = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else None
+            if header_size is None or not 0 < header_size <= min(SAFETENSORS_MAX_HEADER, size - 8):
+                raise ModelDirError(
+                    f"{path} is not a safetensors file ({size} bytes, no valid header)"
+                )
+            header = json.loads(file.read(header_size))
+    except OSError as exc:
+        raise ModelDirError(f"cannot read {path}: {exc}") from None
+    except (UnicodeDecodeError, ValueError):
+        raise ModelDirError(f"{path} has a corrupt safetensors header") from None
+    tensors = (
+        {k: v for k, v in header.items() if k != "__metadata__"} if isinstance(header, dict) else {}
+    )
+    ends = [
+        entry["data_offsets"][1]
+        for entry in tensors.values()
+        if isinstance(entry, dict)
+        and isinstance(entry.get("data_offsets"), list)
+        and len(entry["data_offsets"]) == 2
+    ]
+    if not tensors or len(ends) != len(tensors):
+        raise ModelDirError(f"{path} holds no tensors (or a corrupt safetensors header)")
+    if max(ends) != size - 8 - header_size:
+        raise ModelDirError(
+            f"{path} is truncated or padded: its header describes {max(ends)} bytes of data, "
+            f"the file holds {size - 8 - header_size}"
+        )
+
+
+def model_files(model_dir: ModelDir) -> list[str]:
+    """The files that make up the converted model, as present in its directory: what a
+    `push` uploads by default (README.md last: it is the most likely to be rejected)."""
+    names = [
+        CONFIG_FILE,
+        *model_dir.weights,
+        *TOKENIZER_FILES,
+        *PROCESSOR_FILES,
+        RECORD_FILE,
+        VERIFICATION_FILE,
+    ]
+    present = [name for name in dict.fromkeys(names) if (model_dir.path / name).is_file()]
+    return [*present, CARD_FILE] if (model_dir.path / CARD_FILE).is_file() else present
+
+
 def _check_record(record: dict[str, Any], path: Path, version: int) -> None:
     if record.get("tool") != TOOL_NAME:
         raise ModelDirError(f"{path} was not written by owlvit (tool={record.get('tool')!r})")
@@ -168,6 +270,15 @@ def _check_record(record: dict[str, Any], path: Path, version: int) -> None:
             f"{path} says version {record.get('version')} but {CONFIG_FILE} is "
             f"{MODEL_NAMES[version]} (version {version})"
         )
+
+
+def verification_state(model_dir: ModelDir) -> str:
+    """ "passed", "failed", "missing" or "mismatch" (a record for another checkpoint)."""
+    if model_dir.verification is None:
+        return "missing"
+    if verification_mismatch(model_dir):
+        return "mismatch"
+    return "passed" if model_dir.verification.get("passed") is True else "failed"
 
 
 def verification_warnings(model_dir: ModelDir) -> list[str]:

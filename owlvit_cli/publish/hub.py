@@ -1,55 +1,67 @@
 """Publishing a converted model directory to the Hugging Face Hub (`owlvit push`).
 
 The work is split so that everything that can be decided locally is decided before the first
-request: `plan_push` validates the directory, builds the model card and lists what would be
-uploaded (this is all `--dry-run` runs, so a dry run cannot touch the network), and `push`
-then only executes that plan through huggingface_hub's `HfApi`.
+request: `plan_push` validates the directory (complete, loadable, verified), the names
+(repo id, revision, endpoint), picks the files to upload (`selection`) and builds the model
+card; this is all `--dry-run` runs, so a dry run cannot touch the network. `push` then only
+executes that plan through huggingface_hub's `HfApi`; a bare REPO_ID is first completed with
+the token's user (`resolve_namespace`, one whoami request).
 
 Why `create_commit` and not `upload_folder`: the model card is generated in memory and must
 not be written into the user's directory unless they ask, and `upload_folder` can only send
 files that exist on disk. `create_commit` is what `upload_folder` calls underneath (when
 hf_xet is not installed); calling it directly, after preuploading file by file, also gives a
-per-file progress signal and a single commit.
+per-file progress signal and a single commit (deletions included, as `hf upload --delete`).
 
-Errors: every failure of the network phase is turned into a one-line `HubError` (exit 3)
-that names the step that failed. The token is scrubbed from every exception in the chain
-(and from huggingface_hub's log records) before anything can print it, because servers and
-proxies do echo request headers back in error bodies.
+Errors: every failure of the network phase becomes a one-line `HubError` (exit 3) naming the
+step (`hub_errors`); secrets are scrubbed from everything first (`secrets`).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlsplit
+from typing import Any, TypeVar
 
 from owlvit_cli import __version__
-from owlvit_cli.errors import BadInputError, HubError, OwlvitError
+from owlvit_cli.errors import BadInputError, CheckFailedError, HubError, OwlvitError
 from owlvit_cli.model.model_dir import (
     CARD_FILE,
     MODEL_NAMES,
+    VERIFICATION_FILE,
     ModelDir,
     read_model_dir,
     record_source,
+    verification_state,
 )
 from owlvit_cli.progress import NO_PROGRESS, Progress
+from owlvit_cli.publish.hub_errors import map_hub_error
 from owlvit_cli.publish.model_card import DEFAULT_LICENSE, build_card
+from owlvit_cli.publish.names import (
+    PR_REVISION_RE,
+    has_namespace,
+    resolve_endpoint,
+    validate_repo_id,
+    validate_revision,
+)
+from owlvit_cli.publish.secrets import (
+    RedactingFilter,
+    endpoint_secrets,
+    public_endpoint,
+    redact,
+    scrub_exception,
+)
+from owlvit_cli.publish.selection import LeftOut, matches, select_files
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_TIMEOUT = 60.0
-# Folders huggingface_hub refuses to commit (FORBIDDEN_FOLDERS); never part of a model.
-SKIPPED_FOLDERS = {".git", ".cache"}
-# RFC 6750 b64token: anything else cannot be sent in an Authorization header, and httpx would
-# echo the rejected header value (the token) in its exception text.
-BEARER_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-PR_REVISION_RE = re.compile(r"refs/pr/\d+")
+# Never deleted by --delete, as `hf upload --delete` keeps it: the Hub's LFS rules live there.
+KEEP_ON_DELETE = ".gitattributes"
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,7 +87,7 @@ class PushPlan:
     """Everything `push` will do, decided without the network (`--dry-run` prints this)."""
 
     model_dir: ModelDir
-    repo_id: str
+    repo_id: str  # NAME alone until `resolve_namespace` adds the token's user
     endpoint: str
     revision: str
     create_pr: bool
@@ -83,9 +95,13 @@ class PushPlan:
     commit_message: str
     commit_description: str
     files: list[UploadFile]
-    card_text: str
-    card_source: str  # "generated", "existing" or "generated (replaces existing)"
-    warnings: list[str]
+    left_out: list[LeftOut]
+    delete: list[str]  # patterns of remote files to delete in the same commit
+    card_text: str | None  # None: no README.md is uploaded (--exclude README.md)
+    card_source: str  # "generated", "existing", "generated (replaces existing)", "none"
+    license_: str
+    forced_failure: bool  # a FAILED verification published with --force
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def total_size(self) -> int:
@@ -95,30 +111,18 @@ class PushPlan:
     def creates_branch(self) -> bool:
         return self.revision != "main" and not PR_REVISION_RE.fullmatch(self.revision)
 
+    @property
+    def namespace_resolved(self) -> bool:
+        return has_namespace(self.repo_id)
 
-def validate_repo_id(repo_id: str) -> str:
-    """OWNER/NAME, checked locally so a typo never reaches the network (or a dry run lies)."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id as hf_validate
+    @property
+    def shown_repo_id(self) -> str:
+        """The full id, or what it will be: `<token's user>/NAME` before whoami."""
+        return self.repo_id if self.namespace_resolved else f"<token's user>/{self.repo_id}"
 
-    if repo_id.count("/") != 1:
-        raise BadInputError(f"REPO_ID must be OWNER/NAME, got {repo_id!r}")
-    try:
-        hf_validate(repo_id)
-    except HFValidationError as exc:
-        raise BadInputError(f"invalid REPO_ID {repo_id!r}: {str(exc).splitlines()[0]}") from None
-    return repo_id
-
-
-def resolve_endpoint(explicit: str | None) -> str:
-    """--endpoint, else HF_ENDPOINT, else the public Hub."""
-    import os
-
-    endpoint = (explicit or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise BadInputError(f"endpoint must be an http(s) URL, got {endpoint!r}")
-    return endpoint
+    @property
+    def shown_endpoint(self) -> str:
+        return public_endpoint(self.endpoint)
 
 
 def plan_push(
@@ -133,11 +137,18 @@ def plan_push(
     commit_message: str | None = None,
     force: bool = False,
     endpoint: str | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    delete: Sequence[str] = (),
 ) -> PushPlan:
-    """Validate, build the card and list the files; no network, no writes."""
+    """Validate, choose the files and build the card; no network, no writes.
+
+    A FAILED verification is refused (CheckFailedError, exit 1) unless `force`: publishing
+    weights their own check found wrong must be a decision, and the card then says so.
+    """
     repo_id = validate_repo_id(repo_id)
     endpoint = resolve_endpoint(endpoint)
-    revision = (revision or "main").removeprefix("refs/heads/")
+    revision = validate_revision(revision)
     if create_pr and revision != "main":
         # huggingface_hub opens pull requests against the default branch only (upload_folder
         # refuses the combination outright); say so instead of targeting something else.
@@ -145,72 +156,101 @@ def plan_push(
             "--create-pr opens a pull request against main; drop --revision "
             "(or drop --create-pr to commit to the branch or refs/pr/N directly)"
         )
-    if not revision.strip() or revision != revision.strip():
-        raise BadInputError(f"invalid --revision {revision!r}")
     model_dir = read_model_dir(hf_dir, force=force)
-    warnings_ = list(model_dir.warnings)
-
+    forced_failure = _check_verification(model_dir, force)
+    selection = select_files(model_dir, include, exclude)
     files = [
         UploadFile(rel, (hf_dir / rel).stat().st_size, local_path=hf_dir / rel)
-        for rel in _directory_files(hf_dir)
+        for rel in selection.files
     ]
-    existing_card = hf_dir / CARD_FILE
-    if existing_card.is_file() and not overwrite_card:
-        card_source = "existing"
-        card_text = existing_card.read_text(encoding="utf-8", errors="replace")
-        if license_ is not None:
-            warnings_.append(
-                f"--license ignored: keeping the existing {CARD_FILE} "
-                "(pass --overwrite-card to replace it)"
-            )
-    else:
-        card_source = "generated (replaces existing)" if existing_card.is_file() else "generated"
-        card_text = build_card(model_dir, repo_id, license_ or DEFAULT_LICENSE)
-        content = card_text.encode("utf-8")
-        files = [f for f in files if f.path_in_repo != CARD_FILE]
-        files.append(UploadFile(CARD_FILE, len(content), content=content))
-
-    name = MODEL_NAMES[model_dir.version]
-    source = record_source(model_dir)
-    default_message = f"Upload {name} converted with owlvit {__version__}"
-    if source.get("file"):
-        default_message += f" from {source['file']}"
-    description = (
-        f"Converted from `{source.get('file')}` (sha256 {source.get('sha256')}) "
-        f"with owlvit {(model_dir.record or {}).get('tool_version', __version__)}."
-        if source
-        else ""
-    )
-    return PushPlan(
+    card_excluded = any(matches(CARD_FILE, pattern) for pattern in exclude)
+    plan = PushPlan(
         model_dir=model_dir,
         repo_id=repo_id,
         endpoint=endpoint,
         revision=revision,
         create_pr=create_pr,
         private=private,
-        commit_message=commit_message or default_message,
-        commit_description=description,
+        commit_message=commit_message or _default_message(model_dir),
+        commit_description=_description(model_dir),
         files=files,
-        card_text=card_text,
-        card_source=card_source,
-        warnings=warnings_,
+        left_out=selection.left_out,
+        delete=list(delete),
+        card_text=None,
+        card_source="none" if card_excluded else "generated",
+        license_=license_ or DEFAULT_LICENSE,
+        forced_failure=forced_failure,
+        warnings=list(model_dir.warnings),
     )
+    existing_card = hf_dir / CARD_FILE
+    if card_excluded:
+        return plan
+    if existing_card.is_file() and not overwrite_card:
+        plan.card_source = "existing"
+        plan.card_text = existing_card.read_text(encoding="utf-8", errors="replace")
+        if license_ is not None:
+            plan.warnings.append(
+                f"--license ignored: keeping the existing {CARD_FILE} "
+                "(pass --overwrite-card to replace it)"
+            )
+        return plan
+    if existing_card.is_file():
+        plan.card_source = "generated (replaces existing)"
+    return _with_card(plan)
 
 
-def _directory_files(hf_dir: Path) -> list[str]:
-    """Every file under the directory, README.md last (it is the most likely to be rejected)."""
-    paths = []
-    for path in hf_dir.rglob("*"):
-        rel = path.relative_to(hf_dir)
-        if SKIPPED_FOLDERS.intersection(rel.parts) or not path.is_file():
-            continue
-        paths.append(rel.as_posix())
-    return sorted(paths, key=lambda p: (p == CARD_FILE, p))
+def _check_verification(model_dir: ModelDir, force: bool) -> bool:
+    """True when a FAILED verification is published on --force; refuse it otherwise."""
+    if verification_state(model_dir) != "failed":
+        return False
+    if not force:
+        failed = (model_dir.verification or {}).get("failed")
+        what = (
+            f" ({', '.join(map(str, failed[:4]))})" if isinstance(failed, list) and failed else ""
+        )
+        raise CheckFailedError(
+            f"{VERIFICATION_FILE} records a FAILED verification{what}; refusing to publish "
+            "it (fix the conversion and verify again, or pass --force to publish with the "
+            "failure stated in the card)"
+        )
+    return True
+
+
+def _with_card(plan: PushPlan) -> PushPlan:
+    """The plan with its generated card (for its current repo id) as the last file."""
+    text = build_card(plan.model_dir, plan.repo_id, plan.license_, forced=plan.forced_failure)
+    content = text.encode("utf-8")
+    files = [f for f in plan.files if f.path_in_repo != CARD_FILE]
+    files.append(UploadFile(CARD_FILE, len(content), content=content))
+    return dataclasses.replace(plan, files=files, card_text=text)
+
+
+def with_repo_id(plan: PushPlan, repo_id: str) -> PushPlan:
+    """The same plan for a completed repo id (the generated card names the repo)."""
+    plan = dataclasses.replace(plan, repo_id=validate_repo_id(repo_id))
+    return _with_card(plan) if plan.card_source.startswith("generated") else plan
+
+
+def _default_message(model_dir: ModelDir) -> str:
+    message = f"Upload {MODEL_NAMES[model_dir.version]} converted with owlvit {__version__}"
+    source = record_source(model_dir)
+    return message + (f" from {source['file']}" if source.get("file") else "")
+
+
+def _description(model_dir: ModelDir) -> str:
+    source = record_source(model_dir)
+    if not source:
+        return ""
+    version = (model_dir.record or {}).get("tool_version", __version__)
+    return (
+        f"Converted from `{source.get('file')}` (sha256 {source.get('sha256')}) "
+        f"with owlvit {version}."
+    )
 
 
 def save_card(plan: PushPlan) -> Path | None:
     """Write the generated card into the directory (only on request: --save-card)."""
-    if plan.card_source == "existing":
+    if not plan.card_source.startswith("generated") or plan.card_text is None:
         return None
     path = plan.model_dir.path / CARD_FILE
     path.write_text(plan.card_text, encoding="utf-8")
@@ -220,92 +260,43 @@ def save_card(plan: PushPlan) -> Path | None:
 def plan_payload(plan: PushPlan) -> dict[str, Any]:
     """The JSON form shared by dry runs and real pushes."""
     return {
-        "repo_id": plan.repo_id,
-        "endpoint": plan.endpoint,
+        "repo_id": plan.repo_id if plan.namespace_resolved else None,
+        "repo_name": plan.repo_id.rpartition("/")[2],
+        "endpoint": plan.shown_endpoint,
         "revision": plan.revision,
         "create_pr": plan.create_pr,
         "private": plan.private,
         "commit_message": plan.commit_message,
         "total_size": plan.total_size,
         "files": [{"path": f.path_in_repo, "size": f.size, "source": f.source} for f in plan.files],
+        "left_out": [{"path": item.path, "reason": item.reason} for item in plan.left_out],
+        "delete_patterns": plan.delete,
+        "verification": verification_state(plan.model_dir),
+        "forced": plan.forced_failure,
         "card": {"source": plan.card_source, "content": plan.card_text},
         "warnings": plan.warnings,
     }
 
 
-# --------------------------------------------------------------------------------------------
-# Credentials and secrecy
+def resolve_namespace(
+    plan: PushPlan, *, token: str, timeout: float = DEFAULT_TIMEOUT, debug: bool = False
+) -> PushPlan:
+    """Complete a bare REPO_ID with the token's user, as `hf upload` does (one whoami)."""
+    if plan.namespace_resolved:
+        return plan
 
+    def whoami() -> str:
+        from huggingface_hub import HfApi
 
-def resolve_token(explicit: str | None) -> str:
-    """--token, else what huggingface_hub resolves (HF_TOKEN, then the `hf auth login` file)."""
-    token = explicit.strip() if explicit else None
-    if not token:
-        from huggingface_hub import get_token
+        info = HfApi(endpoint=plan.endpoint, token=token).whoami()
+        name = info.get("name") if isinstance(info, dict) else None
+        if not isinstance(name, str) or not name:
+            raise HubError("finding the token's user failed: the Hub named no user")
+        return name
 
-        try:
-            token = get_token()
-        except Exception as exc:  # OIDC exchange / OAuth refresh failures
-            raise HubError(f"could not obtain a Hugging Face token: {_first_line(exc)}") from None
-    if not token:
-        raise HubError("no Hugging Face token: pass --token, set HF_TOKEN or run `hf auth login`")
-    if not BEARER_TOKEN_RE.fullmatch(token):
-        raise BadInputError(
-            "the token contains characters that cannot be sent in an HTTP header "
-            "(whitespace, quotes or non-ASCII); check how it was copied"
-        )
-    return token
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """Replace each secret (and its URL-encoded form) in text."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
-    return text
-
-
-def scrub_exception(exc: BaseException, secrets: list[str]) -> None:
-    """Redact secrets from every exception in the chain, in place, before anything prints it.
-
-    Tracebacks (--debug) and one-line errors both format `args`, so rewriting `args` covers
-    them; notes are rewritten too.
-    """
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        current.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in current.args)
-        notes = getattr(current, "__notes__", None)
-        if isinstance(notes, list):
-            current.__notes__ = [redact(n, secrets) if isinstance(n, str) else n for n in notes]
-        for attr in ("server_message",):
-            value = getattr(current, attr, None)
-            if isinstance(value, str):
-                setattr(current, attr, redact(value, secrets))
-        stack += [current.__cause__, current.__context__]
-
-
-class _RedactingFilter(logging.Filter):
-    """Scrub secrets from huggingface_hub log records (shown with --debug)."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage(), self.secrets)
-        record.args = None
-        if record.exc_info and record.exc_info[1] is not None:
-            scrub_exception(record.exc_info[1], self.secrets)
-        return True
-
-
-# --------------------------------------------------------------------------------------------
-# Pushing
+    step = _Step("finding the token's user (whoami)")
+    user = _on_the_hub(plan, token, timeout, debug, step, whoami)
+    return with_repo_id(plan, f"{user}/{plan.repo_id}")
 
 
 @dataclass
@@ -317,7 +308,9 @@ class PushResult:
     pr_url: str | None
     changed: bool
     files: list[dict[str, Any]]
+    deleted: list[str]
     warnings: list[str]
+    plan: PushPlan  # what was pushed (a bare REPO_ID completed)
 
 
 @contextmanager
@@ -345,7 +338,7 @@ def _hub_session(secrets: list[str], timeout: float, debug: bool) -> Iterator[li
     else:
         hf_logging.set_verbosity_error()
     library_logger = logging.getLogger("huggingface_hub")
-    log_filter = _RedactingFilter(secrets)
+    log_filter = RedactingFilter(secrets)
     for handler in library_logger.handlers:
         handler.addFilter(log_filter)
     collected: list[str] = []
@@ -382,12 +375,36 @@ def push(
 
     `progress` hears the upload (bytes, file by file) and the commit.
     """
-    secrets = [token]
+    if not plan.namespace_resolved:
+        plan = resolve_namespace(plan, token=token, timeout=timeout, debug=debug)
     step = _Step()
+    hub_warnings: list[str] = []
+
+    def run() -> PushResult:
+        return _push(plan, token, timeout, step, progress)
+
+    result = _on_the_hub(plan, token, timeout, debug, step, run, hub_warnings)
+    result.warnings += hub_warnings
+    return result
+
+
+def _on_the_hub(
+    plan: PushPlan,
+    token: str,
+    timeout: float,
+    debug: bool,
+    step: _Step,
+    work: Callable[[], T],
+    hub_warnings: list[str] | None = None,
+) -> T:
+    """Run `work` in a configured huggingface_hub session; every failure becomes one
+    redacted line (HubError, exit 3) naming `step`, and no secret survives in any exception."""
+    secrets = [token, *endpoint_secrets(plan.endpoint)]
     try:
-        with _hub_session(secrets, timeout, debug) as hub_warnings:
-            result = _push(plan, token, timeout, step, progress)
-        result.warnings += hub_warnings
+        with _hub_session(secrets, timeout, debug) as collected:
+            result = work()
+        if hub_warnings is not None:
+            hub_warnings += collected
         return result
     except OwlvitError as exc:
         scrub_exception(exc, secrets)
@@ -408,7 +425,7 @@ def _push(
     step: _Step,
     progress: Progress,
 ) -> PushResult:
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     api = HfApi(
         endpoint=plan.endpoint, token=token, library_name="owlvit", library_version=__version__
@@ -444,26 +461,47 @@ def _push(
             )
             uploading.advance(upload.size)
 
+    deleted = _remote_deletions(api, plan, step) if plan.delete else []
     step.name = "opening the pull request" if plan.create_pr else "committing"
     with progress.step(step.name):
         info = api.create_commit(
             plan.repo_id,
-            operations=[operation for _, operation in operations],
+            operations=[
+                *(operation for _, operation in operations),
+                *(CommitOperationDelete(path) for path in deleted),
+            ],
             commit_message=plan.commit_message,
             commit_description=plan.commit_description,
             revision=plan.revision,
             create_pr=plan.create_pr,
         )
     files = [_file_status(upload, operation) for upload, operation in operations]
-    changed = any(f["status"] == "uploaded" for f in files)
+    changed = bool(deleted) or any(f["status"] == "uploaded" for f in files)
     return PushResult(
         commit_url=info.commit_url,
         commit_oid=info.oid,
         pr_url=info.pr_url,
         changed=changed,
         files=files,
+        deleted=deleted,
         warnings=[],
+        plan=plan,
     )
+
+
+def _remote_deletions(api: Any, plan: PushPlan, step: _Step) -> list[str]:
+    """Remote files matching a --delete pattern, except the ones this commit uploads (and
+    .gitattributes), as `hf upload --delete` chooses them."""
+    step.name = f"listing the files of {plan.repo_id}@{plan.revision}"
+    remote = api.list_repo_files(plan.repo_id, revision=plan.revision)
+    uploading = {f.path_in_repo for f in plan.files}
+    return [
+        path
+        for path in remote
+        if path not in uploading
+        and path != KEEP_ON_DELETE
+        and any(matches(path, pattern) for pattern in plan.delete)
+    ]
 
 
 def _file_status(upload: UploadFile, operation: Any) -> dict[str, Any]:
@@ -485,102 +523,14 @@ def _file_status(upload: UploadFile, operation: Any) -> dict[str, Any]:
 
 def result_payload(plan: PushPlan, result: PushResult | None) -> dict[str, Any]:
     """One JSON object for --json: the plan, plus what happened when not a dry run."""
-    payload = plan_payload(plan)
+    payload = plan_payload(result.plan if result else plan)
     payload["dry_run"] = result is None
     payload["commit_url"] = result.commit_url if result else None
     payload["commit_oid"] = result.commit_oid if result else None
     payload["pr_url"] = result.pr_url if result else None
     payload["changed"] = result.changed if result else None
+    payload["deleted"] = result.deleted if result else None
     if result is not None:
         payload["files"] = result.files
         payload["warnings"] = [*plan.warnings, *result.warnings]
     return payload
-
-
-# --------------------------------------------------------------------------------------------
-# Error mapping
-
-
-def _first_line(exc: BaseException | str, limit: int = 200) -> str:
-    text = str(exc).strip()
-    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    out: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in out:
-        out.append(current)
-        current = current.__cause__ or current.__context__
-    return out
-
-
-def map_hub_error(
-    exc: BaseException, *, step: str, plan: PushPlan, timeout: float
-) -> OwlvitError | None:
-    """One line saying what failed and what to do, or None for a bug (left as a traceback)."""
-    import httpx2
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        OfflineModeIsEnabled,
-        RevisionNotFoundError,
-    )
-
-    chain = _chain(exc)
-    host = urlsplit(plan.endpoint).netloc
-    for error in chain:  # raised from the 400 it wraps, so it must be looked for first
-        text = str(error)
-        if isinstance(error, ValueError) and text.startswith("Invalid metadata in README.md"):
-            detail = " ".join(line.strip("- ") for line in text.splitlines()[1:] if line.strip())
-            return BadInputError(f"the Hub rejected {CARD_FILE}'s metadata: {detail or text}")
-    for error in chain:
-        if isinstance(error, HfHubHTTPError):
-            return HubError(
-                _http_message(error, step, plan, isinstance(error, RevisionNotFoundError))
-            )
-        if isinstance(error, OfflineModeIsEnabled):
-            return HubError(f"{step} failed: HF_HUB_OFFLINE is set; unset it to push")
-        if isinstance(error, httpx2.ConnectError):
-            return HubError(f"{step} failed: cannot connect to {host} ({_first_line(error)})")
-        if isinstance(error, httpx2.TimeoutException):
-            return HubError(f"{step} failed: {host} did not answer within {timeout:g} s")
-        if isinstance(error, (httpx2.RemoteProtocolError, httpx2.NetworkError)):
-            return HubError(f"{step} failed: the connection to {host} broke off mid-request")
-        if isinstance(error, httpx2.HTTPError):
-            return HubError(f"{step} failed: {type(error).__name__}: {_first_line(error)}")
-    for error in chain:
-        text = str(error)
-        if isinstance(error, ValueError) and (
-            "Malformed" in text or "improperly formatted" in text or "LFS batch API" in text
-        ):
-            return HubError(f"{step} failed: unexpected answer from {host}: {_first_line(error)}")
-        if isinstance(error, json.JSONDecodeError):
-            return HubError(f"{step} failed: {host} answered with something that is not JSON")
-    return None
-
-
-def _http_message(error: Any, step: str, plan: PushPlan, revision_missing: bool) -> str:
-    status = error.response.status_code if error.response is not None else None
-    detail = error.server_message or ""
-    detail = f" ({_first_line(detail)})" if detail else ""
-    if status == 401:
-        why = (
-            "authentication failed (HTTP 401): the token was rejected; check --token, "
-            "HF_TOKEN or `hf auth login`"
-        )
-    elif status == 403:
-        why = f"permission denied (HTTP 403): the token cannot write to {plan.repo_id}"
-    elif status == 404 and revision_missing:
-        why = f"revision {plan.revision!r} not found (HTTP 404)"
-    elif status == 404:
-        why = f"not found (HTTP 404): {plan.repo_id} does not exist or this token cannot see it"
-    elif status == 409:
-        why = "conflict (HTTP 409): the repo changed or the operation clashes with its state"
-    elif status == 429:
-        why = "rate limited by the Hub (HTTP 429); wait and try again"
-    elif status is not None and status >= 500:
-        why = f"the Hub failed (HTTP {status}); try again later"
-    else:
-        why = f"the Hub refused the request (HTTP {status})"
-    return f"{step} failed: {why}{detail}"

@@ -15,13 +15,15 @@ from owlvit_cli.model.model_dir import (
     record_source,
     verification_mismatch,
 )
+from owlvit_cli.publish.card_usage import (
+    PAPERS,
+    PIPELINE_TAG,
+    card_caveats,
+    card_citations,
+    card_usage,
+)
 
 DEFAULT_LICENSE = "apache-2.0"
-PIPELINE_TAG = "zero-shot-object-detection"
-PAPERS = {
-    1: ("Simple Open-Vocabulary Object Detection with Vision Transformers", "2205.06230"),
-    2: ("Scaling Open-Vocabulary Object Detection", "2306.09683"),
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -32,8 +34,9 @@ def card_tags(version: int) -> list[str]:
     return [FLAVORS[version].model_type, "vision", "object-detection", PIPELINE_TAG]
 
 
-def build_card(model_dir: ModelDir, repo_id: str, license_: str) -> str:
-    """The README.md: Hub metadata plus provenance, config, verification and usage.
+def build_card(model_dir: ModelDir, repo_id: str, license_: str, *, forced: bool = False) -> str:
+    """The README.md: Hub metadata plus provenance, config, verification, usage, the ways it
+    differs from scenic, and citations. `forced`: a FAILED verification published on --force.
 
     Nothing time-dependent goes in (no push date), so pushing the same directory twice
     produces the same card and the second push is a no-op on the Hub.
@@ -51,8 +54,10 @@ def build_card(model_dir: ModelDir, repo_id: str, license_: str) -> str:
             *_card_intro(model_dir),
             *_card_source(model_dir),
             *_card_config(model_dir),
-            *_card_verification(model_dir),
-            *_card_usage(model_dir, repo_id),
+            *_card_verification(model_dir, forced),
+            *card_usage(model_dir, repo_id),
+            *card_caveats(model_dir),
+            *card_citations(model_dir.version),
         ]
     )
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
@@ -65,7 +70,7 @@ def _cell(value: Any) -> str:
 
 def _card_intro(model_dir: ModelDir) -> list[str]:
     name = MODEL_NAMES[model_dir.version]
-    title, arxiv = PAPERS[model_dir.version]
+    title, arxiv = PAPERS[model_dir.version][:2]
     source_file = record_source(model_dir).get("file")
     heading = f"# {name}" + (f": `{source_file}`" if source_file else "")
     return [
@@ -159,7 +164,7 @@ def _card_config(model_dir: ModelDir) -> list[str]:
     return lines
 
 
-def _card_verification(model_dir: ModelDir) -> list[str]:
+def _card_verification(model_dir: ModelDir, forced: bool) -> list[str]:
     verification = model_dir.verification
     lines = ["## Verification", ""]
     if verification is None:
@@ -180,73 +185,48 @@ def _card_verification(model_dir: ModelDir) -> list[str]:
         ]
     passed = verification.get("passed") is True
     verdict = "**Passed**" if passed else "**FAILED**"
+    sha = verification.get("checkpoint_sha256")
+    dtype = verification.get("dtype")
     lines += [
         f"{verdict}: outputs of these transformers weights were compared with the original "
         "scenic Flax model on the same inputs"
-        + (
-            f" (checkpoint sha256 `{verification['checkpoint_sha256']}`)."
-            if verification.get("checkpoint_sha256")
-            else "."
-        ),
+        + (f", in {dtype}" if isinstance(dtype, str) and dtype else "")
+        + (f" (checkpoint sha256 `{sha}`)." if sha else "."),
         "",
     ]
-    outputs = verification.get("outputs")
-    if isinstance(outputs, list) and outputs:
-        lines += ["| output | level | max abs difference | tolerance | result |"]
-        lines += ["|---|---|---|---|---|"]
-        for row in outputs:
-            if not isinstance(row, dict):
-                continue
-            lines.append(
-                f"| {_cell(row.get('name'))} | {_cell(row.get('level'))} "
-                f"| {_cell(_number(row.get('max_abs')))} | {_cell(_number(row.get('tolerance')))} "
-                f"| {'pass' if row.get('passed') is True else 'FAIL'}"
-                f"{_cell(' (' + str(row['note']) + ')') if row.get('note') else ''} |"
-            )
-        lines.append("")
+    if forced and not passed:
+        lines += [
+            "**Published despite the failed verification** (`owlvit push --force`): the rows "
+            "marked FAIL below exceeded their tolerance; do not rely on these weights for "
+            "scenic-exact results.",
+            "",
+        ]
+    lines += _verification_table(verification.get("outputs"))
     return lines
+
+
+def _verification_table(outputs: Any) -> list[str]:
+    """One row per compared output: "info" where no tolerance applied (informational rows
+    are reported, not judged), pass/FAIL where one did."""
+    rows = [row for row in outputs if isinstance(row, dict)] if isinstance(outputs, list) else []
+    if not rows:
+        return []
+    lines = ["| output | level | max abs difference | tolerance | result |"]
+    lines += ["|---|---|---|---|---|"]
+    for row in rows:
+        tolerance = row.get("tolerance")
+        if not isinstance(tolerance, (int, float)):
+            result = "info"
+        else:
+            result = "pass" if row.get("passed") is True else "FAIL"
+        note = f" ({row['note']})" if row.get("note") else ""
+        lines.append(
+            f"| {_cell(row.get('name'))} | {_cell(row.get('level'))} "
+            f"| {_cell(_number(row.get('max_abs')))} | {_cell(_number(tolerance))} "
+            f"| {_cell(result + note)} |"
+        )
+    return [*lines, ""]
 
 
 def _number(value: Any) -> Any:
     return f"{value:.3g}" if isinstance(value, float) else value
-
-
-def _card_usage(model_dir: ModelDir, repo_id: str) -> list[str]:
-    flavor = FLAVORS[model_dir.version]
-    model_class, processor_class = flavor.model_class, flavor.processor_class
-    return [
-        "## Usage",
-        "",
-        "With the pipeline:",
-        "",
-        "```python",
-        "from transformers import pipeline",
-        "",
-        f'detector = pipeline("{PIPELINE_TAG}", model="{repo_id}")',
-        'detector("image.jpg", candidate_labels=["a cat", "a remote control"])',
-        "```",
-        "",
-        "With the processor and model classes:",
-        "",
-        "```python",
-        "import torch",
-        "from PIL import Image",
-        f"from transformers import {model_class}, {processor_class}",
-        "",
-        f'processor = {processor_class}.from_pretrained("{repo_id}")',
-        f'model = {model_class}.from_pretrained("{repo_id}")',
-        "",
-        'image = Image.open("image.jpg")',
-        'labels = [["a cat", "a remote control"]]',
-        'inputs = processor(text=labels, images=image, return_tensors="pt")',
-        "with torch.no_grad():",
-        "    outputs = model(**inputs)",
-        "results = processor.post_process_grounded_object_detection(",
-        "    outputs, threshold=0.1, target_sizes=[image.size[::-1]], text_labels=labels",
-        ")",
-        'for box, score, label in zip(results[0]["boxes"], results[0]["scores"], '
-        'results[0]["text_labels"]):',
-        '    print(f"{label}: {score:.2f} at {box.tolist()}")',
-        "```",
-        "",
-    ]

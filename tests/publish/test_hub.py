@@ -11,6 +11,7 @@ owlvit_conversion.json following the convert schema) keeps these tests fast and 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -247,10 +248,13 @@ def download(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
-    """Exit code, nothing on stdout, exactly one `error:` line on stderr, no traceback."""
+    """Exit code, nothing on stdout, exactly one `error:` line on stderr (after the warnings
+    the local checks give before the network), no traceback."""
     assert result.returncode == code, result.stderr
     assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
+    lines = [
+        line for line in result.stderr.strip().splitlines() if not line.startswith("warning: ")
+    ]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
     assert "Traceback" not in result.stderr
@@ -367,7 +371,8 @@ def test_card_shows_verification_results(cli: Callable, make_model_dir: Callable
     assert "**Passed**" in card.text
     assert "Not verified" not in card.text
     assert "| pred_boxes | model | 2.2e-07 | 0.0001 | pass |" in card.text
-    assert "| image_embeds | layer | 1.5e-06 | — | pass |" in card.text
+    # No tolerance applied: reported, not judged.
+    assert "| image_embeds | layer | 1.5e-06 | — | info |" in card.text
     assert "Owlv2ForObjectDetection" in card.text and "Owlv2Processor" in card.text
     assert "objectness head: yes" in card.text
     assert "holds local paths (hf_dir)" in result.stderr
@@ -385,7 +390,8 @@ def test_card_reports_failed_or_mismatched_verification(
 ) -> None:
     from owlvit_cli.publish.hub import plan_push
 
-    plan = plan_push(make_model_dir(verification=verification), "tester/owl")
+    # A FAILED one is published only on --force (tests below); a mismatched one is a warning.
+    plan = plan_push(make_model_dir(verification=verification), "tester/owl", force=True)
     assert expected in plan.card_text
     assert "Not verified" in plan.card_text or "**FAILED**" in plan.card_text
     assert any("verification" in w or "checkpoint" in w for w in plan.warnings)
@@ -673,12 +679,12 @@ def test_force_skips_only_the_conversion_record_check(
     assert "has no model.safetensors" in assert_one_line_error(result, 2)
 
 
-BAD_REPO_IDS = ["no-namespace", "a/b/c", "tester/bad name", "tester/x..y", "tester/-x"]
+BAD_REPO_IDS = ["a/b/c", "tester/bad name", "tester/x..y", "tester/-x", "bad name", "x..y"]
 
 
 def test_bad_repo_id_is_refused(cli: Callable, hub: HubServer, make_model_dir: Callable) -> None:
-    line = assert_one_line_error(cli(make_model_dir(), "no-namespace", "--dry-run"), 2)
-    assert "REPO_ID must be OWNER/NAME" in line
+    line = assert_one_line_error(cli(make_model_dir(), "a/b/c", "--dry-run"), 2)
+    assert "REPO_ID must be NAME or OWNER/NAME" in line
 
 
 @pytest.mark.parametrize("repo_id", BAD_REPO_IDS)
@@ -785,3 +791,476 @@ def test_a_rejected_card_is_bad_input(
     result = cli(model, "tester/owl")
     assert "rejected README.md's metadata" in assert_one_line_error(result, 2)
     assert "commit" not in hub.state.routes_called()
+
+
+# --------------------------------------------------------------------------------------------
+# What is uploaded: the model's own files, patterns as `hf upload`
+
+MODEL_FILES = [  # what make_model_dir writes, in upload order, plus the generated card
+    "config.json",
+    "model.safetensors",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+    "owlvit_conversion.json",
+    "README.md",
+]
+LITTER = {".env": "HF_TOKEN=hf_leaked_secret\n", ".ipynb_checkpoints/a": "{}", "outputs.npz": "x"}
+
+
+def add_litter(model: Path) -> Path:
+    for name, text in LITTER.items():
+        (model / name).parent.mkdir(exist_ok=True)
+        (model / name).write_text(text)
+    return model
+
+
+def test_dry_run_lists_exactly_the_model_files(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    model = add_litter(make_model_dir())
+    result = cli(model, "tester/owl", "--dry-run", "--json", token=None)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert [f["path"] for f in payload["files"]] == MODEL_FILES
+    assert payload["left_out"] == [
+        {"path": ".env", "reason": "hidden"},
+        {"path": ".ipynb_checkpoints/a", "reason": "hidden"},
+        {"path": "outputs.npz", "reason": "not a model file"},
+    ]
+    human = cli(model, "tester/owl", "--dry-run", token=None).stdout
+    assert re.search(r"left out.*\.env.*hidden.*outputs\.npz.*not a model file", human, re.S)
+    assert hub.state.requests == []
+
+
+def test_env_never_leaves_the_machine(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    model = add_litter(make_model_dir())
+    result = cli(model, "tester/owl", "--include", "*")  # '*' alone never names hidden files
+    assert result.returncode == 0, result.stderr
+    received = hub.state.head("tester/owl").files
+    assert sorted(received) == sorted([*MODEL_FILES, ".gitattributes", "outputs.npz"])
+    everything = b"".join(hub.state.lfs_objects.values()) + b"".join(
+        entry.content or b"" for entry in received.values()
+    )
+    assert b"hf_leaked_secret" not in everything
+    assert not any(".env" in r.path or "ipynb" in r.path for r in hub.state.requests)
+
+
+@pytest.mark.parametrize(
+    ("include", "exclude", "added", "removed"),
+    [
+        ([], [], [], []),
+        (["*.npz"], [], ["outputs.npz"], []),
+        (["*"], [], ["outputs.npz"], []),
+        ([".env"], [], [".env"], []),
+        ([".*"], [], [".env", ".ipynb_checkpoints/a"], []),
+        ([".ipynb_checkpoints/"], [], [".ipynb_checkpoints/a"], []),
+        ([], ["merges.txt", "*.json"], [], ["merges.txt", "config.json", "vocab.json"]),
+        (["*"], ["outputs.*"], [], []),
+    ],
+)
+def test_include_and_exclude_patterns(
+    make_model_dir: Callable,
+    include: list[str],
+    exclude: list[str],
+    added: list[str],
+    removed: list[str],
+) -> None:
+    from owlvit_cli.publish.hub import plan_push
+
+    model = add_litter(make_model_dir())
+    plan = plan_push(model, "tester/owl", include=include, exclude=exclude)
+    expected = {*MODEL_FILES, *added} - set(removed)
+    if any(p.endswith(".json") for p in exclude):
+        expected -= {n for n in MODEL_FILES if n.endswith(".json")}
+    assert {f.path_in_repo for f in plan.files} == expected
+    assert plan.files[-1].path_in_repo == "README.md"  # the card goes last
+    assert {item.path for item in plan.left_out} == (set(LITTER) | set(MODEL_FILES)) - expected
+
+
+def test_delete_removes_remote_files_in_the_same_commit(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    model = add_litter(make_model_dir())
+    assert cli(model, "tester/owl", "--include", "outputs.npz").returncode == 0
+    assert "outputs.npz" in hub.state.head("tester/owl").files
+    (model / "outputs.npz").unlink()
+    commits = len(hub.state.repos["tester/owl"].commits)
+
+    result = cli(model, "tester/owl", "--delete", "*.npz", "--delete", "*.json", "--json")
+
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["deleted"] == ["outputs.npz"]  # uploaded files and .gitattributes stay
+    files = hub.state.head("tester/owl").files
+    assert "outputs.npz" not in files and "config.json" in files and ".gitattributes" in files
+    assert len(hub.state.repos["tester/owl"].commits) == commits + 1
+
+
+# --------------------------------------------------------------------------------------------
+# Checks before the network
+
+
+def safetensors_bytes(header: dict[str, Any], data: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw + data
+
+
+INCOMPLETE = {
+    "empty_weights": ("model.safetensors", b"", "is not a safetensors file (0 bytes"),
+    "garbage_weights": ("model.safetensors", b"\xff" * 64, "is not a safetensors file"),
+    "bad_header": ("model.safetensors", b"\x05" + b"\0" * 7 + b"{nope", "corrupt safetensors"),
+    "no_tensors": ("model.safetensors", safetensors_bytes({}, b""), "holds no tensors"),
+    "truncated": (
+        "model.safetensors",
+        safetensors_bytes({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"1"),
+        "is truncated or padded",
+    ),
+    "bad_config": ("config.json", b"{", "cannot read"),
+    "no_tokenizer": ("tokenizer_config.json", None, "has no tokenizer: tokenizer_config.json"),
+    "no_vocab": ("merges.txt", None, "has no tokenizer: merges.txt missing"),
+    "no_processor": ("preprocessor_config.json", None, "has no image processor"),
+}
+
+
+@pytest.mark.parametrize("case", list(INCOMPLETE))
+def test_an_incomplete_directory_is_refused(make_model_dir: Callable, case: str) -> None:
+    from owlvit_cli.errors import ModelDirError
+    from owlvit_cli.model.model_dir import check_complete, read_model_dir
+
+    name, content, message = INCOMPLETE[case]
+    model = make_model_dir()
+    check_complete(model)  # complete before the breakage
+    if content is None:
+        (model / name).unlink()
+    else:
+        (model / name).write_bytes(content)
+    with pytest.raises(ModelDirError, match=re.escape(message)):
+        read_model_dir(model, force=True)  # --force never waives completeness
+    with pytest.raises(ModelDirError):
+        check_complete(model)
+
+
+def test_an_incomplete_directory_fails_a_dry_run(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    model = make_model_dir()
+    (model / "model.safetensors").write_bytes(b"")
+    assert "not a safetensors file" in assert_one_line_error(
+        cli(model, "tester/owl", "--dry-run"), 2
+    )
+    assert hub.state.requests == []
+
+
+def test_tokenizer_json_alone_is_a_tokenizer(make_model_dir: Callable) -> None:
+    from owlvit_cli.model.model_dir import check_complete
+
+    model = make_model_dir()
+    (model / "tokenizer.json").write_text("{}")
+    (model / "vocab.json").unlink()
+    (model / "merges.txt").unlink()
+    check_complete(model)
+
+
+BAD_REVISIONS = ["a b", "../x", "x..y", "-x", "x" * 300, "refs/tags/v1", "x.lock", "a//b",
+                 "dev/", ".hidden", "a:b", "a~1", "@", "x@{1}", ""]  # fmt: skip
+
+
+@pytest.mark.parametrize("revision", BAD_REVISIONS)
+def test_bad_revisions_are_refused_before_the_network(revision: str) -> None:
+    from owlvit_cli.errors import BadInputError
+    from owlvit_cli.publish.names import validate_revision
+
+    with pytest.raises(BadInputError, match="invalid --revision"):
+        validate_revision(revision)
+
+
+@pytest.mark.parametrize(
+    ("revision", "expected"),
+    [
+        (None, "main"),
+        ("dev", "dev"),
+        ("refs/heads/dev", "dev"),
+        ("feature/x-1.2", "feature/x-1.2"),
+        ("refs/pr/3", "refs/pr/3"),
+        ("x" * 255, "x" * 255),
+    ],
+)
+def test_good_revisions(revision: str | None, expected: str) -> None:
+    from owlvit_cli.publish.names import validate_revision
+
+    assert validate_revision(revision) == expected
+
+
+def test_a_bad_revision_fails_a_dry_run(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    result = cli(make_model_dir(), "tester/owl", "--revision", "x..y", "--dry-run")
+    assert "invalid --revision 'x..y'" in assert_one_line_error(result, 2)
+    assert hub.state.requests == []
+
+
+def test_a_failed_verification_is_refused_before_the_network(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    record = {**verification_record(passed=False), "failed": ["model/pred_boxes"]}
+    model = make_model_dir(verification=record)
+    for extra in ([], ["--dry-run"]):
+        line = assert_one_line_error(cli(model, "tester/owl", *extra), 1)
+        assert "records a FAILED verification (model/pred_boxes)" in line
+        assert "--force" in line
+    assert hub.state.requests == []
+
+
+def test_force_publishes_a_failed_verification_and_the_card_says_so(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    model = make_model_dir(verification=verification_record(passed=False))
+    result = cli(model, "tester/owl", "--force")
+    assert result.returncode == 0, result.stderr
+    assert "records a FAILED verification" in result.stderr
+    card = load_card(hub.state.file_bytes("tester/owl", "README.md").decode())
+    assert "**FAILED**" in card.text
+    assert "Published despite the failed verification** (`owlvit push --force`)" in card.text
+    assert "| pred_boxes | model | 2.2e-07 | 0.0001 | FAIL |" in card.text
+
+
+def test_a_missing_verification_is_reported_before_the_first_request(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    hub.state.fail("*", 500)  # the very first request fails: the warning came before it
+    result = cli(make_model_dir(), "tester/owl")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 3
+    assert lines[0].startswith("warning: no owlvit_verification.json")
+    assert lines[-1].startswith("error: creating repo tester/owl failed")
+
+
+# --------------------------------------------------------------------------------------------
+# A bare REPO_ID: the token's namespace
+
+
+def test_a_bare_repo_id_goes_to_the_tokens_user(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    model = make_model_dir()
+    dry = cli(model, "owl", "--dry-run", "--json", token=None)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["repo_id"] is None
+    assert "would commit to <token's user>/owl@main" in cli(model, "owl", "--dry-run").stdout
+
+    result = cli(model, "owl", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["repo_id"] == "tester/owl"
+    assert hub.state.routes_called()[0] == "whoami"
+    card = hub.state.file_bytes("tester/owl", "README.md").decode()
+    assert 'from_pretrained("tester/owl")' in card and '"owl"' not in card
+    human = cli(model, "owl")
+    assert f"tester/owl@main on {hub.url}" in human.stdout  # nothing changed: same files
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets: a server that echoes every credential back
+
+
+PASSWORD = "pa55-w0rd"
+BASIC = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
+@pytest.mark.parametrize("with_credentials", [False, True], ids=["token", "url-credentials"])
+def test_no_credential_is_printed_even_when_the_server_echoes_them(
+    cli: Callable, hub: HubServer, make_model_dir: Callable, debug: bool, with_credentials: bool
+) -> None:
+    hub.state.echo_credentials = True
+    endpoint = (
+        hub.url.replace("http://", f"http://alice:{PASSWORD}@") if with_credentials else hub.url
+    )
+    args = ["--json", *(["--debug"] if debug else [])]
+    result = cli(make_model_dir(), "owl", *args, endpoint=endpoint)
+    output = result.stdout + result.stderr
+    for secret in (TOKEN, PASSWORD, BASIC, BASIC.rstrip("=")):
+        assert secret not in output
+    assert hub.state.requests  # the server was reached and echoed
+    if with_credentials:  # httpx sends the URL's Basic credentials instead of the token
+        assert hub.state.requests[0].authorization == f"Basic {BASIC}"
+        assert result.returncode == 3 and "HTTP 401" in output
+        assert "***" in output or not debug  # the echoed value, redacted in the traceback
+    else:
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["repo_id"] == "tester/owl"
+    if debug:
+        assert "authenticated: True" in output or "Traceback" in output  # debug logs were on
+
+
+def test_url_credentials_are_not_shown_in_a_dry_run(
+    cli: Callable, make_model_dir: Callable
+) -> None:
+    endpoint = f"https://alice:{PASSWORD}@hub.example"
+    result = cli(make_model_dir(), "tester/owl", "--dry-run", "--json", endpoint=endpoint)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["endpoint"] == "https://***@hub.example"
+    assert PASSWORD not in result.stdout + result.stderr
+    bad = cli(make_model_dir("other"), "tester/owl", "--dry-run", endpoint=f"alice:{PASSWORD}@x")
+    assert PASSWORD not in assert_one_line_error(bad, 2)
+
+
+# --------------------------------------------------------------------------------------------
+# The card
+
+
+def card_for(make_model_dir: Callable, version: int = 2, **verification: Any) -> str:
+    from owlvit_cli.publish.hub import plan_push
+
+    record = {**verification_record(), **verification}
+    plan = plan_push(make_model_dir(version=version, verification=record), "tester/owl")
+    assert plan.card_text is not None
+    return plan.card_text
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_card_metadata_survives_huggingface_hubs_round_trip(
+    make_model_dir: Callable, version: int
+) -> None:
+    from huggingface_hub import ModelCard, ModelCardData
+
+    text = card_for(make_model_dir, version)
+    card = ModelCard(text)
+    data = card.data.to_dict()
+    assert data == {
+        "license": "apache-2.0",
+        "library_name": "transformers",
+        "pipeline_tag": "zero-shot-object-detection",
+        "tags": [FLAVOR_TAGS[version], "vision", "object-detection", "zero-shot-object-detection"],
+    }
+    assert ModelCardData(**data).to_dict() == data
+    assert str(ModelCard(str(card))) == str(card) == text  # stable through load and dump
+
+
+FLAVOR_TAGS = {1: "owlvit", 2: "owlv2"}
+
+
+def test_card_verification_rows_say_info_pass_or_fail(make_model_dir: Callable) -> None:
+    rows = verification_record()["outputs"] + [
+        {"name": "pixels", "level": "processor", "max_abs": 0.5, "tolerance": None,
+         "passed": True},
+        {"name": "objectness", "level": "stock", "max_abs": 0.01, "tolerance": 0.001,
+         "passed": False},
+    ]  # fmt: skip
+    text = card_for(make_model_dir, outputs=rows, dtype="bfloat16")
+    assert "| pixels | processor | 0.5 | — | info |" in text
+    assert "| logits | model | 3.1e-06 | 0.0001 | pass |" in text
+    assert "| objectness | stock | 0.01 | 0.001 | FAIL |" in text
+    assert "scenic Flax model on the same inputs, in bfloat16 (checkpoint sha256" in text
+    assert "| pass |" not in text.split("| pixels |")[1].splitlines()[0]
+
+
+def test_card_states_each_difference_from_scenic_in_one_sentence(make_model_dir: Callable) -> None:
+    text = card_for(make_model_dir)
+    section = text.split("## Differences from scenic\n\n")[1].split("\n\n")[0]
+    bullets = section.splitlines()
+    assert [b.split("**")[1] for b in bullets] == ["Preprocessing", "Boxes", "Tokenizer"]
+    for bullet in bullets:
+        assert bullet.endswith(".")
+        assert not re.search(r"[.!?] [A-Z]", bullet.replace("e.g. ", "")), bullet  # one sentence
+    preprocessing, boxes, tokenizer = bullets
+    assert "`OwlViTImageProcessor`" in preprocessing or "`Owlv2ImageProcessor`" in preprocessing
+    for fact in ("pads the image bottom/right with 0.0", "anti-aliasing", "evaluator",
+                 "without anti-aliasing", "0.5 gray"):  # fmt: skip
+        assert fact in preprocessing
+    assert "padded square" in boxes and "max(h, w)" in boxes
+    assert "16 tokens" in tokenizer and "<|endoftext|>" in tokenizer
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_card_cites_the_papers_in_bibtex(make_model_dir: Callable, version: int) -> None:
+    text = card_for(make_model_dir, version)
+    bibtex = text.split("```bibtex\n")[1].split("```")[0]
+    entries = re.findall(r"@inproceedings\{(\w+),\n(.*?)\n\}", bibtex, re.S)
+    assert bibtex.count("{") == bibtex.count("}")
+    keys = [key for key, _ in entries]
+    assert keys == ["minderer2022simple", "minderer2023scaling"][:version]
+    fields = dict(re.findall(r"(\w+)\s*= \{(.*)\},?$", entries[0][1], re.M))
+    assert fields["title"] == "Simple Open-Vocabulary Object Detection with Vision Transformers"
+    assert fields["author"].startswith("Minderer, Matthias and ")
+    assert "ECCV" in fields["booktitle"] and fields["year"] == "2022"
+    if version == 2:
+        fields = dict(re.findall(r"(\w+)\s*= \{(.*)\},?$", entries[1][1], re.M))
+        assert fields["title"] == "Scaling Open-Vocabulary Object Detection"
+        assert "NeurIPS" in fields["booktitle"] and fields["year"] == "2023"
+
+
+@pytest.fixture
+def image_server(tmp_path: Path) -> Any:
+    """A local HTTP server with one picture, for the card's image URL."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(tmp_path / "cats.jpg")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/cats.jpg"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.slow
+def test_the_cards_snippets_run_as_pasted(
+    cli: Callable,
+    hub: HubServer,
+    hf_home: Path,
+    tiny_checkpoint: Callable,
+    converted: Callable,
+    image_server: str,
+) -> None:
+    """Done when the card's code, pasted as it is (only the Hub endpoint and the image URL
+    pointed at local servers), prints boxes in image pixels for the pushed repo."""
+    from owlvit_cli.publish.card_usage import SNIPPET_IMAGE_URL
+
+    model = converted(tiny_checkpoint("v2-tiny", "v2"))
+    assert cli(model, "tester/owl2").returncode == 0
+    card = hub.state.file_bytes("tester/owl2", "README.md").decode()
+    snippets = re.findall(r"```python\n(.*?)```", card, re.S)
+    assert len(snippets) == 2 and all(SNIPPET_IMAGE_URL in code for code in snippets)
+
+    environ = {k: v for k, v in os.environ.items() if k not in HF_ENV_VARS}
+    environ.update(HF_ENDPOINT=hub.url, HF_HOME=str(hf_home), HF_HUB_DISABLE_XET="1")
+    for code in snippets:
+        pasted = code.replace(SNIPPET_IMAGE_URL, image_server)
+        result = subprocess.run(
+            [sys.executable, "-c", pasted], capture_output=True, text=True, env=environ,
+            cwd=hf_home, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.strip().splitlines()
+        assert lines, "no boxes printed"
+        for line in lines:
+            numbers = [float(n) for n in re.findall(r"-?\d+\.?\d*", line.split("at", 1)[-1])]
+            assert "a photo of a" in line and len(numbers) >= 4, line
+    assert any(r.route == "resolve" and r.path.endswith("model.safetensors")
+               for r in hub.state.requests)  # fmt: skip
+
+
+def test_card_for_a_stretching_processor_scales_boxes_by_height_and_width(
+    make_model_dir: Callable,
+) -> None:
+    """A hand-made directory with transformers' stock v1 processor (no padding, --force)."""
+    text = card_for(make_model_dir, 1)  # make_model_dir saves OwlViTImageProcessor for v1
+    assert "`OwlViTImageProcessor` stretches the image to a square without padding" in text
+    assert "size = image.size[::-1]" in text and "max(image.size)" not in text

@@ -164,3 +164,17 @@ def test_bad_token_is_401(hub: HubServer) -> None:
     with pytest.raises(HfHubHTTPError) as info:
         HfApi(endpoint=hub.url, token="hf_nope").create_repo("tester/model")
     assert info.value.response.status_code == 401
+
+
+def test_echo_credentials_sends_them_back_in_headers_and_bodies(hub: HubServer, api: Any) -> None:
+    """What the secrecy tests of `owlvit push` rely on: the echo really happens."""
+    import httpx2
+
+    hub.state.echo_credentials = True
+    ok = httpx2.get(f"{hub.url}/api/whoami-v2", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200
+    assert ok.headers["X-Echo-Authorization"] == f"Bearer {TOKEN}"
+    assert ok.json()["echo"]["authorization"] == f"Bearer {TOKEN}"
+    bad = httpx2.get(f"{hub.url}/api/whoami-v2", headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 401 and "Bearer nope" in bad.json()["error"]
+    assert api.whoami()["name"] == "tester"  # huggingface_hub still parses echoed answers

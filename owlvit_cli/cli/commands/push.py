@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 HELP = (
     "Upload a directory written by `owlvit convert` to a Hub model repo, in one commit. "
     "The repo is created if missing (public unless --private).\n\n"
+    "Only the model's own files are uploaded (weights, config, tokenizer and processor files, "
+    "the conversion and verification records, README.md); --include/--exclude change that, "
+    "and every file left out is listed by --dry-run. The directory is checked complete "
+    "before the first request.\n\n"
     "The upload gets a README.md model card: license, tags, pipeline and library metadata, "
     "the source checkpoint and its sha256 (from owlvit_conversion.json), the derived config, "
     "the verify results (from owlvit_verification.json; without it the card says plainly that "
@@ -28,7 +32,8 @@ HELP = (
     "--overwrite-card.\n\n"
     "Token: --token, else HF_TOKEN, else the one stored by `hf auth login`; it is never "
     "printed. Endpoint: --endpoint, else HF_ENDPOINT, else https://huggingface.co.\n\n"
-    "Exit codes: 0 pushed (or nothing changed), 2 not a converted directory or a bad option, "
+    "Exit codes: 0 pushed (or nothing changed), 1 owlvit_verification.json records a FAILED "
+    "verification (without --force), 2 not a complete converted directory or a bad option, "
     "3 the Hub or the network failed (401, 403, 404, 409, 5xx, refused, timed out)."
 )
 
@@ -39,7 +44,10 @@ def register(app: typer.Typer) -> None:
 
 def push_command(
     hf_dir: HFDirArg,
-    repo_id: Annotated[str, typer.Argument(help="Target model repo, OWNER/NAME.")],
+    repo_id: Annotated[
+        str,
+        typer.Argument(help="Target model repo, OWNER/NAME, or NAME for the token's own user."),
+    ],
     private: Annotated[
         bool,
         typer.Option(
@@ -103,10 +111,33 @@ def push_command(
         bool,
         typer.Option(
             "--force",
-            help="Push even without (or with an unusable) owlvit_conversion.json. Other checks "
-            "still apply.",
+            help="Push even without (or with an unusable) owlvit_conversion.json, or with a "
+            "FAILED verification (the card then says so). Other checks still apply.",
         ),
     ] = False,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include",
+            metavar="PATTERN",
+            help="Also upload files matching PATTERN (as `hf upload`; repeatable). By default "
+            "only the model's own files go; hidden files only when PATTERN names them "
+            "(e.g. '.env').",
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", metavar="PATTERN", help="Do not upload files matching PATTERN."),
+    ] = None,
+    delete: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--delete",
+            metavar="PATTERN",
+            help="Delete remote files matching PATTERN in the same commit (not the ones "
+            "uploaded, never .gitattributes).",
+        ),
+    ] = None,
     timeout: Annotated[
         float,
         typer.Option("--timeout", min=0.1, help="Seconds to wait for the Hub on each request."),
@@ -118,6 +149,7 @@ def push_command(
 
     def action() -> None:
         from owlvit_cli.publish import hub
+        from owlvit_cli.publish.secrets import resolve_token
 
         plan = hub.plan_push(
             hf_dir,
@@ -130,19 +162,23 @@ def push_command(
             commit_message=commit_message,
             force=force,
             endpoint=endpoint,
+            include=include or (),
+            exclude=exclude or (),
+            delete=delete or (),
         )
-        # Warnings come out only with a result, so that a failure stays one line on stderr.
+        # Everything the checks found is said before the first request.
+        for warning in plan.warnings:
+            out.warn(escape(warning))
         if dry_run:
-            for warning in plan.warnings:
-                out.warn(escape(warning))
             out.result(hub.result_payload(plan, None), lambda c: render_dry_run(c, plan))
             return
 
-        secret = hub.resolve_token(token)
+        secret = resolve_token(token)
+        plan = hub.resolve_namespace(plan, token=secret, timeout=timeout, debug=debug)
         if save_card and (path := hub.save_card(plan)) is not None:
             out.info(f"wrote the model card to {escape(str(path))}")
         result = hub.push(plan, token=secret, timeout=timeout, debug=debug, progress=out)
-        for warning in [*plan.warnings, *result.warnings]:
+        for warning in result.warnings:
             out.warn(escape(warning))
         payload = hub.result_payload(plan, result)
         out.result(payload, lambda console: render_result(console, payload))
@@ -159,17 +195,26 @@ def render_dry_run(console: Console, plan: PushPlan) -> None:
     for upload in plan.files:
         table.add_row(escape(upload.path_in_repo), human_bytes(upload.size), upload.source)
     console.print(table)
+    if plan.left_out:
+        left_out = Table("file", "why", title="left out", title_justify="left")
+        for item in plan.left_out:
+            left_out.add_row(escape(item.path), escape(item.reason))
+        console.print(left_out)
     action = "open a pull request on" if plan.create_pr else "commit to"
     branch = " (creating the branch if missing)" if plan.creates_branch else ""
+    target = _target(plan.shown_repo_id, plan.revision, plan.shown_endpoint)
     console.print(
         f"{len(plan.files)} files, {human_bytes(plan.total_size)}: would {action} "
-        f"{escape(_target(plan.repo_id, plan.revision, plan.endpoint))}{branch}"
-        + (" as a private repo" if plan.private else ""),
+        f"{escape(target)}{branch}" + (" as a private repo" if plan.private else ""),
         soft_wrap=True,
     )
+    if plan.delete:
+        patterns = ", ".join(plan.delete)
+        console.print(f"would delete remote files matching: {escape(patterns)}", soft_wrap=True)
     console.print(f"commit message: {escape(plan.commit_message)}", soft_wrap=True)
-    console.rule(f"README.md ({plan.card_source})")
-    console.print(plan.card_text, markup=False, highlight=False, soft_wrap=True)
+    if plan.card_text is not None:
+        console.rule(f"README.md ({plan.card_source})")
+        console.print(plan.card_text, markup=False, highlight=False, soft_wrap=True)
 
 
 def render_result(console: Console, payload: dict[str, Any]) -> None:
@@ -192,6 +237,8 @@ def render_result(console: Console, payload: dict[str, Any]) -> None:
             f"pushed {len(uploaded)} of {len(payload['files'])} files ({size}) to {target}",
             soft_wrap=True,
         )
+    if payload["deleted"]:
+        console.print(f"deleted: {escape(', '.join(payload['deleted']))}", soft_wrap=True)
     if payload["pr_url"]:
         console.print(f"pull request: {payload['pr_url']}", soft_wrap=True, markup=False)
     else:
