@@ -17,6 +17,8 @@ from owlvit_cli.cli.commands.common import (
     DebugOption,
     HFDirArg,
     JsonOption,
+    StepOption,
+    checkpoint_path,
     make_output,
 )
 from owlvit_cli.cli.output import Output, run_guarded
@@ -78,6 +80,7 @@ def verify_command(
             "on the first image (PNG/JPEG).",
         ),
     ] = None,
+    step: StepOption = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -86,6 +89,7 @@ def verify_command(
     out = make_output(json_mode, debug)
 
     def action() -> int:
+        source = checkpoint_path(out, checkpoint, step)
         from owlvit_cli.verify.run import VerifyOptions
 
         options = VerifyOptions(
@@ -96,7 +100,7 @@ def verify_command(
             top_k,
             processor_detections=processor_detections,
         )
-        report = verify_and_record(out, checkpoint, hf_dir, options, record, save_outputs, save_viz)
+        report = verify_and_record(out, source, hf_dir, options, record, save_outputs, save_viz)
         out.result(report, lambda console: render(console, report))
         return ExitCode.OK if report["passed"] else ExitCode.CHECK_FAILED
 
