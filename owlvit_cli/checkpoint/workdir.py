@@ -15,8 +15,10 @@ from pathlib import Path
 
 from owlvit_cli.errors import BadInputError, CheckpointError
 
-# What orbax writes into every checkpoint directory (one of them suffices to recognise one).
-ORBAX_MARKERS = ("_METADATA", "_CHECKPOINT_METADATA", "manifest.ocdbt", "commit_success.txt")
+# What orbax writes into every checkpoint directory (one of them suffices to recognise one);
+# the first two only where the tree itself is (a CheckpointManager step keeps it in an item).
+TREE_MARKERS = ("_METADATA", "manifest.ocdbt")
+ORBAX_MARKERS = (*TREE_MARKERS, "_CHECKPOINT_METADATA", "commit_success.txt")
 STEP_RE = re.compile(r"^(?:checkpoint_)?(\d+)$")  # unfinished saves carry a suffix: skipped
 
 
@@ -57,7 +59,7 @@ def resolve_checkpoint(path: Path, step: int | None = None) -> ResolvedCheckpoin
             raise BadInputError(
                 f"--step needs a workdir of checkpoint_N entries; {path} is one checkpoint"
             )
-        return ResolvedCheckpoint(path, is_orbax=True)
+        return ResolvedCheckpoint(_item_dir(path), is_orbax=True)
     steps = workdir_steps(path)
     if not steps:
         raise CheckpointError(directory_error(path))
@@ -81,15 +83,21 @@ def workdir_steps(path: Path) -> dict[int, Path]:
 
 def _item_dir(step_dir: Path) -> Path:
     """A CheckpointManager step holds its state in one item directory (`default`, `state`)."""
-    if not step_dir.is_dir() or is_orbax_dir(step_dir):
+    if not step_dir.is_dir() or _holds_tree(step_dir):
         return step_dir
-    items = sorted(p for p in step_dir.iterdir() if is_orbax_dir(p))
+    items = sorted(p for p in step_dir.iterdir() if p.is_dir() and _holds_tree(p))
     if len(items) == 1:
         return items[0]
     if items:
         names = ", ".join(p.name for p in items)
         raise CheckpointError(f"{step_dir} holds several Orbax items ({names}); pass one of them")
+    if is_orbax_dir(step_dir):
+        return step_dir  # damaged: the reader says what is missing
     raise CheckpointError(directory_error(step_dir))
+
+
+def _holds_tree(path: Path) -> bool:
+    return any((path / name).exists() for name in TREE_MARKERS)
 
 
 def directory_error(path: Path) -> str:
