@@ -124,6 +124,8 @@ def _leaf_tree(path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
             raise CheckpointError(f"{path / METADATA_FILE}: corrupt metadata ({exc!r})") from exc
         if not keys:
             continue
+        if any(not k or "/" in k or "\\" in k or "\0" in k or k in (".", "..") for k in keys):
+            raise CheckpointError(f"{path / METADATA_FILE}: refusing key path {keys!r}")
         node = tree
         for key in keys[:-1]:
             child = node.setdefault(key, {})

@@ -217,6 +217,11 @@ def _damage(kind: str, source: Path, target: Path) -> Path:
             data.unlink()
     elif kind == "ocdbt_corrupt_manifest":
         (target / "manifest.ocdbt").write_bytes(b"\0" * 64)
+    elif kind == "hostile_key":  # a key path that would leave the directory
+        metadata = json.loads((target / "_METADATA").read_text())
+        first = next(iter(metadata["tree_metadata"].values()))
+        first["key_metadata"][-1]["key"] = "../../outside"
+        (target / "_METADATA").write_text(json.dumps(metadata))
     elif kind == "neither":
         shutil.rmtree(target)
         (target / "sub").mkdir(parents=True)
@@ -231,6 +236,7 @@ DAMAGE = {
     "ocdbt_missing_data": ("orbax_ocdbt", ""),
     "ocdbt_corrupt_manifest": ("orbax_ocdbt", "OCDBT"),
     "neither": ("orbax_plain", "neither an Orbax checkpoint"),
+    "hostile_key": ("orbax_plain", "refusing key path"),
 }
 
 
