@@ -271,11 +271,11 @@ def build_orbax_fixture(variant: str, workdir: Path) -> Path:
 
 def worker_build_orbax(variant: str, workdir: str) -> None:
     from owlvit_cli.model.spec import VARIANTS
-    from owlvit_cli.testing.fixtures import build_orbax_checkpoint
+    from owlvit_cli.testing.fixtures import build_checkpoint
 
     spec = VARIANTS[variant]
     layout = "v1" if spec.version == 1 else "v2"
-    build_orbax_checkpoint(workdir, spec, layout, writer="flax", step=0)
+    build_checkpoint(workdir, spec, layout, orbax={"writer": "flax", "step": 0})
 
 
 def worker_tensorstore_read(checkpoint: str) -> None:

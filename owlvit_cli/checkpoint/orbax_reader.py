@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,6 @@ ZARR2_DTYPES = {
     "<i4": "int32", "<i8": "int64", "<i2": "int16", "|i1": "int8", "|u1": "uint8",
     "<u2": "uint16", "<u4": "uint32", "<u8": "uint64", "|b1": "bool",
 }  # fmt: skip
-METADATA_READERS = 8  # zarr headers fetched at once (small reads; latency, not bandwidth)
 
 
 @dataclass(frozen=True)
@@ -152,6 +151,7 @@ class _Store:
     ocdbt: bool = False
     _context: Any = field(default=None, repr=False)
     _kvstore: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.zarr3 = bool(self.metadata.get("use_zarr3"))
@@ -166,32 +166,36 @@ class _Store:
         return "zarr.json" if self.zarr3 else ".zarray"
 
     def describe(self, leaves: dict[str, OrbaxLeaf]) -> dict[str, OrbaxArray]:
-        """Each param's shape and dtype from its zarr header (fetched a few at a time)."""
-        with ThreadPoolExecutor(max_workers=METADATA_READERS) as pool:
-            headers = pool.map(self._header, (leaf.name for leaf in leaves.values()))
-            return {
-                source: self._array(leaf.name, header)
-                for (source, leaf), header in zip(leaves.items(), headers, strict=True)
-            }
+        """Each param's shape and dtype from its zarr header (OCDBT: all fetched at once)."""
+        names = [leaf.name for leaf in leaves.values()]
+        headers = self._ocdbt_headers(names) if self.ocdbt else map(self._file_header, names)
+        return {
+            source: self._array(name, header)
+            for (source, name, header) in zip(leaves, names, headers, strict=True)
+        }
 
-    def _header(self, name: str) -> bytes:
-        key = f"{name}/{self.header_name}"
-        if not self.ocdbt:
-            try:
-                return (self.path / key).read_bytes()
-            except FileNotFoundError as exc:
-                raise CheckpointError(f"{self.path}: array {name!r} is missing") from exc
-            except OSError as exc:
-                raise CheckpointError(f"{self.path / key}: cannot read ({exc.strerror})") from exc
+    def _file_header(self, name: str) -> bytes:
+        file = self.path / name / self.header_name
         try:
-            result = self.kvstore().read(key.encode()).result()
+            return file.read_bytes()
+        except FileNotFoundError as exc:
+            raise CheckpointError(f"{self.path}: array {name!r} is missing") from exc
+        except OSError as exc:
+            raise CheckpointError(f"{file}: cannot read ({exc.strerror or exc})") from exc
+
+    def _ocdbt_headers(self, names: list[str]) -> list[bytes]:
+        try:
+            kvstore = self.kvstore()
+            pending = [kvstore.read(f"{name}/{self.header_name}".encode()) for name in names]
+            results = [future.result() for future in pending]
         except Exception as exc:  # tensorstore raises ValueError/OSError subclasses
             raise CheckpointError(
                 f"{self.path}: OCDBT database unreadable: {_first_line(exc)}"
             ) from exc
-        if result.state != "value":
-            raise CheckpointError(f"{self.path}: array {name!r} is missing")
-        return bytes(result.value)
+        for name, result in zip(names, results, strict=True):
+            if result.state != "value":
+                raise CheckpointError(f"{self.path}: array {name!r} is missing")
+        return [bytes(result.value) for result in results]
 
     def _array(self, name: str, header: bytes) -> OrbaxArray:
         try:
@@ -208,9 +212,10 @@ class _Store:
     def context(self) -> ts.Context:
         import tensorstore as ts
 
-        if self._context is None:  # no data cache: each array is read once
-            self._context = ts.Context({"cache_pool": {"total_bytes_limit": 0}})
-        return self._context
+        with self._lock:  # convert's writer workers read at once
+            if self._context is None:  # no data cache: each array is read once
+                self._context = ts.Context({"cache_pool": {"total_bytes_limit": 0}})
+            return self._context
 
     def kvstore_spec(self, name: str | None = None) -> dict[str, Any]:
         """The whole store (`name` None) or one array's part of it, as a tensorstore spec."""
@@ -223,9 +228,11 @@ class _Store:
     def kvstore(self) -> ts.KvStore:
         import tensorstore as ts
 
-        if self._kvstore is None:
-            self._kvstore = ts.KvStore.open(self.kvstore_spec(), context=self.context()).result()
-        return self._kvstore
+        context = self.context()
+        with self._lock:
+            if self._kvstore is None:
+                self._kvstore = ts.KvStore.open(self.kvstore_spec(), context=context).result()
+            return self._kvstore
 
     def read_array(self, record: OrbaxArray) -> np.ndarray:
         """The array's values; a chunk missing from the store is an error, never zeros."""

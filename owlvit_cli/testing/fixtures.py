@@ -109,9 +109,16 @@ def build_checkpoint(
     layout: str = "current",
     dtype: str = "float32",
     seed: int = 0,
+    *,
+    orbax: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a random checkpoint of `spec` in `layout` to `path`."""
-    return write_checkpoint(path, checkpoint_tree(random_params(spec, seed), layout, dtype))
+    """Write a random checkpoint of `spec` in `layout` to `path`: a msgpack file, or with
+    `orbax` (`write_orbax_checkpoint`'s options, `{}` for its defaults) an Orbax checkpoint,
+    whose directory is returned."""
+    state = checkpoint_tree(random_params(spec, seed), layout, dtype)
+    if orbax is not None:
+        return write_orbax_checkpoint(path, state, **orbax)
+    return write_checkpoint(path, state)
 
 
 ORBAX_WRITERS = ("flax", "orbax")
@@ -148,17 +155,3 @@ def write_orbax_checkpoint(
     with ocp.Checkpointer(handler) as checkpointer:
         checkpointer.save(target.absolute(), state)
     return target
-
-
-def build_orbax_checkpoint(
-    path: str | os.PathLike[str],
-    spec: ModelSpec,
-    layout: str = "current",
-    dtype: str = "float32",
-    seed: int = 0,
-    **options: Any,
-) -> Path:
-    """`build_checkpoint`'s parameters, written as an Orbax checkpoint (see
-    `write_orbax_checkpoint` for `options`)."""
-    state = checkpoint_tree(random_params(spec, seed), layout, dtype)
-    return write_orbax_checkpoint(path, state, **options)
