@@ -151,11 +151,13 @@ def test_step_picks_a_checkpoint_and_unknown_steps_are_refused(tmp_path: Path):
     latest = run_console_script("inspect", workdir, "--json")
     assert latest.returncode == 0, latest.stderr
     assert json.loads(latest.stdout)["layout"] == "current"
+    assert json.loads(latest.stdout)["format"] == "orbax"
     assert "step 9, the latest of 2" in latest.stderr
 
     chosen = run_console_script("inspect", workdir, "--step", "5", "--json")
     assert chosen.returncode == 0, chosen.stderr
     assert json.loads(chosen.stdout)["layout"] == "v2"
+    assert json.loads(chosen.stdout)["format"] == "msgpack"
     assert "step 5, chosen with --step of 2" in chosen.stderr
 
     for args, message in [

@@ -116,6 +116,7 @@ def _summary(report: dict[str, Any]) -> Panel:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
+    table.add_row("format", report["format"])
     table.add_row("layout", f"{report['layout']}: {LAYOUT_DESCRIPTIONS[report['layout']]}")
     table.add_row(
         "model",
