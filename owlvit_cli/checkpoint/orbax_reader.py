@@ -200,14 +200,13 @@ class _Store:
     def _array(self, name: str, header: bytes) -> OrbaxArray:
         try:
             meta = json.loads(header)
-            if self.zarr3:
-                shape, dtype = meta["shape"], str(meta["data_type"])
-            else:
-                shape, raw = meta["shape"], meta["dtype"]
-                dtype = ZARR2_DTYPES.get(raw) or numpy_dtype(raw).name
-            return OrbaxArray(name, tuple(int(n) for n in shape), dtype)
+            shape = tuple(int(n) for n in meta["shape"])
+            dtype = str(meta["data_type"]) if self.zarr3 else ZARR2_DTYPES.get(meta["dtype"], "")
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{self.path}: array {name!r} has a corrupt header") from exc
+        if dtype not in ZARR2_DTYPES.values():
+            raise CheckpointError(f"{self.path}: array {name!r} has an unsupported dtype")
+        return OrbaxArray(name, shape, dtype)
 
     def context(self) -> ts.Context:
         import tensorstore as ts
