@@ -160,15 +160,19 @@ def test_step_picks_a_checkpoint_and_unknown_steps_are_refused(tmp_path: Path):
     assert json.loads(chosen.stdout)["format"] == "msgpack"
     assert "step 5, chosen with --step of 2" in chosen.stderr
 
+    out = tmp_path / "out"
     for args, message in [
-        ((workdir, "--step", "6"), "no checkpoint for step 6 (steps: 5, 9)"),
-        ((workdir / "checkpoint_9", "--step", "9"), "is one checkpoint"),
-        ((workdir / "checkpoint_5", "--step", "5"), "needs a workdir"),
+        (("inspect", workdir, "--step", "6"), "no checkpoint for step 6 (steps: 5, 9)"),
+        (("inspect", workdir / "checkpoint_9", "--step", "9"), "is one checkpoint"),
+        (("inspect", workdir / "checkpoint_5", "--step", "5"), "needs a workdir"),
+        (("convert", workdir, out, "--step", "6"), "no checkpoint for step 6"),
+        (("verify", workdir, out, "--step", "6"), "no checkpoint for step 6"),
     ]:
-        result = run_console_script("inspect", *args)
+        result = run_console_script(*args)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not out.exists()
 
 
 def test_orbax_checkpoint_manager_step_directory(tmp_path: Path):
