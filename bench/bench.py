@@ -37,7 +37,7 @@ MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 PYTHON = Path(sys.executable)
 OWLVIT = PYTHON.parent / "owlvit"
 BASELINE_SCRIPT = ROOT / "bench" / "baseline_convert.py"
-SECTIONS = ("convert", "inspect", "help", "verify")
+SECTIONS = ("convert", "inspect", "help", "verify", "orbax")
 COMMAND_TIMEOUT_S = 900
 MIB = 1 << 20
 
@@ -47,6 +47,10 @@ CONVERT_RSS_RATIO = 1.3
 INSPECT_SECONDS = 0.5
 HELP_SECONDS = 0.3
 VERIFY_RATIO = 1.3
+# Targets from issue 21 (Orbax checkpoint directories).
+ORBAX_INSPECT_SECONDS = 1.0
+ORBAX_CONVERT_RATIO = 2.0
+ORBAX_RSS_RATIO = 0.5
 
 
 class BenchError(RuntimeError):
@@ -99,7 +103,11 @@ def settle() -> None:
 def evict(path: Path) -> None:
     """Make `path` cold: drop its (clean) pages from the page cache. Unlike
     /proc/sys/vm/drop_caches this needs no root and leaves Python's own libraries cached, so
-    only the checkpoint read is cold, the same for every command."""
+    only the checkpoint read is cold, the same for every command. A directory: every file."""
+    if path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            evict(file)
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -110,6 +118,10 @@ def evict(path: Path) -> None:
 
 def warm(path: Path) -> None:
     """Read `path` once so every measured command finds it in the page cache."""
+    if path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            warm(file)
+        return
     with path.open("rb") as handle:
         while handle.read(8 * MIB):
             pass
@@ -246,6 +258,52 @@ def worker_build(variant: str, path: str) -> None:
     build_checkpoint(path, spec, layout="v1" if spec.version == 1 else "v2")
 
 
+def build_orbax_fixture(variant: str, workdir: Path) -> Path:
+    """A full-size Orbax checkpoint as flax's `save_checkpoint` writes it with its defaults
+    (OCDBT, zstd), built once; returns its `checkpoint_N` directory."""
+    checkpoint = workdir / "checkpoint_0"
+    if not checkpoint.exists():
+        print(f"building {variant} Orbax fixture at {workdir.relative_to(ROOT)} (once) …")
+        sample = run_measured([PYTHON, __file__, "_worker", "build_orbax", variant, workdir])
+        print(f"  built in {sample.seconds:.1f} s, peak RSS {fmt_rss(sample.max_rss)}", flush=True)
+    return checkpoint
+
+
+def worker_build_orbax(variant: str, workdir: str) -> None:
+    from owlvit_cli.model.spec import VARIANTS
+    from owlvit_cli.testing.fixtures import build_checkpoint
+
+    spec = VARIANTS[variant]
+    layout = "v1" if spec.version == 1 else "v2"
+    build_checkpoint(workdir, spec, layout, orbax={"writer": "flax", "step": 0})
+
+
+def worker_tensorstore_read(checkpoint: str) -> None:
+    """The floor under reading an Orbax checkpoint: every array of `_METADATA` opened and
+    read with tensorstore alone (no owlvit), four at a time as convert's workers do."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tensorstore as ts
+
+    root = Path(checkpoint).resolve()
+    tree = json.loads((root / "_METADATA").read_text())["tree_metadata"]
+    names = [".".join(str(k["key"]) for k in leaf["key_metadata"]) for leaf in tree.values()]
+    context = ts.Context({"cache_pool": {"total_bytes_limit": 0}})
+    base = {"driver": "ocdbt", "base": {"driver": "file", "path": f"{root}/"}}
+
+    def read(name: str) -> int:
+        spec = {"driver": "zarr", "kvstore": {**base, "path": f"{name}/"}}
+        return ts.open(spec, open=True, context=context).result().read().result().nbytes
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        total = sum(pool.map(read, names))
+    print(json.dumps({"arrays": len(names), "bytes": total}))
+
+
+def directory_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def converted(ckpt: Path, output: Path) -> Path:
     """A converted model directory for `ckpt`, made once (not measured)."""
     if not (output / "model.safetensors").exists():
@@ -339,6 +397,48 @@ def bench_inspect(ckpt: Path, runs: int) -> list[Row]:
         rows.append(startup_row(f"inspect L/14 --json ({cache} file)", samples, floor,
                                 INSPECT_SECONDS))  # fmt: skip
     return rows
+
+
+def bench_orbax(checkpoint: Path, runs: int, fast_runs: int, cache: str) -> list[Row]:
+    """An Orbax L/14 directory: inspect (metadata only) and convert against tensorstore
+    reading the same arrays, interleaved per run."""
+    size = directory_size(checkpoint)
+    floor = python_startup(fast_runs)
+    inspect = Series()
+    for _ in range(fast_runs):
+        prepare(checkpoint, "cold")
+        inspect.samples.append(run_measured([OWLVIT, "inspect", checkpoint, "--json"]))
+    output = OUT / "orbax-convert-out"
+    commands: dict[str, list[str | Path]] = {
+        "read": [PYTHON, __file__, "_worker", "tensorstore_read", checkpoint],
+        "convert": [OWLVIT, "convert", checkpoint, output, "--overwrite"],
+    }
+    series = {name: Series() for name in commands}
+    os.environ["OWLVIT_CACHE"] = str(OUT / "owlvit-cache")
+    run_measured(commands["convert"])  # fills the owlvit cache and the sha256 memo: not measured
+    try:
+        for _ in range(runs):
+            for name, cmd in commands.items():
+                remove(output)
+                prepare(checkpoint, cache)
+                series[name].samples.append(run_measured(cmd))
+    finally:
+        remove(output)
+    read, convert = series["read"], series["convert"]
+    rss_ratio = convert.max_rss / size
+    ok = convert.median <= ORBAX_CONVERT_RATIO * read.median and rss_ratio <= ORBAX_RSS_RATIO
+    read_baseline = ("tensorstore read of the same arrays", read.median)
+    return [
+        Row(f"inspect Orbax L/14 dir --json (cold, {size / 1e9:.2f} GB, metadata only)",
+            inspect.median, ("python -c pass", floor.median), inspect.max_rss,
+            (f"≤ {ORBAX_INSPECT_SECONDS} s", inspect.median <= ORBAX_INSPECT_SECONDS)),
+        Row(f"convert Orbax L/14 dir (OCDBT, zstd; {cache} files)", convert.median,
+            read_baseline, convert.max_rss,
+            (f"≤ {ORBAX_CONVERT_RATIO}× · RSS ≤ {ORBAX_RSS_RATIO}× dir", ok),
+            f"RSS {rss_ratio:.2f}× dir"),
+        Row("tensorstore read of the same arrays (4 at a time)", read.median,
+            max_rss=read.max_rss),
+    ]  # fmt: skip
 
 
 def bench_help(runs: int) -> list[Row]:
@@ -461,7 +561,12 @@ def worker_forwards(ckpt: str, hf_dir: str, repeats: int = 3) -> None:
     print(json.dumps({k: round(v, 4) for k, v in result.items()}))
 
 
-WORKERS: dict[str, Callable[..., None]] = {"build": worker_build, "forwards": worker_forwards}
+WORKERS: dict[str, Callable[..., None]] = {
+    "build": worker_build,
+    "forwards": worker_forwards,
+    "build_orbax": worker_build_orbax,
+    "tensorstore_read": worker_tensorstore_read,
+}
 
 
 # ---------------------------------------------------------------------------- driver
@@ -527,6 +632,12 @@ def run_sections(args: argparse.Namespace, log: TextIO) -> list[Row]:
         "inspect": lambda: bench_inspect(l14, args.fast_runs),
         "help": lambda: bench_help(args.fast_runs),
         "verify": lambda: bench_verify(b32, args.runs),
+        "orbax": lambda: bench_orbax(
+            build_orbax_fixture("v1-l14", OUT / "v1-l14-orbax"),
+            args.runs,
+            args.fast_runs,
+            args.cache,
+        ),
     }
     rows: list[Row] = []
     for name in args.sections:

@@ -43,6 +43,7 @@ def inspect_report(ckpt: Checkpoint, pattern: str | None = None) -> dict[str, An
         by_dtype[entry.dtype_name] += entry.record.nbytes
     return {
         "file": str(ckpt.path),
+        "format": ckpt.format,
         "file_size": ckpt.file_size,
         "layout": ckpt.layout,
         "params_root": ckpt.root,

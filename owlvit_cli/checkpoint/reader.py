@@ -1,5 +1,10 @@
 """Open a scenic OWL-ViT checkpoint: find its params, name its layout, read tensors lazily.
 
+Two formats, one interface (`Checkpoint`): a Flax msgpack file (what scenic's trainer and the
+released checkpoints are), read here from a memory map, and an Orbax checkpoint directory (what
+flax writes by default), read by `orbax_reader` with tensorstore. Finding the params, naming the
+layout and the strict per-tensor accounting below are shared by both.
+
 Three layouts exist in the wild (spec §2) and the layout is read from the tree, never from a
 file name: released v1 (`optimizer/target`, `resblocks.N`, `ln_1`/`ln_2`), released v2
 (`params`, `resblocks.N`, `ln_0`/`ln_1`) and what scenic's current trainer writes
@@ -12,13 +17,14 @@ import contextlib
 import mmap
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from owlvit_cli.checkpoint.msgpack_index import ArrayRecord, index_msgpack
 from owlvit_cli.checkpoint.prefetch import Prefetcher, start_prefetch
+from owlvit_cli.checkpoint.workdir import directory_error, resolve_checkpoint
 from owlvit_cli.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -31,13 +37,32 @@ TOWERS = ("backbone/clip/visual/transformer", "backbone/clip/text/transformer")
 V1_LAYERNORM_RENAMES = {"ln_1": "ln_0", "ln_2": "ln_1"}
 
 
+class ArrayInfo(Protocol):
+    """What either format knows about an array before reading it (`ArrayRecord` for msgpack)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype_name(self) -> str: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+
 @dataclass(frozen=True)
 class TensorEntry:
     """One parameter: its current-scenic name, its name in the file, and where its bytes are."""
 
     path: str
     source_path: str
-    record: ArrayRecord
+    record: ArrayInfo
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -58,7 +83,10 @@ class TensorEntry:
 
 @dataclass
 class Checkpoint:
-    """An open checkpoint. Tensors are views of a read-only memory map until cast."""
+    """An open checkpoint of either format: its params under current scenic names.
+
+    `path` is the file or directory read (a workdir resolves to one of its checkpoints) and
+    `file_size` its size on disk (for a directory, all its files together)."""
 
     path: Path
     file_size: int
@@ -66,8 +94,7 @@ class Checkpoint:
     root: str
     tensors: dict[str, TensorEntry]
     other_top_level: list[str] = field(default_factory=list)
-    _map: mmap.mmap | None = None
-    _prefetcher: Prefetcher | None = None
+    format: str = "msgpack"
 
     def __enter__(self) -> Checkpoint:
         return self
@@ -76,14 +103,7 @@ class Checkpoint:
         self.close()
 
     def close(self) -> None:
-        if self._prefetcher is not None:
-            self._prefetcher.stop()
-            self._prefetcher = None
-        if self._map is not None:
-            # Arrays still viewing the map keep it alive; it closes when the last one goes.
-            with contextlib.suppress(BufferError):
-                self._map.close()
-            self._map = None
+        """Free what reading holds; the tensor index stays usable."""
 
     def __getitem__(self, path: str) -> TensorEntry:
         return self.tensors[path]
@@ -94,6 +114,49 @@ class Checkpoint:
     @property
     def num_parameters(self) -> int:
         return sum(entry.size for entry in self)
+
+    def read(self, path: str, dtype: np.dtype | str | None = None) -> np.ndarray:
+        """The tensor's values, cast to `dtype` when given."""
+        raise NotImplementedError
+
+    def stream(self) -> None:
+        """About to read every tensor once, in order (convert): a hint, never required."""
+
+    def release(self, path: str) -> None:
+        """Done with this tensor: a hint that its memory may go."""
+
+    def raw_location(self, path: str) -> tuple[Path, tuple[tuple[int, int], ...]] | None:
+        """The file and byte ranges holding the tensor's C-order bytes as they are, if any."""
+        return None
+
+    def params_tree(self, dtype: np.dtype | str | None = "float32") -> dict[str, Any]:
+        """Nested dict of arrays under current scenic names, ready for the Flax model."""
+        tree: dict[str, Any] = {}
+        for entry in self:
+            *parents, leaf = entry.path.split("/")
+            node = tree
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = self.read(entry.path, dtype)
+        return tree
+
+
+@dataclass
+class MsgpackCheckpoint(Checkpoint):
+    """A Flax msgpack file. Tensors are views of a read-only memory map until cast."""
+
+    _map: mmap.mmap | None = None
+    _prefetcher: Prefetcher | None = None
+
+    def close(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.stop()
+            self._prefetcher = None
+        if self._map is not None:
+            # Arrays still viewing the map keep it alive; it closes when the last one goes.
+            with contextlib.suppress(BufferError):
+                self._map.close()
+            self._map = None
 
     def read(self, path: str, dtype: np.dtype | str | None = None) -> np.ndarray:
         """The tensor's values; a zero-copy view when no cast is asked for."""
@@ -128,27 +191,33 @@ class Checkpoint:
             if length:
                 self._map.madvise(mmap.MADV_DONTNEED, start, offset + length - start)
 
-    def params_tree(self, dtype: np.dtype | str | None = "float32") -> dict[str, Any]:
-        """Nested dict of arrays under current scenic names, ready for the Flax model."""
-        tree: dict[str, Any] = {}
-        for entry in self:
-            *parents, leaf = entry.path.split("/")
-            node = tree
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[leaf] = self.read(entry.path, dtype)
-        return tree
+    def raw_location(self, path: str) -> tuple[Path, tuple[tuple[int, int], ...]] | None:
+        record = self.tensors[path].record
+        assert isinstance(record, ArrayRecord)
+        return self.path, record.segments
 
 
-def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Open and index a checkpoint, or raise `CheckpointError` saying what was found instead."""
+def open_checkpoint(path: str | os.PathLike[str], step: int | None = None) -> Checkpoint:
+    """Open and index a checkpoint (a msgpack file, an Orbax directory, or a workdir of
+    `checkpoint_N` entries: the latest, or `step`), or raise `CheckpointError` saying what
+    was found instead."""
+    resolved = resolve_checkpoint(Path(path), step)
+    if resolved.is_orbax:
+        from owlvit_cli.checkpoint.orbax_reader import open_orbax  # tensorstore: only when needed
+
+        return open_orbax(resolved.path)
+    return open_msgpack(resolved.path)
+
+
+def open_msgpack(path: str | os.PathLike[str]) -> MsgpackCheckpoint:
+    """Open and index a Flax msgpack checkpoint file."""
     file_path = Path(path)
     buf = _map_file(file_path)
     _advise(buf, "MADV_RANDOM")  # headers only: no read-ahead of the payloads between them
     try:
         _reject_known_formats(file_path, buf)
         tree = index_msgpack(memoryview(buf))
-        ckpt = _checkpoint_from_tree(file_path, len(buf), tree)
+        ckpt = MsgpackCheckpoint(file_path, len(buf), **index_params(file_path, tree, ArrayRecord))
     except BaseException:
         with contextlib.suppress(BufferError):  # views in the traceback; GC frees the map
             buf.close()
@@ -167,7 +236,7 @@ def _map_file(path: Path) -> mmap.mmap:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file")
     if path.is_dir():
-        raise CheckpointError(_directory_hint(path))
+        raise CheckpointError(directory_error(path))
     try:
         with path.open("rb") as handle:
             if os.fstat(handle.fileno()).st_size == 0:
@@ -177,15 +246,6 @@ def _map_file(path: Path) -> mmap.mmap:
         raise CheckpointError(f"{path}: permission denied") from exc
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-
-
-def _directory_hint(path: Path) -> str:
-    if (path / "config.json").exists():
-        return f"{path} is a directory holding a transformers model, not a scenic checkpoint"
-    names = sorted(p.name for p in path.iterdir() if p.name.startswith("checkpoint"))
-    if names:
-        return f"{path} is a directory; pass the checkpoint file inside it (found: {names[0]})"
-    return f"{path} is a directory, not a scenic checkpoint file"
 
 
 _MAGIC_HINTS = (
@@ -224,21 +284,31 @@ def _looks_like_text(head: bytes) -> bool:
     return bool(text) and all(ch.isprintable() or ch in "\t\n\r\f" for ch in text)
 
 
-def _checkpoint_from_tree(path: Path, size: int, tree: Any) -> Checkpoint:
+def index_params(
+    path: Path,
+    tree: Any,
+    leaf_type: type,
+    describe: Callable[[dict[str, Any]], dict[str, ArrayInfo]] | None = None,
+) -> dict[str, Any]:
+    """Find the params in a state tree, name its layout and index every tensor under current
+    names: the `Checkpoint` fields every format shares. Leaves are `leaf_type`; `describe`
+    turns the params' leaves into `ArrayInfo` where the tree alone does not say shape and
+    dtype (Orbax keeps them beside each array), so only the params' metadata is read."""
     if not isinstance(tree, dict):
         raise CheckpointError(
-            f"{path}: expected a msgpack map of parameters, found {type(tree).__name__}"
+            f"{path}: expected a map of parameters at the top, found {type(tree).__name__}"
         )
     root, params = _find_params(path, tree)
-    flat = dict(_flatten(params, ""))
+    flat = dict(_flatten(params, "", leaf_type))
     layout = detect_layout(path, flat)
+    records = describe(flat) if describe is not None else flat
     tensors: dict[str, TensorEntry] = {}
-    for source, record in flat.items():
+    for source, record in records.items():
         canonical = canonical_name(source, layout)
         full_source = f"{root}/{source}" if root else source
         tensors[canonical] = TensorEntry(canonical, full_source, record)
     others = sorted(k for k in tree if k not in ("optimizer", "params"))
-    return Checkpoint(path, size, layout, root, tensors, others)
+    return {"layout": layout, "root": root, "tensors": tensors, "other_top_level": others}
 
 
 def _find_params(path: Path, tree: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -259,18 +329,18 @@ def _find_params(path: Path, tree: dict[str, Any]) -> tuple[str, dict[str, Any]]
     )
 
 
-def _flatten(node: Any, prefix: str) -> Iterator[tuple[str, ArrayRecord]]:
+def _flatten(node: Any, prefix: str, leaf_type: type) -> Iterator[tuple[str, Any]]:
     for key, value in node.items():
         path = f"{prefix}/{key}" if prefix else key
         if isinstance(value, dict):
-            yield from _flatten(value, path)
-        elif isinstance(value, ArrayRecord):
+            yield from _flatten(value, path, leaf_type)
+        elif isinstance(value, leaf_type):
             yield path, value
         else:
             raise CheckpointError(f"parameter {path!r} is a {type(value).__name__}, not an array")
 
 
-def detect_layout(path: Path, flat: dict[str, ArrayRecord]) -> str:
+def detect_layout(path: Path, flat: dict[str, Any]) -> str:
     """Name the layout from block spelling and LayerNorm numbering (spec §2)."""
     blocks = [p for p in flat if any(p.startswith(t + "/") for t in TOWERS)]
     if not blocks:

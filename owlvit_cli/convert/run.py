@@ -77,8 +77,11 @@ def raw_bytes(ckpt: Checkpoint, tensor: TensorMap) -> RawBytes | None:
     """Where the tensor's converted bytes already lie in the checkpoint, if they need no change."""
     if tensor.source is None or not TRANSFORMS[tensor.transform].keeps_bytes:
         return None
-    record = ckpt[tensor.source].record
-    return RawBytes(ckpt.path, record.segments, record.dtype_name)
+    location = ckpt.raw_location(tensor.source)  # None where bytes are compressed (Orbax)
+    if location is None:
+        return None
+    file, segments = location
+    return RawBytes(file, segments, ckpt[tensor.source].dtype_name)
 
 
 def library_versions() -> dict[str, str]:
@@ -97,7 +100,12 @@ def conversion_record(
     return {
         "tool": TOOL_NAME,
         "tool_version": __version__,
-        "source": {"file": ckpt.path.name, "size": ckpt.file_size, "sha256": sha256},
+        "source": {
+            "file": ckpt.path.name,
+            "format": ckpt.format,
+            "size": ckpt.file_size,
+            "sha256": sha256,
+        },
         "layout": ckpt.layout,
         "params_root": ckpt.root,
         "version": spec.version,

@@ -2,7 +2,8 @@
 
 Values are drawn so that no tensor is trivially 0 or 1 (LayerNorm scales 1 + 0.1·N, biases
 0.1·N, kernels N/√fan_in, embeddings 0.5·N): a wrong transpose or name then changes outputs.
-Files are written by Flax's own msgpack serializer, as `flax.training.checkpoints` does.
+Files are written by Flax's own msgpack serializer, as `flax.training.checkpoints` does;
+Orbax directories by flax's `save_checkpoint` or orbax's own `Checkpointer`.
 """
 
 from __future__ import annotations
@@ -108,6 +109,49 @@ def build_checkpoint(
     layout: str = "current",
     dtype: str = "float32",
     seed: int = 0,
+    *,
+    orbax: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a random checkpoint of `spec` in `layout` to `path`."""
-    return write_checkpoint(path, checkpoint_tree(random_params(spec, seed), layout, dtype))
+    """Write a random checkpoint of `spec` in `layout` to `path`: a msgpack file, or with
+    `orbax` (`write_orbax_checkpoint`'s options, `{}` for its defaults) an Orbax checkpoint,
+    whose directory is returned."""
+    state = checkpoint_tree(random_params(spec, seed), layout, dtype)
+    if orbax is not None:
+        return write_orbax_checkpoint(path, state, **orbax)
+    return write_checkpoint(path, state)
+
+
+ORBAX_WRITERS = ("flax", "orbax")
+
+
+def write_orbax_checkpoint(
+    path: str | os.PathLike[str],
+    state: dict[str, Any],
+    *,
+    writer: str = "orbax",
+    ocdbt: bool = True,
+    zarr3: bool = False,
+    step: int = 0,
+) -> Path:
+    """Write `state` as an Orbax checkpoint with the libraries' own save functions; return the
+    checkpoint directory.
+
+    writer "flax": `flax.training.checkpoints.save_checkpoint(path, state, step)` with flax's
+    defaults (OCDBT), which makes `path` a workdir holding `checkpoint_<step>/`. writer
+    "orbax": `orbax.checkpoint.Checkpointer(PyTreeCheckpointHandler(...))` saving to `path`
+    itself, with or without OCDBT, zarr v2 or v3."""
+    target = Path(path)
+    if writer == "flax":
+        if not ocdbt or zarr3:
+            raise ValueError("flax's save_checkpoint writes its defaults (OCDBT, zarr v2)")
+        from flax.training import checkpoints
+
+        return Path(checkpoints.save_checkpoint(target, state, step, keep=1_000_000))
+    if writer != "orbax":
+        raise ValueError(f"writer must be one of {ORBAX_WRITERS}")
+    import orbax.checkpoint as ocp
+
+    handler = ocp.PyTreeCheckpointHandler(use_ocdbt=ocdbt, use_zarr3=zarr3)
+    with ocp.Checkpointer(handler) as checkpointer:
+        checkpointer.save(target.absolute(), state)
+    return target

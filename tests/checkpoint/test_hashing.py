@@ -41,4 +41,16 @@ def test_damaged_memo_is_ignored(tmp_path: Path, monkeypatch):
 def test_unreadable_file_is_bad_input(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
     with pytest.raises(BadInputError, match="cannot read"):
-        hashing.start_hashing(tmp_path).digest()  # a directory
+        hashing.start_hashing(tmp_path / "missing").digest()
+
+
+def test_directory_digest_covers_names_sizes_and_contents(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "ckpt"
+    (root / "d").mkdir(parents=True)
+    (root / "_METADATA").write_bytes(b"{}")
+    (root / "d" / "a").write_bytes(b"data")
+    expected = hashlib.sha256(b"_METADATA\x002\x00{}d/a\x004\x00data").hexdigest()
+    assert hashing.start_hashing(root).digest() == expected
+    (root / "d" / "a").rename(root / "d" / "b")  # a new identity: hashed again, not remembered
+    assert hashing.start_hashing(root).digest() != expected

@@ -137,6 +137,7 @@ def test_output_directory_contents_and_record(converted, tiny_checkpoint):
     record = json.loads((out / RECORD_FILE).read_text())
     assert record["source"] == {
         "file": ckpt.name,
+        "format": "msgpack",
         "size": ckpt.stat().st_size,
         "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(),
     }

@@ -10,7 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from owlvit_cli.cli.commands.common import CheckpointArg, DebugOption, JsonOption, make_output
+from owlvit_cli.cli.commands.common import (
+    CheckpointArg,
+    DebugOption,
+    JsonOption,
+    StepOption,
+    checkpoint_path,
+    make_output,
+)
 from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.render import human_bytes
 from owlvit_cli.errors import ExitCode
@@ -36,6 +43,7 @@ def convert_command(
         bool,
         typer.Option("--verify", help="Run `owlvit verify` on the result; fail if it fails."),
     ] = False,
+    step: StepOption = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -44,16 +52,17 @@ def convert_command(
     out = make_output(json_mode, debug)
 
     def action() -> int:
+        source = checkpoint_path(out, checkpoint, step)
         # Nothing here is linear algebra: idle OpenBLAS threads would only spin on the cores
         # that the transposes and writes need (set before numpy's first import to count).
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         from owlvit_cli.checkpoint.prefetch import prefetching
 
-        with prefetching(checkpoint):  # the disk reads while numpy and the core import
+        with prefetching(source):  # the disk reads while numpy and the core import
             from owlvit_cli.convert.run import convert_checkpoint
 
             result = convert_checkpoint(
-                checkpoint,
+                source,
                 output,
                 dtype=dtype,
                 max_shard_size=max_shard_size,
@@ -67,7 +76,7 @@ def convert_command(
         if verify:
             from owlvit_cli.cli.verification import verify_and_report
 
-            report = verify_and_report(out, checkpoint, output, record=True)
+            report = verify_and_report(out, source, output, record=True)
             payload["verification"] = report
             code = ExitCode.OK if report["passed"] else ExitCode.CHECK_FAILED
         out.result(payload, lambda console: render(console, payload))

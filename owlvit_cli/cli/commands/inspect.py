@@ -10,7 +10,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.tree import Tree
 
-from owlvit_cli.cli.commands.common import CheckpointArg, DebugOption, JsonOption, make_output
+from owlvit_cli.cli.commands.common import (
+    CheckpointArg,
+    DebugOption,
+    JsonOption,
+    StepOption,
+    checkpoint_path,
+    make_output,
+)
 from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.render import human_bytes
 from owlvit_cli.model.model_dir import LAYOUT_DESCRIPTIONS
@@ -32,6 +39,7 @@ def inspect_command(
     mapping: Annotated[
         bool, typer.Option("--mapping", help="Show each tensor's transformers name.")
     ] = False,
+    step: StepOption = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -39,10 +47,11 @@ def inspect_command(
     out = make_output(json_mode, debug)
 
     def action() -> None:
+        source = checkpoint_path(out, checkpoint, step)
         from owlvit_cli.checkpoint.inspection import inspect_report
         from owlvit_cli.checkpoint.reader import open_checkpoint
 
-        with open_checkpoint(checkpoint) as ckpt:
+        with open_checkpoint(source) as ckpt:
             report = inspect_report(ckpt, filter_)
             if mapping:
                 from owlvit_cli.convert.mapping import mapping_rows
@@ -107,6 +116,7 @@ def _summary(report: dict[str, Any]) -> Panel:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
+    table.add_row("format", report["format"])
     table.add_row("layout", f"{report['layout']}: {LAYOUT_DESCRIPTIONS[report['layout']]}")
     table.add_row(
         "model",

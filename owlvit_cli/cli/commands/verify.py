@@ -12,6 +12,8 @@ from owlvit_cli.cli.commands.common import (
     DebugOption,
     HFDirArg,
     JsonOption,
+    StepOption,
+    checkpoint_path,
     make_output,
 )
 from owlvit_cli.cli.output import run_guarded
@@ -68,6 +70,7 @@ def verify_command(
             "on the first image (PNG/JPEG).",
         ),
     ] = None,
+    step: StepOption = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -76,6 +79,7 @@ def verify_command(
     out = make_output(json_mode, debug)
 
     def action() -> int:
+        source = checkpoint_path(out, checkpoint, step)
         from owlvit_cli.verify.inputs import VerifyOptions
 
         options = VerifyOptions(
@@ -86,7 +90,7 @@ def verify_command(
             top_k,
             processor_detections=processor_detections,
         )
-        report = verify_and_report(out, checkpoint, hf_dir, options, record, save_outputs, save_viz)
+        report = verify_and_report(out, source, hf_dir, options, record, save_outputs, save_viz)
         out.result(report, lambda console: render_verification(console, report))
         return ExitCode.OK if report["passed"] else ExitCode.CHECK_FAILED
 
