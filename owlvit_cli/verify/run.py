@@ -32,21 +32,12 @@ from owlvit_cli.errors import BadInputError, ModelDirError
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
 from owlvit_cli.scenic import preprocess
+from owlvit_cli.verify.tolerances import STOCK_TOLERANCES
 
 DEFAULT_QUERIES = ("a house", "a red car", "a tree", "a cat")
 CLIP_MEAN = np.array(preprocess.CLIP_MEAN, np.float32)
 CLIP_STD = np.array(preprocess.CLIP_STD, np.float32)
 MAPPING_ATOL = 1e-5
-STOCK_TOLERANCES = {
-    "pred_logits": 2e-4,
-    "pred_boxes": 1e-3,
-    "objectness_logits": 1e-3,
-    "class_embeddings": 1e-3,
-    "query_embeddings": 1e-3,
-    "feature_map": 1e-3,
-    "image_class_embeddings": 1e-3,
-    "top_k": 1e-3,
-}
 STRICT_PROCESSOR_TOLERANCES = {"pixels": 1e-3, "input_ids": 0.0, "top_k": 1e-3}
 
 
