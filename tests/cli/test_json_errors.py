@@ -57,24 +57,6 @@ def test_json_after_double_dash_is_an_argument_not_the_flag(cli, tmp_path: Path)
     assert result.exit_code == 2 and result.stdout == ""
 
 
-def test_interrupt_with_json(cli, tiny_checkpoint, tmp_path: Path, monkeypatch):
-    """Ctrl-C at a known point inside the write (the first tensor) gives the 130 object."""
-    import owlvit_cli.convert.safetensors_writer as writer
-
-    real = writer.write_safetensors
-
-    def interrupted(path, tensors, dtype, on_tensor=lambda _: None):
-        def stop(tensor):
-            raise KeyboardInterrupt
-
-        return real(path, tensors, dtype, stop)
-
-    monkeypatch.setattr(writer, "write_safetensors", interrupted)
-    result = cli("convert", tiny_checkpoint(), tmp_path / "out", "--json")
-    assert result.exit_code == 130
-    assert only_json_object(result.stdout)["error"]["kind"] == "interrupted"
-
-
 def test_console_script_usage_error_json():
     proc = run_console_script("convert", "a", "b", "--overwrit", "--json")
     assert proc.returncode == 2

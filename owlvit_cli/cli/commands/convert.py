@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from owlvit_cli.cli.commands.common import (
     CheckpointArg,
@@ -20,7 +19,7 @@ from owlvit_cli.cli.commands.common import (
     make_output,
 )
 from owlvit_cli.cli.output import run_guarded
-from owlvit_cli.cli.render import human_bytes
+from owlvit_cli.cli.render import human_bytes, key_value_grid
 from owlvit_cli.errors import ExitCode
 
 HELP = (
@@ -118,9 +117,7 @@ def convert_command(
 
 
 def render(console: Console, payload: dict[str, Any]) -> None:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
+    table = key_value_grid()
     table.add_row("wrote", payload["output"])
     table.add_row("model", f"{payload['model_class']} (layout {payload['layout']})")
     table.add_row("tensors", f"{payload['num_tensors']} ({payload['num_parameters']:,} params)")

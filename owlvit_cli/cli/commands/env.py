@@ -7,10 +7,10 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from owlvit_cli.cli.commands.common import DebugOption, JsonOption, examples, make_output
 from owlvit_cli.cli.output import run_guarded
+from owlvit_cli.cli.render import key_value_grid
 
 HELP = (
     "Print the environment for a bug report: owlvit, Python and platform, the versions of "
@@ -37,9 +37,7 @@ def env_command(json_mode: JsonOption = False, debug: DebugOption = False) -> No
 
 
 def render(console: Console, report: dict[str, Any]) -> None:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
+    table = key_value_grid()
     table.add_row("owlvit", report["owlvit"])
     table.add_row("python", f"{report['python']} ({escape(report['python_executable'])})")
     table.add_row("platform", report["platform"])

@@ -19,7 +19,7 @@ from owlvit_cli.cli.commands.common import (
     make_output,
 )
 from owlvit_cli.cli.output import run_guarded
-from owlvit_cli.cli.render import human_bytes
+from owlvit_cli.cli.render import human_bytes, key_value_grid
 from owlvit_cli.model.model_dir import LAYOUT_DESCRIPTIONS
 
 HELP = (
@@ -170,9 +170,7 @@ def _print_mapping(console: Console, rows: list[dict[str, Any]]) -> None:
 def _summary(report: dict[str, Any]) -> Panel:
     config = report["config"]
     vision, text = config["vision"], config["text"]
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
+    table = key_value_grid()
     table.add_row("layout", f"{report['layout']}: {LAYOUT_DESCRIPTIONS[report['layout']]}")
     table.add_row(
         "model",
