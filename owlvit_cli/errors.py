@@ -16,10 +16,19 @@ class ExitCode(IntEnum):
     INTERNAL_ERROR = 70
 
 
+# `kind` in the `--json` error object (README "Exit codes") for failures that are not an
+# OwlvitError: a command line click refused, a failed check, Ctrl-C, a bug.
+USAGE_KIND = "usage"
+CHECK_FAILED_KIND = "check_failed"
+INTERRUPTED_KIND = "interrupted"
+INTERNAL_KIND = "internal"
+
+
 class OwlvitError(Exception):
     """Base of every error the tool reports as one line instead of a traceback."""
 
     exit_code: ExitCode = ExitCode.BAD_INPUT
+    kind: str = "bad_input"  # what a CI script branches on in the `--json` error object
 
 
 class BadInputError(OwlvitError):
@@ -29,26 +38,36 @@ class BadInputError(OwlvitError):
 class CheckpointError(BadInputError):
     """The file is not a readable scenic OWL-ViT checkpoint."""
 
+    kind = "checkpoint"
+
 
 class MappingError(BadInputError):
     """The checkpoint's tensors do not map one-to-one onto the transformers model."""
+
+    kind = "mapping"
 
 
 class ModelDirError(BadInputError):
     """A transformers model directory is missing files or does not match the checkpoint."""
 
+    kind = "model_dir"
+
 
 class OutputError(BadInputError):
     """An output could not be written (disk full, permissions); nothing partial is left."""
+
+    kind = "output"
 
 
 class CheckFailedError(OwlvitError):
     """A numerical check ran and failed (verify)."""
 
     exit_code = ExitCode.CHECK_FAILED
+    kind = CHECK_FAILED_KIND
 
 
 class HubError(OwlvitError):
     """The Hub (or the network in front of it) refused or failed a request."""
 
     exit_code = ExitCode.HUB_ERROR
+    kind = "hub"

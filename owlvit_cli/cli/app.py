@@ -4,24 +4,117 @@ that `owlvit --help` starts instantly."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from typing import Any
+
 import typer
+from typer import _click as click  # Typer vendors click: its exceptions are the ones raised
+from typer._click.exceptions import NoSuchOption, UsageError
+from typer.core import TyperCommand, TyperGroup
 
 from owlvit_cli import __version__
 from owlvit_cli.cli import process
-from owlvit_cli.cli.commands import convert, detect, inspect, push, verify
+from owlvit_cli.cli.commands import convert, detect, env, inspect, push, verify
+from owlvit_cli.cli.commands.common import DANGEROUS_FLAGS, examples
+from owlvit_cli.cli.output import usage_failure
+
+PROG_NAME = "owlvit"
+# Words users type from habit (`hf version`, `hf env`, `--format json`) and what owlvit calls them.
+COMMAND_HINTS = {"version": "owlvit --version", "info": "owlvit env", "upload": "owlvit push"}
+OPTION_HINTS = {"--format": "--json", "--output-format": "--json", "--verbose": "--debug"}
+
+
+class OwlvitGroup(TyperGroup):
+    """The root command: usage errors go through the one output layer (a JSON error object
+    too under --json), and typo suggestions never name a dangerous flag."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as exc:
+            if args and args[0] in COMMAND_HINTS:
+                exc.message = (
+                    f"No such command {args[0]!r}. Did you mean `{COMMAND_HINTS[args[0]]}`?"
+                )
+            raise
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        args = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            if isinstance(exc, NoSuchOption):
+                _safe_suggestions(exc)
+            if not standalone_mode:
+                raise
+            usage_failure(exc, json_mode=_wants_json(args))
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            usage_failure(click.ClickException("aborted"), json_mode=_wants_json(args))
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+class OwlvitCommand(TyperCommand):
+    """A command whose usage line reads as the README's: `owlvit convert [OPTIONS] CKPT OUT`
+    (Typer would write `{CKPT} {OUT}`)."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+
+def _safe_suggestions(exc: NoSuchOption) -> None:
+    """A known habit gets its owlvit spelling; when the closest match is a dangerous flag,
+    nothing is suggested (the next-closest would only be a stranger guess)."""
+    hint = OPTION_HINTS.get(exc.option_name)
+    matches = list(exc.possibilities or [])
+    if matches and matches[0] in DANGEROUS_FLAGS:
+        matches = []
+    exc.possibilities = [hint] if hint else [m for m in matches if m not in DANGEROUS_FLAGS]
+
+
+def _wants_json(args: list[str]) -> bool:
+    """--json anywhere before a `--`, even on a command line click refused to parse."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
 
 app = typer.Typer(
-    name="owlvit",
+    name=PROG_NAME,
+    cls=OwlvitGroup,
     help="Convert scenic OWL-ViT / OWLv2 Flax checkpoints to Hugging Face transformers, "
-    "prove the conversion numerically, and publish it.",
+    "prove the conversion numerically, and publish it. `owlvit COMMAND -h` explains each "
+    "command; exit codes: 0 success, 1 a check failed, 2 bad input or usage, 3 the Hub or the "
+    "network failed, 130 interrupted, 70 a bug."
+    + examples(
+        "owlvit inspect clip_vit_b32_b0203fc",
+        "owlvit convert clip_vit_b32_b0203fc owlvit-b32 --verify",
+        "owlvit push owlvit-b32 my-org/owlvit-base-patch32-scenic --dry-run",
+        "owlvit detect owlvit-b32 street.jpg --query 'a bus'",
+    ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
-for module in (inspect, convert, verify, push, detect):
+for module in (inspect, convert, verify, push, detect, env):
     module.register(app)
+for info in app.registered_commands:
+    info.cls = OwlvitCommand
 
 
 def _version(value: bool) -> None:
@@ -43,7 +136,7 @@ def main() -> None:
     """The console script: the app, then a fast exit once a heavy runtime was loaded."""
     process.end_after_command()
     try:
-        app()
+        app(prog_name=PROG_NAME)
     except SystemExit as exc:
         if process.should_exit_now():
             process.exit_now(exc.code)

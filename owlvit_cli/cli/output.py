@@ -2,7 +2,9 @@
 
 Results go to stdout (human tables, or exactly one JSON object with --json); progress, logs
 and errors go to stderr. Colour and progress bars appear only when the stream is a terminal.
-Known errors become one line and their exit code here, and nowhere else.
+Known errors become one line and their exit code here, and nowhere else; with --json they are
+also the one JSON object on stdout, `{"error": {"code", "kind", "message"}}`, so that a CI
+script can branch on `jq .error.code` whatever happened.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from owlvit_cli.errors import ExitCode, OwlvitError
+from owlvit_cli.errors import INTERNAL_KIND, INTERRUPTED_KIND, USAGE_KIND, ExitCode, OwlvitError
 from owlvit_cli.progress import Step
 
 
@@ -48,12 +50,13 @@ class Output:
     stderr: Console = field(
         default_factory=lambda: Console(file=sys.stderr, stderr=True, highlight=False)
     )
+    json_printed: bool = False  # one JSON object per process: an error after a result adds none
 
     def result(self, payload: dict[str, Any], render: Callable[[Console], None]) -> None:
         """Print the command's result: the JSON object, or the human rendering of it."""
         if self.json_mode:
-            sys.stdout.write(json.dumps(payload, indent=2, default=_json_default) + "\n")
-            sys.stdout.flush()
+            print_json(payload)
+            self.json_printed = True
         else:
             render(self.stdout)
 
@@ -95,10 +98,24 @@ class _RichStep:
         self.bar.update(self.task_id, description=_escape(name))
 
 
-def fail(out: Output, message: str, code: int) -> NoReturn:
-    """Print one error line on stderr and exit with `code`."""
+def print_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def error_object(code: int, kind: str, message: str) -> dict[str, Any]:
+    """The `--json` shape of a failure (README "Exit codes"); `message` is the stderr line."""
+    return {"error": {"code": int(code), "kind": kind, "message": message}}
+
+
+def fail(out: Output, message: str, code: int, kind: str) -> NoReturn:
+    """Print one error line on stderr (and, with --json, the error object on stdout unless a
+    result is already there), then exit with `code`. `message` is plain text, not markup."""
     out.error(message)
-    raise SystemExit(int(code))
+    if out.json_mode and not out.json_printed:
+        print_json(error_object(code, kind, message))
+        out.json_printed = True
+    raise SystemExit(code)
 
 
 def run_guarded(out: Output, action: Callable[[], int | None]) -> NoReturn:
@@ -108,18 +125,15 @@ def run_guarded(out: Output, action: Callable[[], int | None]) -> NoReturn:
     except OwlvitError as exc:
         if out.debug:
             traceback.print_exc()
-        fail(out, str(exc), exc.exit_code)
+        fail(out, str(exc), int(exc.exit_code), exc.kind)
     except KeyboardInterrupt:
-        fail(out, "interrupted", ExitCode.INTERRUPTED)
+        fail(out, "interrupted", int(ExitCode.INTERRUPTED), INTERRUPTED_KIND)
     except Exception as exc:
         if out.debug:
             traceback.print_exc()
         detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        fail(
-            out,
-            f"internal error ({detail}); rerun with --debug for a traceback",
-            ExitCode.INTERNAL_ERROR,
-        )
+        message = f"internal error ({detail}); rerun with --debug for a traceback"
+        fail(out, message, ExitCode.INTERNAL_ERROR, INTERNAL_KIND)
     raise SystemExit(int(code))
 
 
@@ -128,3 +142,12 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def usage_failure(exc: Any, json_mode: bool) -> NoReturn:
+    """A command line click refused (a `click.ClickException`): click's own lines on stderr
+    (usage, hint, error) and, with --json, the error object on stdout."""
+    exc.show()
+    if json_mode:
+        print_json(error_object(exc.exit_code, USAGE_KIND, exc.format_message()))
+    raise SystemExit(exc.exit_code)

@@ -8,7 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from owlvit_cli.cli.output import Output
+from owlvit_cli.cli.output import Output, error_object
+from owlvit_cli.errors import CHECK_FAILED_KIND, ExitCode
 
 LEVEL_TITLES = {
     "mapping": "1. mapping (same inputs, scenic semantics patched in)",
@@ -44,6 +45,14 @@ def verify_and_report(
     if not result.report["passed"]:
         out.error(failure_summary(result.report))
     return result.report
+
+
+def verification_error(report: dict[str, Any]) -> dict[str, Any]:
+    """The `error` member a failed check adds to the --json result (one object, as for every
+    other failure), so a CI script reads `.error.code` the same way everywhere."""
+    from owlvit_cli.verify.report import failure_summary
+
+    return error_object(ExitCode.CHECK_FAILED, CHECK_FAILED_KIND, failure_summary(report))
 
 
 def render_verification(console: Console, report: dict[str, Any]) -> None:

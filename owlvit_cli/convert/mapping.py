@@ -351,15 +351,19 @@ def check_against_model(plan: MappingPlan, model_shapes: Mapping[str, Shape]) ->
 
 
 def mapping_rows(ckpt: Any, pattern: str | None = None) -> list[dict[str, Any]]:
-    """source → target per tensor, for `inspect --mapping`."""
+    """source → target per tensor, for `inspect --mapping`: `source` is the file's own path,
+    `name` the current scenic name; `pattern` is a glob on either of them or on the target, as
+    `inspect`'s tree matches either spelling."""
     import fnmatch
 
     from owlvit_cli.checkpoint.inspection import checkpoint_spec
 
+    file_paths = {e.path: e.source_path for e in ckpt}
     plan = plan_mapping({e.path: e.shape for e in ckpt}, checkpoint_spec(ckpt))
     rows = [
         {
-            "source": t.source or "(generated)",
+            "source": file_paths[t.source] if t.source else "(generated)",
+            "name": t.source,
             "target": t.target,
             "transform": t.transform,
             "shape": list(t.shape),
@@ -367,14 +371,22 @@ def mapping_rows(ckpt: Any, pattern: str | None = None) -> list[dict[str, Any]]:
         }
         for t in plan.tensors
     ] + [
-        {"source": i.source, "target": None, "transform": "-", "shape": None, "reason": i.reason}
+        {
+            "source": file_paths.get(i.source, i.source),
+            "name": i.source,
+            "target": None,
+            "transform": "-",
+            "shape": None,
+            "reason": i.reason,
+        }
         for i in plan.ignored
     ]
     if pattern:
         rows = [
             r
             for r in rows
-            if fnmatch.fnmatchcase(r["source"], pattern)
-            or fnmatch.fnmatchcase(r["target"] or "", pattern)
+            if any(
+                fnmatch.fnmatchcase(r[key] or "", pattern) for key in ("source", "name", "target")
+            )
         ]
     return rows

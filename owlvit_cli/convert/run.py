@@ -23,6 +23,7 @@ from owlvit_cli.atomic import atomic_directory, check_output_dir
 from owlvit_cli.checkpoint.hashing import start_hashing
 from owlvit_cli.checkpoint.inspection import checkpoint_spec
 from owlvit_cli.checkpoint.reader import Checkpoint, open_checkpoint
+from owlvit_cli.convert.dtypes import normalize_dtype
 from owlvit_cli.convert.hf_files import copy_model_files, model_files
 from owlvit_cli.convert.mapping import (
     TRANSFORMS,
@@ -33,18 +34,16 @@ from owlvit_cli.convert.mapping import (
     plan_mapping,
 )
 from owlvit_cli.convert.safetensors_writer import (
-    NUMPY_DTYPES,
     PlannedTensor,
     RawBytes,
     parse_size,
     write_model_files,
 )
-from owlvit_cli.errors import BadInputError, OutputError
+from owlvit_cli.errors import OutputError
 from owlvit_cli.model.model_dir import FLAVORS, RECORD_FILE, TOOL_NAME
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
 
-DTYPES = tuple(NUMPY_DTYPES)
 LIBRARIES = ("transformers", "torch", "safetensors", "numpy", "huggingface_hub", "jax", "flax")
 
 
@@ -131,11 +130,11 @@ def convert_checkpoint(
     overwrite: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> ConversionResult:
-    """Convert `checkpoint` into the transformers model directory `output`."""
+    """Convert `checkpoint` into the transformers model directory `output`; `dtype` takes any
+    spelling in `owlvit_cli.convert.dtypes.DTYPE_ALIASES` (fp16, bf16, ...)."""
     started = time.perf_counter()
     checkpoint, output = Path(checkpoint), Path(output)
-    if dtype not in DTYPES:
-        raise BadInputError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    dtype = normalize_dtype(dtype)
     shard_bytes = parse_size(max_shard_size)
     check_output_dir(output, overwrite)
     with open_checkpoint(checkpoint) as ckpt:

@@ -1,4 +1,4 @@
-"""How two models' outputs are compared, level by level, and the tolerances that apply."""
+"""How two models' outputs are compared, level by level (the tolerances: `verify.tolerances`)."""
 
 from __future__ import annotations
 
@@ -9,23 +9,11 @@ from typing import Any
 import numpy as np
 
 from owlvit_cli.verify.inputs import CLIP_STD, VerifyInputs, VerifyOptions
-
-MAPPING_ATOL = 1e-5
-
-
-STOCK_TOLERANCES = {
-    "pred_logits": 2e-4,
-    "pred_boxes": 1e-3,
-    "objectness_logits": 1e-3,
-    "class_embeddings": 1e-3,
-    "query_embeddings": 1e-3,
-    "feature_map": 1e-3,
-    "image_class_embeddings": 1e-3,
-    "top_k": 1e-3,
-}
-
-
-STRICT_PROCESSOR_TOLERANCES = {"pixels": 1e-3, "input_ids": 0.0, "top_k": 1e-3}
+from owlvit_cli.verify.tolerances import (
+    MAPPING_ATOL,
+    STOCK_TOLERANCES,
+    STRICT_PROCESSOR_TOLERANCES,
+)
 
 
 @dataclass

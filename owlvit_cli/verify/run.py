@@ -27,7 +27,7 @@ from owlvit_cli.checkpoint.hashing import start_hashing
 from owlvit_cli.errors import BadInputError, ModelDirError
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
-from owlvit_cli.verify.compare import STOCK_TOLERANCES, compare_outputs, processor_drift
+from owlvit_cli.verify.compare import compare_outputs, processor_drift
 from owlvit_cli.verify.inputs import VerifyInputs, VerifyOptions, prepare_inputs
 from owlvit_cli.verify.report import (
     Verification,
@@ -36,6 +36,7 @@ from owlvit_cli.verify.report import (
     saved_arrays,
     write_outputs,
 )
+from owlvit_cli.verify.tolerances import STOCK_TOLERANCES
 
 
 def check_same_architecture(spec: ModelSpec, hf_dir: Path) -> None:

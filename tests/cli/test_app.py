@@ -69,7 +69,9 @@ def test_inspect_mapping(cli):
     result = cli("inspect", reference_checkpoint("v1_release"), "--mapping", "--json")
     rows = json.loads(result.stdout)["mapping"]
     by_source = {r["source"]: r for r in rows}
-    row = by_source["backbone/clip/visual/transformer/resblocks_0/ln_0/scale"]
+    # The file's own name (a v1 file), with the current scenic name beside it.
+    row = by_source["optimizer/target/backbone/clip/visual/transformer/resblocks.0/ln_1/scale"]
+    assert row["name"] == "backbone/clip/visual/transformer/resblocks_0/ln_0/scale"
     assert row["target"] == "owlvit.vision_model.encoder.layers.0.layer_norm1.weight"
     assert by_source["(generated)"]["target"] == "owlvit.visual_projection.weight"
 

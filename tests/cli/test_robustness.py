@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,7 +104,10 @@ def test_half_precision_checkpoints_convert(cli, tiny_checkpoint, tmp_path: Path
     assert result.exit_code == 0, result.stderr
 
 
-def test_interrupt_mid_convert_exits_130_and_cleans_up(cli, tiny_checkpoint, tmp_path, monkeypatch):
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_interrupt_mid_convert_exits_130_and_cleans_up(
+    cli, tiny_checkpoint, tmp_path, monkeypatch, json_mode: bool
+):
     import owlvit_cli.convert.safetensors_writer as writer
 
     real = writer.write_safetensors
@@ -115,9 +119,14 @@ def test_interrupt_mid_convert_exits_130_and_cleans_up(cli, tiny_checkpoint, tmp
         return real(path, tensors, dtype, boom)
 
     monkeypatch.setattr(writer, "write_safetensors", interrupted)
-    result = cli("convert", tiny_checkpoint(), tmp_path / "out")
+    result = cli("convert", tiny_checkpoint(), tmp_path / "out", *(["--json"] if json_mode else []))
     assert result.exit_code == 130 and "interrupted" in result.stderr
     assert list(tmp_path.iterdir()) == []
+    if json_mode:  # the CI contract: one error object on stdout, same code
+        error = json.loads(result.stdout)["error"]
+        assert (error["code"], error["kind"]) == (130, "interrupted")
+    else:
+        assert result.stdout == ""
 
 
 @contextlib.contextmanager

@@ -1,32 +1,124 @@
-"""Options every command shares, declared once."""
+"""Options and arguments every command shares, declared once: their metavars (the README's
+CKPT, OUT, HF_DIR, REPO_ID, IMAGE), help and shell completion."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer import _click as click  # Typer vendors click; its types are the ones it calls
+from typer._click.shell_completion import CompletionItem
+from typer._click.types import ParamType
 
 from owlvit_cli.cli.output import Output
+from owlvit_cli.convert.dtypes import DTYPE_ALIASES, DTYPES, normalize_dtype
+from owlvit_cli.errors import BadInputError
+
+# Flags that overwrite, publish or skip a check: a typo is never "corrected" into one of them.
+DANGEROUS_FLAGS = frozenset({"--force", "--overwrite", "--overwrite-card", "--save-card"})
+
+
+def complete_paths(incomplete: str, *, directories_only: bool = False) -> list[str]:
+    """File names for shell completion, done here because Typer's completion scripts do not
+    fall back to the shell's own (fish's never does)."""
+    head, prefix = os.path.split(incomplete)
+    try:
+        entries = sorted(os.scandir(os.path.expanduser(head) or "."), key=lambda e: e.name)
+    except OSError:
+        return []
+    names = []
+    for entry in entries:
+        if not entry.name.startswith(prefix) or (entry.name[0] == "." and prefix[:1] != "."):
+            continue
+        is_dir = entry.is_dir()
+        if is_dir or not directories_only:
+            names.append(os.path.join(head, entry.name) + ("/" if is_dir else ""))
+    return names
+
+
+def complete_files(incomplete: str) -> list[str]:
+    return complete_paths(incomplete)
+
+
+def complete_directories(incomplete: str) -> list[str]:
+    return complete_paths(incomplete, directories_only=True)
+
+
+class DtypeType(ParamType):
+    """`--dtype`: shows and completes the canonical names, accepts every alias."""
+
+    name = "dtype"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return normalize_dtype(str(value))
+        except BadInputError:
+            self.fail(
+                f"{value!r} is not one of {', '.join(DTYPES)} "
+                f"(or {', '.join(a for a in DTYPE_ALIASES if a not in DTYPES)})",
+                param,
+                ctx,
+            )
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        return [CompletionItem(name) for name in DTYPE_ALIASES if name.startswith(incomplete)]
+
 
 JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print exactly one JSON object on stdout, nothing else.")
+    bool,
+    typer.Option(
+        "--json",
+        help="Print exactly one JSON object on stdout, nothing else: the result, or on failure "
+        '{"error": {"code", "kind", "message"}}.',
+    ),
 ]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 CheckpointArg = Annotated[
     Path,
     typer.Argument(
+        metavar="CKPT",
         help="A scenic OWL-ViT / OWLv2 checkpoint: a Flax msgpack file, an Orbax checkpoint "
-        "directory, or a workdir of checkpoint_N entries (the latest is read)."
+        "directory, or a workdir of checkpoint_N entries (the latest is read).",
+        autocompletion=complete_files,
+        show_default=False,
     ),
 ]
 StepOption = Annotated[
     int | None,
     typer.Option(
-        "--step", min=0, help="With a workdir as CKPT: read checkpoint_STEP instead of the latest."
+        "--step",
+        min=0,
+        metavar="N",
+        help="With a workdir as CKPT: read checkpoint_N instead of the latest.",
     ),
 ]
-HFDirArg = Annotated[Path, typer.Argument(help="A converted transformers model directory.")]
+HFDirArg = Annotated[
+    Path,
+    typer.Argument(
+        metavar="HF_DIR",
+        help="A model directory written by `owlvit convert`.",
+        autocompletion=complete_directories,
+        show_default=False,
+    ),
+]
+DtypeOption = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        click_type=DtypeType(),
+        metavar="[" + "|".join(DTYPES) + "]",
+        help="Weights dtype. Also accepts fp32/f32, fp16/f16/half, bf16.",
+    ),
+]
+
+
+def examples(*lines: str) -> str:
+    """An "Examples" section for a command's help, kept verbatim by click (`\\b`)."""
+    return "\n\n\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def make_output(json_mode: bool, debug: bool) -> Output:

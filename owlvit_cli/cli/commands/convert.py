@@ -8,47 +8,80 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from owlvit_cli.cli.commands.common import (
     CheckpointArg,
     DebugOption,
+    DtypeOption,
     JsonOption,
     StepOption,
     checkpoint_path,
+    complete_directories,
+    examples,
     make_output,
 )
 from owlvit_cli.cli.output import run_guarded
-from owlvit_cli.cli.render import human_bytes
+from owlvit_cli.cli.render import human_bytes, key_value_grid
 from owlvit_cli.errors import ExitCode
+
+HELP = (
+    "Convert a scenic OWL-ViT / OWLv2 checkpoint into a transformers model directory OUT that "
+    "`from_pretrained` loads offline: weights (model.safetensors, sharded above "
+    "--max-shard-size), config, processor and tokenizer files, and owlvit_conversion.json "
+    "(source sha256, layout, versions). OUT appears atomically; a non-empty OUT is refused "
+    "unless --overwrite."
+    + examples(
+        "owlvit convert clip_vit_b32_b0203fc owlvit-b32",
+        "owlvit convert CKPT OUT --dtype bf16 --max-shard-size 1GB",
+        "owlvit convert CKPT OUT --overwrite --verify --json",
+    )
+)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("convert")(convert_command)
+    app.command(
+        "convert", help=HELP, short_help="a transformers model directory from a checkpoint"
+    )(convert_command)
 
 
 def convert_command(
     checkpoint: CheckpointArg,
-    output: Annotated[Path, typer.Argument(help="Directory to create (must be empty or absent).")],
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="Weights dtype: float32, float16 or bfloat16.")
-    ] = "float32",
+    output: Annotated[
+        Path,
+        typer.Argument(
+            metavar="OUT",
+            help="The model directory to write (absent or empty).",
+            autocompletion=complete_directories,
+            show_default=False,
+        ),
+    ],
+    dtype: DtypeOption = "float32",
     max_shard_size: Annotated[
-        str, typer.Option("--max-shard-size", help="Split weights into shards above this size.")
+        str,
+        typer.Option(
+            "--max-shard-size",
+            metavar="SIZE",
+            help="Split the weights into shards of at most SIZE (e.g. 500MB, 2GB, 1GiB) with an "
+            "index file.",
+        ),
     ] = "5GB",
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUTPUT if it is not empty.")
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace a non-empty OUT (only once the new one is complete)."
+        ),
     ] = False,
     verify: Annotated[
         bool,
-        typer.Option("--verify", help="Run `owlvit verify` on the result; fail if it fails."),
+        typer.Option(
+            "--verify",
+            help="Then run `owlvit verify --record` on OUT; exit 1 if it finds a mismatch.",
+        ),
     ] = False,
     step: StepOption = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Convert a scenic OWL-ViT / OWLv2 checkpoint into a transformers model directory that
-    `from_pretrained` loads offline."""
     out = make_output(json_mode, debug)
 
     def action() -> int:
@@ -74,11 +107,13 @@ def convert_command(
         payload = result.to_json()
         code = ExitCode.OK
         if verify:
-            from owlvit_cli.cli.verification import verify_and_report
+            from owlvit_cli.cli.verification import verification_error, verify_and_report
 
             report = verify_and_report(out, source, output, record=True)
             payload["verification"] = report
-            code = ExitCode.OK if report["passed"] else ExitCode.CHECK_FAILED
+            if not report["passed"]:
+                payload.update(verification_error(report))
+                code = ExitCode.CHECK_FAILED
         out.result(payload, lambda console: render(console, payload))
         return code
 
@@ -86,9 +121,7 @@ def convert_command(
 
 
 def render(console: Console, payload: dict[str, Any]) -> None:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
+    table = key_value_grid()
     table.add_row("wrote", payload["output"])
     table.add_row("model", f"{payload['model_class']} (layout {payload['layout']})")
     table.add_row("tensors", f"{payload['num_tensors']} ({payload['num_parameters']:,} params)")

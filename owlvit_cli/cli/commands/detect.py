@@ -10,45 +10,84 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from owlvit_cli.cli.commands.common import DebugOption, HFDirArg, JsonOption, make_output
+from owlvit_cli.cli.commands.common import (
+    DebugOption,
+    HFDirArg,
+    JsonOption,
+    complete_files,
+    examples,
+    make_output,
+)
 from owlvit_cli.cli.output import run_guarded
+
+HELP = (
+    "Run the converted model in HF_DIR with its saved processor, offline, on IMAGE and print "
+    "the detections scoring above --threshold (query, score, box in image pixels); --output "
+    "also draws them. --image-query finds things like an example crop instead of text "
+    "(one-shot detection)."
+    + examples(
+        'owlvit detect owlv2-b16 street.jpg --query "a bus" --query "a bicycle" -o boxes.png',
+        "owlvit detect owlv2-b16 street.jpg --image-query example_crop.jpg --json",
+    )
+)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("detect")(detect_command)
+    app.command(
+        "detect", help=HELP, short_help="detections of a converted model, as a table or a picture"
+    )(detect_command)
 
 
 def detect_command(
     hf_dir: HFDirArg,
-    image: Annotated[Path, typer.Argument(help="The picture to search.")],
+    image: Annotated[
+        Path,
+        typer.Argument(
+            metavar="IMAGE",
+            help="The picture to search (any format Pillow reads).",
+            autocompletion=complete_files,
+            show_default=False,
+        ),
+    ],
     query: Annotated[
         list[str] | None,
-        typer.Option("--query", "-q", metavar="TEXT", help="A text query; repeat for several."),
+        typer.Option(
+            "--query",
+            metavar="TEXT",
+            help="A text query; repeat for several. No short form: -q is reserved for --quiet.",
+        ),
     ] = None,
     image_query: Annotated[
         Path | None,
         typer.Option(
             "--image-query",
+            metavar="IMAGE",
             help="An example crop to find instead of text queries (one-shot detection).",
+            autocompletion=complete_files,
         ),
     ] = None,
     threshold: Annotated[
-        float, typer.Option("--threshold", help="Report boxes scoring above this (0 to 1).")
+        float,
+        typer.Option(
+            "--threshold", metavar="SCORE", help="Report boxes scoring above SCORE (0 to 1)."
+        ),
     ] = 0.1,
     max_detections: Annotated[
-        int | None, typer.Option("--max-detections", help="Report at most this many boxes.")
+        int | None,
+        typer.Option("--max-detections", metavar="N", help="Report at most the N best boxes."),
     ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Also draw the boxes on the image and write it here (.png…)."
+            "--output",
+            "-o",
+            metavar="PICTURE",
+            help="Also draw the boxes on IMAGE and write the picture here (.png, .jpg, ...).",
         ),
     ] = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Detect text queries (or things like an example crop) in an image with a converted
-    model and its saved processor, offline; optionally draw the boxes."""
     out = make_output(json_mode, debug)
 
     def action() -> None:

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.tree import Tree
@@ -16,34 +17,65 @@ from owlvit_cli.cli.commands.common import (
     JsonOption,
     StepOption,
     checkpoint_path,
+    examples,
     make_output,
 )
 from owlvit_cli.cli.output import run_guarded
-from owlvit_cli.cli.render import human_bytes
+from owlvit_cli.cli.render import human_bytes, key_value_grid
 from owlvit_cli.model.model_dir import LAYOUT_DESCRIPTIONS
+
+HELP = (
+    "Show a checkpoint's params (path, shape, dtype, size) as a tree, and a summary: layout, "
+    "OWL version, the config derived from the tensors alone, parameter count and bytes by "
+    "dtype. Reads headers only, so it is fast on any size. --filter takes a glob on the "
+    "file's own names or on current scenic names (e.g. resblocks.0 or resblocks_0); "
+    "--mapping shows each tensor's transformers name instead of the tree (tab-separated off "
+    "a terminal)."
+    + examples(
+        "owlvit inspect clip_vit_l14_d83d374 --depth 4",
+        "owlvit inspect clip_vit_l14_d83d374 --filter '*resblocks.0/attn*'",
+        "owlvit inspect clip_vit_l14_d83d374 --mapping | grep class_head",
+        "owlvit inspect clip_vit_l14_d83d374 --json | jq .config",
+    )
+)
+MAPPING_COLUMNS = ("source", "transformers", "transform")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("inspect")(inspect_command)
+    app.command(
+        "inspect",
+        help=HELP,
+        short_help="the param tree, layout and config derived from the tensors",
+    )(inspect_command)
 
 
 def inspect_command(
     checkpoint: CheckpointArg,
     depth: Annotated[
-        int | None, typer.Option("--depth", min=1, help="Collapse the tree below this depth.")
+        int | None,
+        typer.Option("--depth", min=1, metavar="N", help="Collapse the tree below depth N."),
     ] = None,
     filter_: Annotated[
         str | None,
-        typer.Option("--filter", help="Only params whose path matches this glob."),
+        typer.Option(
+            "--filter",
+            metavar="GLOB",
+            help="Only tensors whose name matches GLOB: the file's own name or the current "
+            "scenic name (with --mapping also the transformers name).",
+        ),
     ] = None,
     mapping: Annotated[
-        bool, typer.Option("--mapping", help="Show each tensor's transformers name.")
+        bool,
+        typer.Option(
+            "--mapping",
+            help="Show each tensor's transformers name and transform (or why it is ignored) "
+            "instead of the tree.",
+        ),
     ] = False,
     step: StepOption = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Show a checkpoint's params (path, shape, dtype, size), layout and derived config."""
     out = make_output(json_mode, debug)
 
     def action() -> None:
@@ -57,15 +89,24 @@ def inspect_command(
                 from owlvit_cli.convert.mapping import mapping_rows
 
                 report["mapping"] = mapping_rows(ckpt, filter_)
+        if filter_ and not report.get("mapping", report["params"]):
+            out.warn(
+                f"no tensor matches --filter {escape(repr(filter_))} "
+                f"(tried the file's own names and current scenic names)"
+            )
         out.result(report, lambda console: render(console, report, depth))
 
     run_guarded(out, action)
 
 
 def render(console: Console, report: dict[str, Any], depth: int | None) -> None:
-    console.print(_param_tree(report, depth))
     if "mapping" in report:
-        console.print(_mapping_table(report["mapping"]))
+        if not console.is_terminal:  # for grep, cut and awk: full names, one row per line
+            print_mapping_tsv(console, report["mapping"])
+            return
+        _print_mapping(console, report["mapping"])
+    elif report["params"]:
+        console.print(_param_tree(report, depth))
     console.print(_summary(report))
 
 
@@ -101,21 +142,39 @@ def _param_tree(report: dict[str, Any], depth: int | None) -> Tree:
     return tree
 
 
-def _mapping_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("scenic", "transformers", "transform", title="mapping")
-    for row in rows:
-        table.add_row(
-            row["source"], row["target"] or f"[dim]ignored: {row['reason']}[/dim]", row["transform"]
-        )
-    return table
+def _mapping_cells(row: dict[str, Any]) -> tuple[str, str, str]:
+    if row["target"] is None:
+        return row["source"], "-", f"ignored: {row['reason']}"
+    return row["source"], row["target"], row["transform"]
+
+
+def print_mapping_tsv(console: Console, rows: list[dict[str, Any]]) -> None:
+    for cells in [MAPPING_COLUMNS, *map(_mapping_cells, rows)]:
+        console.file.write("\t".join(cells) + "\n")  # rich would expand the tabs
+
+
+def _print_mapping(console: Console, rows: list[dict[str, Any]]) -> None:
+    """A table when full names fit the terminal; else one block per tensor, names whole (a
+    truncated name cannot be told from its neighbours)."""
+    cells = [_mapping_cells(row) for row in rows]
+    widths = [max([len(c[i]) for c in cells] + [len(MAPPING_COLUMNS[i])]) for i in range(3)]
+    if sum(widths) + 10 <= console.width:
+        table = Table(*MAPPING_COLUMNS, title="mapping", title_justify="left")
+        for column in table.columns:
+            column.no_wrap = True
+        for source, target, transform in cells:
+            table.add_row(escape(source), escape(target), escape(transform))
+        console.print(table)
+        return
+    for source, target, transform in cells:
+        console.print(escape(source), soft_wrap=True)
+        console.print(f"  → {escape(target)}  [dim]{escape(transform)}[/dim]", soft_wrap=True)
 
 
 def _summary(report: dict[str, Any]) -> Panel:
     config = report["config"]
     vision, text = config["vision"], config["text"]
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
+    table = key_value_grid()
     table.add_row("format", report["format"])
     table.add_row("layout", f"{report['layout']}: {LAYOUT_DESCRIPTIONS[report['layout']]}")
     table.add_row(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -9,9 +11,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from owlvit_cli.cli.commands.common import DebugOption, HFDirArg, JsonOption, make_output
+from owlvit_cli.cli.commands.common import DebugOption, HFDirArg, JsonOption, examples, make_output
 from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.render import human_bytes
+from owlvit_cli.errors import BadInputError
+from owlvit_cli.publish.model_card import DEFAULT_LICENSE
 
 if TYPE_CHECKING:
     from owlvit_cli.publish.hub import PushPlan
@@ -27,7 +31,7 @@ HELP = (
     "the source checkpoint and its sha256 (from owlvit_conversion.json), the derived config, "
     "the verify results (from owlvit_verification.json; without it the card says plainly that "
     "the conversion was not verified) and a usage snippet.\n\n"
-    "[bold]HF_DIR is never modified[/bold] unless you pass --save-card: the card is generated "
+    "HF_DIR is never modified unless you pass --save-card: the card is generated "
     "in memory and only uploaded. An existing HF_DIR/README.md is uploaded as-is unless "
     "--overwrite-card.\n\n"
     "Token: --token, else HF_TOKEN, else the one stored by `hf auth login`; it is never "
@@ -35,18 +39,29 @@ HELP = (
     "Exit codes: 0 pushed (or nothing changed), 1 owlvit_verification.json records a FAILED "
     "verification (without --force), 2 not a complete converted directory or a bad option, "
     "3 the Hub or the network failed (401, 403, 404, 409, 5xx, refused, timed out)."
+    + examples(
+        "owlvit push owlvit-b32 my-org/owlvit-base-patch32-scenic --dry-run",
+        "HF_TOKEN=hf_... owlvit push owlvit-b32 my-org/owlvit-base-patch32-scenic --private",
+        "owlvit push owlvit-b32 my-org/owlvit-base-patch32-scenic --create-pr --json",
+    )
 )
 
 
 def register(app: typer.Typer) -> None:
-    app.command("push", help=HELP)(push_command)
+    app.command("push", help=HELP, short_help="upload to the Hugging Face Hub with a model card")(
+        push_command
+    )
 
 
 def push_command(
     hf_dir: HFDirArg,
     repo_id: Annotated[
         str,
-        typer.Argument(help="Target model repo, OWNER/NAME, or NAME for the token's own user."),
+        typer.Argument(
+            metavar="REPO_ID",
+            help="Target model repo, OWNER/NAME, or NAME for the token's own user.",
+            show_default=False,
+        ),
     ],
     private: Annotated[
         bool,
@@ -66,16 +81,25 @@ def push_command(
     ] = None,
     create_pr: Annotated[
         bool,
-        typer.Option("--create-pr", help="Open a pull request (against --revision) instead."),
+        typer.Option(
+            "--create-pr",
+            help="Open a pull request against main instead of committing to it (the Hub opens "
+            "pull requests against main only, so not with --revision).",
+        ),
     ] = False,
     commit_message: Annotated[
         str | None,
-        typer.Option("--commit-message", help="Commit title. Default names model and source."),
+        typer.Option(
+            "--commit-message",
+            metavar="TEXT",
+            help="Commit title. Default names the model and the source checkpoint.",
+        ),
     ] = None,
     token: Annotated[
         str | None,
         typer.Option(
             "--token",
+            metavar="TOKEN",
             help="Hub token with write access. Prefer HF_TOKEN: arguments are visible to "
             "other local users.",
             show_default=False,
@@ -83,7 +107,11 @@ def push_command(
     ] = None,
     endpoint: Annotated[
         str | None,
-        typer.Option("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)."),
+        typer.Option(
+            "--endpoint",
+            metavar="URL",
+            help="Hub URL. Default: HF_ENDPOINT, else https://huggingface.co.",
+        ),
     ] = None,
     dry_run: Annotated[
         bool,
@@ -95,7 +123,13 @@ def push_command(
     ] = False,
     license_: Annotated[
         str | None,
-        typer.Option("--license", help="License id for the card.", show_default="apache-2.0"),
+        typer.Option(
+            "--license",
+            metavar="LICENSE_ID",
+            help=f"License id for the card's metadata. Default: {DEFAULT_LICENSE}, the license "
+            "of the released weights.",
+            show_default=False,
+        ),
     ] = None,
     overwrite_card: Annotated[
         bool,
@@ -140,7 +174,12 @@ def push_command(
     ] = None,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", min=0.1, help="Seconds to wait for the Hub on each request."),
+        typer.Option(
+            "--timeout",
+            min=0.1,
+            metavar="SECONDS",
+            help="Seconds to wait for the Hub on each request.",
+        ),
     ] = 60.0,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
@@ -151,6 +190,7 @@ def push_command(
         from owlvit_cli.publish import hub
         from owlvit_cli.publish.secrets import resolve_token
 
+        check_argument_order(hf_dir, repo_id)
         plan = hub.plan_push(
             hf_dir,
             repo_id,
@@ -184,6 +224,17 @@ def push_command(
         out.result(payload, lambda console: render_result(console, payload))
 
     run_guarded(out, action)
+
+
+def check_argument_order(hf_dir: Path, repo_id: str) -> None:
+    """`hf upload` takes REPO_ID first; say so when the arguments look swapped rather than
+    report a missing directory named like a repo."""
+    if not hf_dir.exists() and Path(repo_id).is_dir():
+        raise BadInputError(
+            f"HF_DIR {str(hf_dir)!r} does not exist, but REPO_ID {repo_id!r} is a directory: "
+            f"the arguments look swapped; owlvit takes HF_DIR first: "
+            f"owlvit push {shlex.quote(repo_id)} {shlex.quote(str(hf_dir))}"
+        )
 
 
 def _target(repo_id: str, revision: str, endpoint: str) -> str:

@@ -14,15 +14,37 @@ from owlvit_cli.cli.commands.common import (
     JsonOption,
     StepOption,
     checkpoint_path,
+    complete_files,
+    examples,
     make_output,
 )
 from owlvit_cli.cli.output import run_guarded
-from owlvit_cli.cli.verification import render_verification, verify_and_report
+from owlvit_cli.cli.verification import render_verification, verification_error, verify_and_report
 from owlvit_cli.errors import BadInputError, ExitCode
+from owlvit_cli.verify.tolerances import STOCK_TOLERANCES
+
+HELP = (
+    "Run the scenic-exact Flax model on CKPT and the transformers model in HF_DIR on the same "
+    "images and queries and compare every output at three levels: 1. mapping (scenic "
+    "semantics patched in, must agree to 1e-5), 2. stock transformers (--atol tolerances), "
+    "3. the saved processor against scenic's preprocessing (informational unless "
+    "--strict-processor). Exit 0 when every check passes, 1 when one fails, 2 on bad input."
+    + examples(
+        "owlvit verify clip_vit_b32_b0203fc owlvit-b32",
+        'owlvit verify CKPT HF_DIR --image street.jpg --query "a bus" --query "a bicycle"',
+        "owlvit verify CKPT HF_DIR --atol pred_boxes=2e-3 --json --record",
+    )
+)
+
+
+def complete_atol(incomplete: str) -> list[str]:
+    return [f"{name}=" for name in STOCK_TOLERANCES if name.startswith(incomplete)]
 
 
 def register(app: typer.Typer) -> None:
-    app.command("verify")(verify_command)
+    app.command("verify", help=HELP, short_help="compare the converted model with the Flax model")(
+        verify_command
+    )
 
 
 def verify_command(
@@ -32,20 +54,38 @@ def verify_command(
         list[Path] | None,
         typer.Option(
             "--image",
+            metavar="IMAGE",
             help="Image file, or a .npy [S,S,3] float array in [0,1] used "
             "as is. Repeatable. Default: the built-in sample image.",
+            autocompletion=complete_files,
         ),
     ] = None,
     query: Annotated[
         list[str] | None,
-        typer.Option("--query", help="Text query. Repeatable. Default: a few built-in ones."),
+        typer.Option(
+            "--query",
+            metavar="TEXT",
+            help="Text query. Repeatable. Default: four built-in ones.",
+        ),
     ] = None,
     atol: Annotated[
         list[str] | None,
-        typer.Option("--atol", help="Stock tolerance override, NAME=VALUE. Repeatable."),
+        typer.Option(
+            "--atol",
+            metavar="NAME=VALUE",
+            help="Override a stock-level tolerance. Repeatable. NAME: "
+            + ", ".join(STOCK_TOLERANCES)
+            + ".",
+            autocompletion=complete_atol,
+        ),
     ] = None,
     strict_processor: Annotated[
-        bool, typer.Option("--strict-processor", help="Fail when the processor drifts too.")
+        bool,
+        typer.Option(
+            "--strict-processor",
+            help="Fail (exit 1) when the saved processor's pixels, token ids or top detections "
+            "drift from scenic's; implies --processor-detections.",
+        ),
     ] = False,
     processor_detections: Annotated[
         bool,
@@ -55,17 +95,33 @@ def verify_command(
             "detections (a third forward pass; implied by --strict-processor).",
         ),
     ] = False,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Detections compared.")] = 5,
+    top_k: Annotated[
+        int,
+        typer.Option(
+            "--top-k", min=1, metavar="K", help="Compare the K best detections (boxes, order)."
+        ),
+    ] = 5,
     save_outputs: Annotated[
-        Path | None, typer.Option("--save-outputs", help="Write inputs and outputs to a .npz.")
+        Path | None,
+        typer.Option(
+            "--save-outputs",
+            metavar="FILE.npz",
+            help="Write the inputs and both models' outputs to FILE.npz.",
+        ),
     ] = None,
     record: Annotated[
-        bool, typer.Option("--record", help="Write the report into HF_DIR for `push`.")
+        bool,
+        typer.Option(
+            "--record",
+            help="Write the report to HF_DIR/owlvit_verification.json (push puts it in the "
+            "model card).",
+        ),
     ] = False,
     save_viz: Annotated[
         Path | None,
         typer.Option(
             "--save-viz",
+            metavar="PICTURE",
             help="Draw Flax and transformers detections side by side "
             "on the first image (PNG/JPEG).",
         ),
@@ -74,8 +130,6 @@ def verify_command(
     json_mode: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Compare the converted model in HF_DIR with the scenic-exact Flax model on CKPT.
-    Exit 0 when every check is within tolerance, 1 when one is not, 2 on bad input."""
     out = make_output(json_mode, debug)
 
     def action() -> int:
@@ -91,7 +145,8 @@ def verify_command(
             processor_detections=processor_detections,
         )
         report = verify_and_report(out, source, hf_dir, options, record, save_outputs, save_viz)
-        out.result(report, lambda console: render_verification(console, report))
+        payload = report if report["passed"] else {**report, **verification_error(report)}
+        out.result(payload, lambda console: render_verification(console, report))
         return ExitCode.OK if report["passed"] else ExitCode.CHECK_FAILED
 
     run_guarded(out, action)
