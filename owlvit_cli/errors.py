@@ -71,3 +71,13 @@ class HubError(OwlvitError):
 
     exit_code = ExitCode.HUB_ERROR
     kind = "hub"
+
+
+def first_line(exc: BaseException | str, limit: int = 200) -> str:
+    """An exception (or text) as one line for an error message: the first non-blank line,
+    else the exception's type name, shortened to `limit` characters."""
+    text = str(exc).strip()
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    if not line and isinstance(exc, BaseException):
+        line = type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"

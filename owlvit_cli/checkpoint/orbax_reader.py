@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from owlvit_cli.checkpoint.hashing import tree_files
 from owlvit_cli.checkpoint.msgpack_index import itemsize, numpy_dtype
 from owlvit_cli.checkpoint.reader import Checkpoint, index_params
-from owlvit_cli.errors import CheckpointError
+from owlvit_cli.errors import CheckpointError, first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -190,7 +190,7 @@ class _Store:
             results = [future.result() for future in pending]
         except Exception as exc:  # tensorstore raises ValueError/OSError subclasses
             raise CheckpointError(
-                f"{self.path}: OCDBT database unreadable: {_first_line(exc)}"
+                f"{self.path}: OCDBT database unreadable: {first_line(exc)}"
             ) from exc
         for name, result in zip(names, results, strict=True):
             if result.state != "value":
@@ -247,7 +247,7 @@ class _Store:
             array = store.read().result()
         except Exception as exc:  # tensorstore reports I/O and format errors as ValueError
             raise CheckpointError(
-                f"{self.path}: cannot read array {record.name!r}: {_first_line(exc)}"
+                f"{self.path}: cannot read array {record.name!r}: {first_line(exc)}"
             ) from exc
         if tuple(array.shape) != record.shape or array.dtype.name != record.dtype_name:
             raise CheckpointError(
@@ -255,8 +255,3 @@ class _Store:
                 f"its header said {record.dtype_name}{list(record.shape)}"
             )
         return array
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]

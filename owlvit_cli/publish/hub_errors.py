@@ -11,7 +11,7 @@ import json
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from owlvit_cli.errors import BadInputError, HubError, OwlvitError
+from owlvit_cli.errors import BadInputError, HubError, OwlvitError, first_line
 from owlvit_cli.model.model_dir import CARD_FILE
 
 
@@ -21,12 +21,6 @@ class Target(Protocol):
     repo_id: str
     revision: str
     endpoint: str
-
-
-def first_line(exc: BaseException | str, limit: int = 200) -> str:
-    text = str(exc).strip()
-    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def error_chain(exc: BaseException) -> list[BaseException]:

@@ -12,8 +12,7 @@ import logging
 import re
 from urllib.parse import quote, unquote, urlsplit
 
-from owlvit_cli.errors import BadInputError, HubError
-from owlvit_cli.publish.hub_errors import first_line
+from owlvit_cli.errors import BadInputError, HubError, first_line
 
 # RFC 6750 b64token: anything else cannot be sent in an Authorization header, and httpx would
 # echo the rejected header value (the token) in its exception text.
