@@ -1,4 +1,4 @@
-"""The naive conversion that `owlvit convert` is measured against (issue 7).
+"""The naive conversion that `owlvit convert` is measured against (bench/README.md).
 
 This is how a conversion script is usually written: restore the whole checkpoint with Flax,
 build a randomly initialised transformers model from the config, `load_state_dict` the mapped

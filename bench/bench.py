@@ -1,4 +1,4 @@
-"""Performance measurements for issue 7: convert, inspect, --help and verify.
+"""Performance measurements: convert, inspect, --help and verify (README "Performance").
 
 Every figure is a median over runs, set beside a baseline measured in the same run, because
 absolute seconds on a shared 2-core machine mean little while ratios survive the noise. Each
@@ -41,13 +41,13 @@ SECTIONS = ("convert", "inspect", "help", "verify", "orbax")
 COMMAND_TIMEOUT_S = 900
 MIB = 1 << 20
 
-# Targets from issue 7.
+# Targets (README "Performance").
 CONVERT_TIME_RATIO = 1.5
 CONVERT_RSS_RATIO = 1.3
 INSPECT_SECONDS = 0.5
 HELP_SECONDS = 0.3
 VERIFY_RATIO = 1.3
-# Targets from issue 21 (Orbax checkpoint directories).
+# Targets for Orbax checkpoint directories (README "Performance").
 ORBAX_INSPECT_SECONDS = 1.0
 ORBAX_CONVERT_RATIO = 2.0
 ORBAX_RSS_RATIO = 0.5
