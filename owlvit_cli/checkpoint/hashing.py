@@ -17,8 +17,10 @@ from pathlib import Path
 
 from owlvit_cli.checkpoint.cache import cache_root
 from owlvit_cli.errors import BadInputError
+from owlvit_cli.progress import NO_PROGRESS, Progress
 
 HASH_CHUNK = 8 << 20
+POLL_SECONDS = 0.1
 
 
 class FileHasher(threading.Thread):
@@ -29,6 +31,7 @@ class FileHasher(threading.Thread):
         self.path = path
         self._digest = ""
         self._error: OSError | None = None
+        self.hashed = 0  # bytes so far, read by digest() in the caller's thread
 
     def run(self) -> None:
         try:
@@ -36,15 +39,30 @@ class FileHasher(threading.Thread):
             with self.path.open("rb") as handle:
                 while chunk := handle.read(HASH_CHUNK):
                     hasher.update(chunk)
+                    self.hashed += len(chunk)
             self._digest = hasher.hexdigest()
         except OSError as exc:  # reported by digest(), in the caller's thread
             self._error = exc
 
-    def digest(self) -> str:
+    def digest(self, progress: Progress = NO_PROGRESS) -> str:
+        """The digest; if hashing is still running, `progress` shows it catch up, in bytes."""
+        if self.is_alive():
+            self._wait(progress)
         self.join()
         if self._error is not None:
             raise BadInputError(f"{self.path}: cannot read ({self._error.strerror or self._error})")
         return self._digest
+
+    def _wait(self, progress: Progress) -> None:
+        with progress.step("hashing the checkpoint (sha256)") as step:
+            with contextlib.suppress(OSError):
+                step.set_total(self.path.stat().st_size, "bytes")
+            shown = 0
+            while self.is_alive():
+                self.join(POLL_SECONDS)
+                done = self.hashed
+                step.advance(done - shown)
+                shown = done
 
 
 class KnownDigest:
@@ -53,7 +71,7 @@ class KnownDigest:
     def __init__(self, digest: str) -> None:
         self._digest = digest
 
-    def digest(self) -> str:
+    def digest(self, progress: Progress = NO_PROGRESS) -> str:
         return self._digest
 
 
@@ -64,8 +82,8 @@ class RememberingHasher(FileHasher):
         super().__init__(path)
         self.memo = memo
 
-    def digest(self) -> str:
-        value = super().digest()
+    def digest(self, progress: Progress = NO_PROGRESS) -> str:
+        value = super().digest(progress)
         if self.memo is not None:
             with contextlib.suppress(OSError):
                 self.memo.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from owlvit_cli.cli.commands.common import CheckpointArg, DebugOption, JsonOption, make_output
+from owlvit_cli.cli.commands.common import (
+    CheckpointArg,
+    DebugOption,
+    JsonOption,
+    QuietOption,
+    make_output,
+)
 from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.render import human_bytes
 from owlvit_cli.errors import ExitCode
@@ -38,10 +44,11 @@ def convert_command(
     ] = False,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Convert a scenic OWL-ViT / OWLv2 checkpoint into a transformers model directory that
     `from_pretrained` loads offline."""
-    out = make_output(json_mode, debug)
+    out = make_output(json_mode, debug, quiet)
 
     def action() -> int:
         # Nothing here is linear algebra: idle OpenBLAS threads would only spin on the cores

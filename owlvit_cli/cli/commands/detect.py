@@ -10,7 +10,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from owlvit_cli.cli.commands.common import DebugOption, HFDirArg, JsonOption, make_output
+from owlvit_cli.cli.commands.common import (
+    DebugOption,
+    HFDirArg,
+    JsonOption,
+    QuietOption,
+    make_output,
+)
 from owlvit_cli.cli.output import run_guarded
 
 
@@ -46,10 +52,11 @@ def detect_command(
     ] = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Detect text queries (or things like an example crop) in an image with a converted
     model and its saved processor, offline; optionally draw the boxes."""
-    out = make_output(json_mode, debug)
+    out = make_output(json_mode, debug, quiet)
 
     def action() -> None:
         from owlvit_cli.detect.run import detect, draw_detections, output_format, save_image

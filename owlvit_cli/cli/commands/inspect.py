@@ -10,7 +10,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.tree import Tree
 
-from owlvit_cli.cli.commands.common import CheckpointArg, DebugOption, JsonOption, make_output
+from owlvit_cli.cli.commands.common import (
+    CheckpointArg,
+    DebugOption,
+    JsonOption,
+    QuietOption,
+    make_output,
+)
 from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.render import human_bytes
 from owlvit_cli.model.model_dir import LAYOUT_DESCRIPTIONS
@@ -34,9 +40,10 @@ def inspect_command(
     ] = False,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Show a checkpoint's params (path, shape, dtype, size), layout and derived config."""
-    out = make_output(json_mode, debug)
+    out = make_output(json_mode, debug, quiet)
 
     def action() -> None:
         from owlvit_cli.checkpoint.inspection import inspect_report

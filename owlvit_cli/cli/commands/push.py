@@ -9,7 +9,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from owlvit_cli.cli.commands.common import DebugOption, HFDirArg, JsonOption, make_output
+from owlvit_cli.cli.commands.common import (
+    DebugOption,
+    HFDirArg,
+    JsonOption,
+    QuietOption,
+    make_output,
+)
 from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.render import human_bytes
 
@@ -113,8 +119,9 @@ def push_command(
     ] = 60.0,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
+    quiet: QuietOption = False,
 ) -> None:
-    out = make_output(json_mode, debug)
+    out = make_output(json_mode, debug, quiet)
 
     def action() -> None:
         from owlvit_cli.publish import hub

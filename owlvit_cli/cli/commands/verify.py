@@ -17,6 +17,7 @@ from owlvit_cli.cli.commands.common import (
     DebugOption,
     HFDirArg,
     JsonOption,
+    QuietOption,
     make_output,
 )
 from owlvit_cli.cli.output import Output, run_guarded
@@ -80,10 +81,11 @@ def verify_command(
     ] = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Compare the converted model in HF_DIR with the scenic-exact Flax model on CKPT.
     Exit 0 when every check is within tolerance, 1 when one is not, 2 on bad input."""
-    out = make_output(json_mode, debug)
+    out = make_output(json_mode, debug, quiet)
 
     def action() -> int:
         from owlvit_cli.verify.run import VerifyOptions
@@ -157,7 +159,7 @@ def verify_and_record(
         text = json.dumps(result.report, indent=2, default=str) + "\n"
         atomic_write_bytes(hf_dir / VERIFICATION_FILE, text.encode())
     if not result.report["passed"]:
-        out.stderr.print(f"[bold red]error:[/bold red] {failure_summary(result.report)}")
+        out.error(failure_summary(result.report))
     return result.report
 
 
