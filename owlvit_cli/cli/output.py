@@ -114,7 +114,11 @@ class Output:
         if not self.quiet:
             self._print_after_display(message)
 
-    def warn(self, message: str) -> None:
+    def warn(self, message: str, now: bool = False) -> None:
+        """A warning, once the display has stopped. `now` stops it at once: for a warning
+        about what the next step is going to do, so that it is read before it happens."""
+        if now:
+            self.end_display()
         if not self.quiet:
             self._print_after_display(f"[yellow]warning:[/yellow] {message}")
 
@@ -177,7 +181,8 @@ def run_guarded(out: Output, action: Callable[[], int | None]) -> NoReturn:
             f"internal error ({detail}); rerun with --debug for a traceback",
             ExitCode.INTERNAL_ERROR,
         )
-    out.end_display()
+    finally:  # also for an exit raised inside the command (its display is not left running)
+        out.end_display()
     raise SystemExit(int(code))
 
 

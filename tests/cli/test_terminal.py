@@ -10,79 +10,33 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import pexpect
-import pyte
+import numpy as np
 import pytest
 
+from owlvit_cli.testing import terminal
+from owlvit_cli.testing.terminal import Screen
 from tests.helpers import run_console_script
 from tests.hub_server import HubServer
 
-COLUMNS, ROWS = 120, 200
-SPINNER = re.compile("[\u2800-\u28ff]")  # rich's default "dots" spinner is braille
-STATUS = ("✓", "✗")
+SPINNER = re.compile("[\u2800-\u28ff]")
 DURATION = re.compile(r"\d+(\.\d)?s$|\d+:\d\d$")
 AMOUNT = re.compile(r"(\d[\d.,]*(?: [KMG]?i?B)?)/(\d[\d.,]*(?: [KMG]?i?B)?)")
 ANSI = re.compile(r"\x1b[\[\]()]")
 TOKEN = "hf_test_token"
-
-
-@dataclass
-class Screen:
-    lines: list[str]  # the final screen, trailing blank lines dropped
-    exit_code: int
-    colours: set[str]  # foreground colours of the characters on screen
-
-    @property
-    def steps(self) -> list[str]:
-        """The display: the first run of lines that start with a status glyph or a spinner."""
-        steps: list[str] = []
-        for line in self.lines:
-            if line[:1] in STATUS or SPINNER.match(line):
-                steps.append(line)
-            elif steps:
-                break
-        return steps
-
-    def step(self, name: str) -> str:
-        matches = [line for line in self.steps if line[2:].startswith(name)]
-        assert matches, f"no step line {name!r} in:\n" + "\n".join(self.lines)
-        return matches[0]
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
 
 
 def run_in_terminal(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> Screen:
-    """Run `owlvit ARGS` in a COLUMNS×ROWS pseudo-terminal and render what it wrote."""
-    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
-    environ.update(TERM="xterm-256color", COLUMNS=str(COLUMNS), LINES=str(ROWS))
-    environ.update(HF_HUB_OFFLINE="1", **(env or {}))
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "owlvit_cli", *map(str, args)],
-        env=environ,
-        dimensions=(ROWS, COLUMNS),
-        timeout=300,
-    )
-    data = b""
-    while True:
-        try:
-            data += child.read_nonblocking(1 << 16, timeout=300)
-        except pexpect.EOF:
-            break
-    child.close()
-    screen = pyte.Screen(COLUMNS, ROWS)
-    pyte.ByteStream(screen).feed(data)
-    lines = [line.rstrip() for line in screen.display]
-    while lines and not lines[-1]:
-        lines.pop()
-    colours = {char.fg for row in screen.buffer.values() for char in row.values()}
-    return Screen(lines, child.exitstatus if child.exitstatus is not None else -1, colours)
+    return terminal.run_in_terminal(*args, env={**OFFLINE, **(env or {})}, timeout=300)
+
+
+def step(screen: Screen, name: str) -> str:
+    matches = [line for line in screen.steps if line[2:].startswith(name)]
+    assert matches, f"no step line {name!r} in:\n" + screen.text()
+    return matches[0]
 
 
 def assert_steps_ended(screen: Screen, *names: str) -> None:
@@ -120,7 +74,7 @@ def test_convert_then_verify_is_one_display_of_finished_steps(
         "running the transformers model",
         "comparing",
     )
-    tensors = screen.step("converting tensors")
+    tensors = step(screen, "converting tensors")
     assert_bar_full(tensors)
     assert "MiB" in tensors or "KiB" in tensors, tensors  # bytes, shown as sizes
     # The results come below the display, after its last line.
@@ -139,8 +93,8 @@ def test_an_error_comes_after_the_stopped_display(
     screen = run_in_terminal("verify", tiny_checkpoint("v1-tiny", "v2"), model)
     assert screen.exit_code == 2, screen.text()
     assert not SPINNER.search(screen.text()), screen.text()
-    assert screen.step("reading the checkpoint").startswith("✓ ")
-    failed = screen.step("loading the transformers model")
+    assert step(screen, "reading the checkpoint").startswith("✓ ")
+    failed = step(screen, "loading the transformers model")
     assert failed.startswith("✗ ") and DURATION.search(failed), failed
     assert screen.steps[-1] == failed
     error = next(i for i, line in enumerate(screen.lines) if line.startswith("error:"))
@@ -162,11 +116,13 @@ def test_push_shows_bytes_per_file_and_overall(
         )
     assert screen.exit_code == 0, screen.text()
     assert_steps_ended(screen, "hashing", "uploading", "committing")
-    assert_bar_full(screen.step("uploading"))
-    assert_bar_full(screen.step("hashing"))
-    # The card's "not verified" warning is printed before the upload starts.
+    assert_bar_full(step(screen, "uploading"))
+    assert_bar_full(step(screen, "uploading model.safetensors"))  # the large file's own line
+    assert_bar_full(step(screen, "hashing"))
+    # The card's "not verified" warning is printed before anything is hashed or uploaded.
     warning = next(i for i, line in enumerate(screen.lines) if line.startswith("warning:"))
-    assert warning < screen.lines.index(screen.steps[0])
+    assert "not verified" in screen.lines[warning]
+    assert warning < next(i for i, line in enumerate(screen.lines) if "hashing" in line)
 
 
 def test_quiet_prints_the_result_only(tiny_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
@@ -214,3 +170,20 @@ def test_no_colour_where_the_environment_says_so(
     assert screen.exit_code == 0, screen.text()
     assert_steps_ended(screen, "converting tensors")
     assert screen.colours == {"default"}
+
+
+def test_a_warning_waits_for_the_display_to_stop(tmp_path: Path) -> None:
+    """convert warns about a dropped mask head once the tensors are written, while its display
+    is still live: the warning is printed below the stopped display, not above or inside it."""
+    from owlvit_cli.model.spec import VARIANTS
+    from owlvit_cli.testing.fixtures import checkpoint_tree, random_params, write_checkpoint
+
+    params = random_params(VARIANTS["v1-tiny"])
+    params["obj_mask_head/Dense_0/kernel"] = np.zeros((4, 4), np.float32)
+    ckpt = write_checkpoint(tmp_path / "masks.msgpack", checkpoint_tree(params, "current"))
+    screen = run_in_terminal("convert", ckpt, tmp_path / "m")
+    assert screen.exit_code == 0, screen.text()
+    assert_steps_ended(screen, "converting tensors")
+    warning = next(i for i, line in enumerate(screen.lines) if line.startswith("warning:"))
+    assert "obj_mask_head" in screen.lines[warning]
+    assert warning > screen.lines.index(screen.steps[-1])

@@ -138,7 +138,6 @@ def push_command(
             force=force,
             endpoint=endpoint,
         )
-        # Warnings come out only with a result, so that a failure stays one line on stderr.
         if dry_run:
             for warning in plan.warnings:
                 out.warn(escape(warning))
@@ -148,8 +147,20 @@ def push_command(
         secret = hub.resolve_token(token)
         if save_card and (path := hub.save_card(plan)) is not None:
             out.info(f"wrote the model card to {escape(str(path))}")
-        result = hub.push(plan, token=secret, timeout=timeout, debug=debug, progress=out)
-        for warning in [*plan.warnings, *result.warnings]:
+
+        def before_upload() -> None:  # what the card will say, before it is published
+            for warning in plan.warnings:
+                out.warn(escape(warning), now=True)
+
+        result = hub.push(
+            plan,
+            token=secret,
+            timeout=timeout,
+            debug=debug,
+            progress=out,
+            before_upload=before_upload,
+        )
+        for warning in result.warnings:
             out.warn(escape(warning))
         payload = hub.result_payload(plan, result)
         out.result(payload, lambda console: render_result(console, payload))
