@@ -15,13 +15,27 @@ from dataclasses import dataclass
 
 from rich.console import Console, RenderableType
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TaskID
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+)
+from rich.table import Column
 from rich.text import Text
 
 from owlvit_cli.cli.render import human_bytes
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 BYTES = "bytes"
+BAR_WIDTH = 24
+# What the figures of a line take at most (glyph, bar, 999.9 MiB/999.9 MiB, 999.9 MiB/s,
+# eta 59.9s, 59.9s, and the spaces between), so that the name gets the rest.
+FIGURES_WIDTH = 2 + BAR_WIDTH + 1 + 19 + 1 + 13 + 1 + 9 + 1 + 7 + 1 + 3
+MIN_NAME_WIDTH = 20
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -110,18 +124,22 @@ class TimeColumn(ProgressColumn):
         return Text(format_seconds(task.elapsed), style=style)
 
 
+FIGURES = (AmountColumn, RateColumn, RemainingColumn, TimeColumn)
+
+
 class StepDisplay:
     """All of one command's steps in one rich live display on `console` (stderr)."""
 
     def __init__(self, console: Console) -> None:
+        # Figures never wrap: a step name longer than the room they leave is shortened instead.
+        room = max(MIN_NAME_WIDTH, console.width - FIGURES_WIDTH)
+        name_column = Column(no_wrap=True, overflow="ellipsis", max_width=room)
+        name = TextColumn("{task.description}", table_column=name_column)
         self.progress = Progress(
-            StatusColumn(),
-            "{task.description}",
-            KnownTotalBar(bar_width=30),
-            AmountColumn(),
-            RateColumn(),
-            RemainingColumn(),
-            TimeColumn(),
+            StatusColumn(table_column=Column(no_wrap=True)),
+            name,
+            KnownTotalBar(bar_width=BAR_WIDTH, table_column=Column(no_wrap=True)),
+            *(kind(table_column=Column(no_wrap=True)) for kind in FIGURES),
             console=console,
             refresh_per_second=10,
         )

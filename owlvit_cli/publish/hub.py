@@ -421,7 +421,7 @@ def _push(
     api = HfApi(
         endpoint=plan.endpoint, token=token, library_name="owlvit", library_version=__version__
     )
-    with progress.step(f"preparing {plan.repo_id} on {plan.endpoint}"):
+    with progress.step(f"preparing {plan.repo_id}"):
         step.name = f"creating repo {plan.repo_id}"
         api.create_repo(plan.repo_id, private=True if plan.private else None, exist_ok=True)
         if plan.private:
