@@ -35,7 +35,7 @@ bench: install
 	$(PY) bench/bench.py
 
 # docs/screen_*.svg: convert, verify and push of a full-size B/32 (random weights), as a
-# 110-column terminal shows them; the push goes to the test Hub server on 127.0.0.1.
+# 120-column terminal shows them; the push goes to the test Hub server on 127.0.0.1.
 screenshots: install
 	$(PY) docs/screenshots.py
 

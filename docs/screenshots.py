@@ -24,7 +24,7 @@ from owlvit_cli.testing.fixtures import build_checkpoint  # noqa: E402
 from owlvit_cli.testing.terminal import Screen, run_in_terminal  # noqa: E402
 from tests.hub_server import HubServer  # noqa: E402
 
-COLUMNS = 110
+COLUMNS = 120
 HUB_ENV = {"HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_TOKEN": "hf_test_token"}
 
 

@@ -153,7 +153,7 @@ def convert_checkpoint(
                             step.advance(tensor.nbytes(dtype))
 
                         write_model_files(tmp, tensors, dtype, shard_bytes, written)
-                    with progress.step("writing config, processor and tokenizer files"):
+                    with progress.step("writing config and processor files"):
                         files_dir, target_shapes = files.result()
                         check_against_model(plan, target_shapes)
                         copy_model_files(files_dir, tmp)

@@ -66,7 +66,7 @@ def test_convert_then_verify_is_one_display_of_finished_steps(
     assert_steps_ended(
         screen,
         "converting tensors",
-        "writing config, processor and tokenizer files",
+        "writing config and processor files",
         "reading the checkpoint",
         "loading the transformers model",
         "compiling the Flax model",
