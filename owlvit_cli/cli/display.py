@@ -31,11 +31,11 @@ from owlvit_cli.cli.render import human_bytes
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 BYTES = "bytes"
-BAR_WIDTH = 24
-# What the figures of a line take at most (glyph, bar, 999.9 MiB/999.9 MiB, 999.9 MiB/s,
-# eta 59.9s, 59.9s, and the spaces between), so that the name gets the rest.
-FIGURES_WIDTH = 2 + BAR_WIDTH + 1 + 19 + 1 + 13 + 1 + 9 + 1 + 7 + 1 + 3
-MIN_NAME_WIDTH = 20
+MAX_BAR_WIDTH, MIN_BAR_WIDTH = 24, 8
+# What the figures of a line other than the bar take at most, each with the space after it:
+# glyph, "999.9 MiB/999.9 MiB", "999.9 MiB/s", "eta 59.9s", "1:05:00".
+FIGURES_WIDTH = 2 + 20 + 12 + 10 + 7
+MIN_NAME_WIDTH = 16
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -131,14 +131,17 @@ class StepDisplay:
     """All of one command's steps in one rich live display on `console` (stderr)."""
 
     def __init__(self, console: Console) -> None:
-        # Figures never wrap: a step name longer than the room they leave is shortened instead.
-        room = max(MIN_NAME_WIDTH, console.width - FIGURES_WIDTH)
+        # Figures never wrap: on a narrow terminal the bar gets shorter, then a step name
+        # longer than the room left is shortened.
+        spare = console.width - FIGURES_WIDTH - MIN_NAME_WIDTH - 1
+        bar_width = min(MAX_BAR_WIDTH, max(MIN_BAR_WIDTH, spare))
+        room = max(MIN_NAME_WIDTH, console.width - FIGURES_WIDTH - bar_width - 1)
         name_column = Column(no_wrap=True, overflow="ellipsis", max_width=room)
         name = TextColumn("{task.description}", table_column=name_column)
         self.progress = Progress(
             StatusColumn(table_column=Column(no_wrap=True)),
             name,
-            KnownTotalBar(bar_width=BAR_WIDTH, table_column=Column(no_wrap=True)),
+            KnownTotalBar(bar_width=bar_width, table_column=Column(no_wrap=True)),
             *(kind(table_column=Column(no_wrap=True)) for kind in FIGURES),
             console=console,
             refresh_per_second=10,
