@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -187,3 +188,10 @@ def test_a_warning_waits_for_the_display_to_stop(tmp_path: Path) -> None:
     warning = next(i for i, line in enumerate(screen.lines) if line.startswith("warning:"))
     assert "obj_mask_head" in screen.lines[warning]
     assert warning > screen.lines.index(screen.steps[-1])
+
+
+@pytest.mark.parametrize("command", ["inspect", "convert", "verify", "push", "detect"])
+def test_every_command_takes_quiet(command: str, cli: Callable[..., Any]) -> None:
+    result = cli(command, "--help")
+    assert result.exit_code == 0
+    assert re.search(r"-q, --quiet\b", result.stdout), result.stdout

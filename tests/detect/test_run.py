@@ -82,12 +82,12 @@ def test_text_detection_json_and_picture(cli, model_dir, tmp_path):
 
 
 def test_human_table_and_max_detections(cli, v2_dir):
-    result = cli("detect", v2_dir, SAMPLE, "-q", "a house", "--threshold", "0",
+    result = cli("detect", v2_dir, SAMPLE, "--query", "a house", "--threshold", "0",
                  "--max-detections", "3")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert "3 detections above 0" in result.stdout and "a house" in result.stdout
     assert result.stderr == ""  # no spinner off a terminal
-    empty = cli("detect", v2_dir, SAMPLE, "-q", "a house", "--threshold", "1")
+    empty = cli("detect", v2_dir, SAMPLE, "--query", "a house", "--threshold", "1")
     assert empty.exit_code == 0 and "no detections above 1" in empty.stdout
 
 
@@ -186,14 +186,14 @@ def max_pairwise_iou(boxes: np.ndarray) -> float:
 
 def test_long_query_warns_on_stderr(cli, v2_dir):
     long_query = "a photo of a very small and rather fluffy orange cat sitting on a red mat"
-    result = cli("detect", v2_dir, SAMPLE, "-q", long_query, "--json")
+    result = cli("detect", v2_dir, SAMPLE, "--query", long_query, "--json")
     assert result.exit_code == 0, result.stderr
     assert "reads only the first 16" in result.stderr
     assert json.loads(result.stdout)["warnings"]
 
 
 def test_console_script_json(v2_dir):
-    proc = run_console_script("detect", v2_dir, SAMPLE, "-q", "a cat", "--threshold", "0",
+    proc = run_console_script("detect", v2_dir, SAMPLE, "--query", "a cat", "--threshold", "0",
                               "--max-detections", "2", "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)
@@ -255,7 +255,7 @@ def _expand(word: str, places: dict[str, str]) -> str:
 def test_debug_shows_traceback(cli, v2_dir, tmp_path):
     not_image = tmp_path / "notes.png"
     not_image.write_text("not a picture\n")
-    result = cli("detect", v2_dir, not_image, "-q", "x", "--debug")
+    result = cli("detect", v2_dir, not_image, "--query", "x", "--debug")
     assert result.exit_code == 2 and "Traceback" in result.stderr
 
 

@@ -29,7 +29,7 @@ def detect_command(
     image: Annotated[Path, typer.Argument(help="The picture to search.")],
     query: Annotated[
         list[str] | None,
-        typer.Option("--query", "-q", metavar="TEXT", help="A text query; repeat for several."),
+        typer.Option("--query", metavar="TEXT", help="A text query; repeat for several."),
     ] = None,
     image_query: Annotated[
         Path | None,
