@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch and torchvision must match (clip imports torchvision; a mismatch breaks transformers).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench screenshots clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ format: install
 
 bench: install
 	$(PY) bench/bench.py
+
+# docs/screen_*.svg: convert, verify and push of a full-size B/32 (random weights), as a
+# 120-column terminal shows them; the push goes to the test Hub server on 127.0.0.1.
+screenshots: install
+	$(PY) docs/screenshots.py
 
 clean:
 	rm -rf $(VENV) demo bench/out .pytest_cache .ruff_cache

@@ -53,5 +53,8 @@ class _NoProgress:
         yield _NoStep()
 
 
+NO_STEP: Step = _NoStep()
+"""A step nobody watches, for work that is counted only sometimes."""
+
 NO_PROGRESS: Progress = _NoProgress()
 """The default everywhere: work runs, nothing is shown."""

@@ -22,8 +22,10 @@ from typing import Any
 
 from owlvit_cli.checkpoint.cache import cache_root
 from owlvit_cli.errors import BadInputError
+from owlvit_cli.progress import NO_PROGRESS, Progress
 
 HASH_CHUNK = 8 << 20
+POLL_SECONDS = 0.1
 
 
 class FileHasher(threading.Thread):
@@ -34,6 +36,7 @@ class FileHasher(threading.Thread):
         self.path = path
         self._digest = ""
         self._error: OSError | None = None
+        self.hashed = 0  # bytes so far, read by digest() in the caller's thread
 
     def run(self) -> None:
         try:
@@ -42,24 +45,38 @@ class FileHasher(threading.Thread):
                 for relative, file in tree_files(self.path):
                     header = f"{relative}\0{file.stat().st_size}\0"
                     hasher.update(header.encode("utf-8", "surrogateescape"))
-                    _hash_file(hasher, file)
+                    self._hash_file(hasher, file)
             else:
-                _hash_file(hasher, self.path)
+                self._hash_file(hasher, self.path)
             self._digest = hasher.hexdigest()
         except OSError as exc:  # reported by digest(), in the caller's thread
             self._error = exc
 
-    def digest(self) -> str:
+    def _hash_file(self, hasher: Any, path: Path) -> None:
+        with path.open("rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                hasher.update(chunk)
+                self.hashed += len(chunk)
+
+    def digest(self, progress: Progress = NO_PROGRESS) -> str:
+        """The digest; if hashing is still running, `progress` shows it catch up, in bytes."""
+        if self.is_alive():
+            self._wait(progress)
         self.join()
         if self._error is not None:
             raise BadInputError(f"{self.path}: cannot read ({self._error.strerror or self._error})")
         return self._digest
 
-
-def _hash_file(hasher: Any, path: Path) -> None:
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            hasher.update(chunk)
+    def _wait(self, progress: Progress) -> None:
+        with progress.step("hashing the checkpoint (sha256)") as step:
+            with contextlib.suppress(OSError):
+                step.set_total(total_size(self.path), "bytes")
+            shown = 0
+            while self.is_alive():
+                self.join(POLL_SECONDS)
+                done = self.hashed
+                step.advance(done - shown)
+                shown = done
 
 
 def tree_files(root: Path) -> list[tuple[str, Path]]:
@@ -73,13 +90,20 @@ def tree_files(root: Path) -> list[tuple[str, Path]]:
     return sorted(files)
 
 
+def total_size(path: Path) -> int:
+    """Bytes hashed for `path`: the file's size, or a directory's regular files together."""
+    if path.is_dir():
+        return sum(file.stat().st_size for _, file in tree_files(path))
+    return path.stat().st_size
+
+
 class KnownDigest:
     """A digest remembered from an earlier run: nothing to compute."""
 
     def __init__(self, digest: str) -> None:
         self._digest = digest
 
-    def digest(self) -> str:
+    def digest(self, progress: Progress = NO_PROGRESS) -> str:
         return self._digest
 
 
@@ -90,8 +114,8 @@ class RememberingHasher(FileHasher):
         super().__init__(path)
         self.memo = memo
 
-    def digest(self) -> str:
-        value = super().digest()
+    def digest(self, progress: Progress = NO_PROGRESS) -> str:
+        value = super().digest(progress)
         if self.memo is not None:
             with contextlib.suppress(OSError):
                 self.memo.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from owlvit_cli.checkpoint.hashing import tree_files
+from owlvit_cli.checkpoint.hashing import total_size
 from owlvit_cli.checkpoint.msgpack_index import itemsize, numpy_dtype
 from owlvit_cli.checkpoint.reader import Checkpoint, index_params
 from owlvit_cli.errors import CheckpointError, first_line
@@ -91,7 +91,7 @@ def open_orbax(path: Path) -> OrbaxCheckpoint:
     tree = _leaf_tree(path, metadata)
     store = _Store(path, metadata)
     fields = index_params(path, tree, OrbaxLeaf, store.describe)
-    return OrbaxCheckpoint(path, _directory_size(path), **fields, _store=store)
+    return OrbaxCheckpoint(path, total_size(path), **fields, _store=store)
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:
@@ -134,10 +134,6 @@ def _leaf_tree(path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
         leaf = OrbaxLeaf(".".join(keys), value_type) if value_type in ARRAY_VALUE_TYPES else None
         node[keys[-1]] = leaf if leaf is not None else value_type
     return tree
-
-
-def _directory_size(path: Path) -> int:
-    return sum(file.stat().st_size for _, file in tree_files(path))
 
 
 @dataclass

@@ -1,34 +1,40 @@
 """The one output layer every command uses.
 
 Results go to stdout (human tables, or exactly one JSON object with --json); progress, logs
-and errors go to stderr. Colour and progress bars appear only when the stream is a terminal.
-Known errors become one line and their exit code here, and nowhere else; with --json they are
-also the one JSON object on stdout, `{"error": {"code", "kind", "message"}}`, so that a CI
-script can branch on `jq .error.code` whatever happened.
+and errors go to stderr. Known errors become one line and their exit code here, and nowhere
+else; with --json they are also the one JSON object on stdout,
+`{"error": {"code", "kind", "message"}}`, so that a CI script can branch on
+`jq .error.code` whatever happened.
+
+On a terminal, every step of a command is a line of one live display (`display.py`), and
+warnings and errors wait until it has stopped so they are never drawn under or inside it. Off a
+terminal there is no display and no colour, and nothing is laid out for a width nobody sees: no
+padding, no ellipsis, no wrapping inside a message. `NO_COLOR`, `FORCE_COLOR`, `TERM=dumb` and
+`COLUMNS` act as rich reads them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.rule import Rule
 
+from owlvit_cli.cli.display import StepDisplay
 from owlvit_cli.errors import INTERNAL_KIND, INTERRUPTED_KIND, USAGE_KIND, ExitCode, OwlvitError
-from owlvit_cli.progress import Step
+from owlvit_cli.progress import NO_PROGRESS, Step
+
+# Off a terminal, lines are as long as their content: wide enough that no table ever has to
+# squeeze a path into an ellipsis (trailing padding is trimmed by `_TrimmedLines`).
+UNBOUNDED_WIDTH = 4096
+RULE_WIDTH = 80
 
 
 def _json_default(value: Any) -> Any:
@@ -40,20 +46,67 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+class _TrimmedLines:
+    """A text stream that drops the spaces rich pads table cells with at the end of a line."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.pending = ""
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        if lines:
+            self.stream.write("".join(line.rstrip(" ") + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:  # a print(end=""): the line may go on, so it is written as it is
+            self.stream.write(self.pending)
+            self.pending = ""
+        self.stream.flush()
+
+
+class _PlainConsole(Console):
+    """The console off a terminal: unbounded lines, so a rule gets a width of its own."""
+
+    def rule(self, *args: Any, **kwargs: Any) -> None:
+        self.print(Rule(*args, **kwargs), width=min(self.width, RULE_WIDTH))
+
+
+def make_console(stream: IO[str], stderr: bool = False) -> Console:
+    """A console for `stream`: rich's own on a terminal or where COLUMNS sets a width, else one
+    that lays lines out at their natural length."""
+    console = Console(file=stream, stderr=stderr, highlight=False)
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        return console
+    return _PlainConsole(
+        file=_TrimmedLines(stream), stderr=stderr, highlight=False, width=UNBOUNDED_WIDTH
+    )
+
+
 @dataclass
 class Output:
-    """Where a command's results, progress and problems go."""
+    """Where a command's results, progress and problems go (also the CLI's `Progress`)."""
 
     json_mode: bool = False
     debug: bool = False
-    stdout: Console = field(default_factory=lambda: Console(file=sys.stdout, highlight=False))
-    stderr: Console = field(
-        default_factory=lambda: Console(file=sys.stderr, stderr=True, highlight=False)
-    )
+    quiet: bool = False
+    stdout: Console = field(default_factory=lambda: make_console(sys.stdout))
+    stderr: Console = field(default_factory=lambda: make_console(sys.stderr, stderr=True))
+    _display: StepDisplay | None = field(default=None, init=False, repr=False)
+    _held: list[str] = field(default_factory=list, init=False, repr=False)
     json_printed: bool = False  # one JSON object per process: an error after a result adds none
 
     def result(self, payload: dict[str, Any], render: Callable[[Console], None]) -> None:
         """Print the command's result: the JSON object, or the human rendering of it."""
+        self.end_display()
         if self.json_mode:
             print_json(payload)
             self.json_printed = True
@@ -61,41 +114,47 @@ class Output:
             render(self.stdout)
 
     def info(self, message: str) -> None:
-        self.stderr.print(message, soft_wrap=True)
+        if not self.quiet:
+            self._print_after_display(message)
+
+    def warn(self, message: str, now: bool = False) -> None:
+        """A warning, once the display has stopped. `now` stops it at once: for a warning
+        about what the next step is going to do, so that it is read before it happens."""
+        if now:
+            self.end_display()
+        if not self.quiet:
+            self._print_after_display(f"[yellow]warning:[/yellow] {message}")
 
     def error(self, message: str) -> None:
-        """A problem the command reports without ending (the one-line form `fail` uses)."""
+        """One error line, after the display has stopped (so never above a live step line)."""
+        self.end_display()
         self.stderr.print(f"[bold red]error:[/bold red] {_escape(message)}", soft_wrap=True)
 
-    def warn(self, message: str) -> None:
-        self.stderr.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+    def _print_after_display(self, markup: str) -> None:
+        if self._display is not None:
+            self._held.append(markup)
+        else:
+            self.stderr.print(markup, soft_wrap=True)
 
-    @contextlib.contextmanager
-    def step(self, name: str, total: float | None = None, unit: str = "") -> Iterator[Step]:
-        """One line per step on stderr when it is a terminal (the `Progress` protocol)."""
-        columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
-        columns += [MofNCompleteColumn(), TimeElapsedColumn()]
-        bar = Progress(*columns, console=self.stderr, disable=not self.stderr.is_terminal)
-        with bar:
-            task_id = bar.add_task(name, total=total)
-            yield _RichStep(bar, task_id)
+    def end_display(self) -> None:
+        """Stop the live display (its last frame stays on screen), then print what waited."""
+        if self._display is not None:
+            self._display.stop()
+            self._display = None
+        held, self._held = self._held, []
+        for markup in held:
+            self.stderr.print(markup, soft_wrap=True)
 
-
-@dataclass
-class _RichStep:
-    """A step shown as a rich progress line (the core sees only the `Step` protocol)."""
-
-    bar: Progress
-    task_id: Any
-
-    def set_total(self, total: float, unit: str = "") -> None:
-        self.bar.update(self.task_id, total=total)
-
-    def advance(self, amount: float = 1) -> None:
-        self.bar.advance(self.task_id, amount)
-
-    def describe(self, name: str) -> None:
-        self.bar.update(self.task_id, description=_escape(name))
+    def step(
+        self, name: str, total: float | None = None, unit: str = ""
+    ) -> contextlib.AbstractContextManager[Step]:
+        """A line of the command's one live display (the `Progress` protocol); nothing when
+        stderr is not a terminal or with --quiet."""
+        if self.quiet or not self.stderr.is_terminal:
+            return NO_PROGRESS.step(name, total, unit)
+        if self._display is None:
+            self._display = StepDisplay(self.stderr)
+        return self._display.step(name, total, unit)
 
 
 def print_json(payload: dict[str, Any]) -> None:
@@ -124,16 +183,20 @@ def run_guarded(out: Output, action: Callable[[], int | None]) -> NoReturn:
         code = action() or ExitCode.OK
     except OwlvitError as exc:
         if out.debug:
+            out.end_display()
             traceback.print_exc()
         fail(out, str(exc), int(exc.exit_code), exc.kind)
     except KeyboardInterrupt:
         fail(out, "interrupted", int(ExitCode.INTERRUPTED), INTERRUPTED_KIND)
     except Exception as exc:
         if out.debug:
+            out.end_display()
             traceback.print_exc()
         detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
         message = f"internal error ({detail}); rerun with --debug for a traceback"
         fail(out, message, ExitCode.INTERNAL_ERROR, INTERNAL_KIND)
+    finally:  # also for an exit raised inside the command (its display is not left running)
+        out.end_display()
     raise SystemExit(int(code))
 
 

@@ -148,23 +148,24 @@ def convert_checkpoint(
             ckpt.stream()
             sources = {t.target: t.source for t in plan.tensors}
             try:
-                with (
-                    progress.step("converting tensors", total=len(plan.tensors)) as step,
-                    atomic_directory(output, overwrite) as tmp,
-                ):
+                with atomic_directory(output, overwrite) as tmp:
+                    with progress.step("converting tensors") as step:
+                        tensors = planned_tensors(ckpt, plan)
+                        step.set_total(sum(t.nbytes(dtype) for t in tensors), "bytes")
 
-                    def written(tensor: PlannedTensor) -> None:
-                        source = sources[tensor.name]
-                        if source:
-                            ckpt.release(source)
-                        step.advance()
+                        def written(tensor: PlannedTensor) -> None:
+                            source = sources[tensor.name]
+                            if source:
+                                ckpt.release(source)
+                            step.advance(tensor.nbytes(dtype))
 
-                    tensors = planned_tensors(ckpt, plan)
-                    write_model_files(tmp, tensors, dtype, shard_bytes, written)
-                    files_dir, target_shapes = files.result()
-                    check_against_model(plan, target_shapes)
-                    copy_model_files(files_dir, tmp)
-                    record = conversion_record(ckpt, spec, plan, hasher.digest(), dtype)
+                        write_model_files(tmp, tensors, dtype, shard_bytes, written)
+                    with progress.step("writing config and processor files"):
+                        files_dir, target_shapes = files.result()
+                        check_against_model(plan, target_shapes)
+                        copy_model_files(files_dir, tmp)
+                    digest = hasher.digest(progress)
+                    record = conversion_record(ckpt, spec, plan, digest, dtype)
                     (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
                     files_written = sorted(p.name for p in tmp.iterdir())
             except OSError as exc:  # disk full, quota, vanished directory: the user's to fix

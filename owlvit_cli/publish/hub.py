@@ -19,6 +19,7 @@ step (`hub_errors`); secrets are scrubbed from everything first (`secrets`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import warnings
@@ -39,7 +40,8 @@ from owlvit_cli.model.model_dir import (
     record_source,
     verification_state,
 )
-from owlvit_cli.progress import NO_PROGRESS, Progress
+from owlvit_cli.progress import NO_PROGRESS, NO_STEP, Progress, Step
+from owlvit_cli.publish.counted_files import CountedFile, LineOnFirstRead
 from owlvit_cli.publish.hub_errors import map_hub_error
 from owlvit_cli.publish.model_card import DEFAULT_LICENSE, build_card
 from owlvit_cli.publish.names import (
@@ -62,6 +64,8 @@ DEFAULT_TIMEOUT = 60.0
 # Never deleted by --delete, as `hf upload --delete` keeps it: the Hub's LFS rules live there.
 KEEP_ON_DELETE = ".gitattributes"
 T = TypeVar("T")
+# A file at least this large gets its own line (in bytes) while it uploads.
+OWN_LINE_BYTES = 1 << 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,58 +429,51 @@ def _push(
     step: _Step,
     progress: Progress,
 ) -> PushResult:
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub import CommitOperationDelete, HfApi
 
     api = HfApi(
         endpoint=plan.endpoint, token=token, library_name="owlvit", library_version=__version__
     )
-    step.name = f"creating repo {plan.repo_id}"
-    api.create_repo(plan.repo_id, private=True if plan.private else None, exist_ok=True)
-    if plan.private:
-        step.name = f"checking that {plan.repo_id} is private"
-        info = api.repo_info(plan.repo_id, timeout=timeout)
-        if not info.private:
-            raise BadInputError(
-                f"{plan.repo_id} already exists and is public; --private only applies when the "
-                "repo is created (make it private on the Hub first, or drop --private)"
-            )
-    if plan.creates_branch:
-        step.name = f"creating branch {plan.revision}"
-        api.create_branch(plan.repo_id, branch=plan.revision, exist_ok=True)
+    with progress.step(f"preparing {plan.repo_id}"):
+        step.name = f"creating repo {plan.repo_id}"
+        api.create_repo(plan.repo_id, private=True if plan.private else None, exist_ok=True)
+        if plan.private:
+            step.name = f"checking that {plan.repo_id} is private"
+            info = api.repo_info(plan.repo_id, timeout=timeout)
+            if not info.private:
+                raise BadInputError(
+                    f"{plan.repo_id} already exists and is public; --private only applies when "
+                    "the repo is created (make it private on the Hub first, or drop --private)"
+                )
+        if plan.creates_branch:
+            step.name = f"creating branch {plan.revision}"
+            api.create_branch(plan.repo_id, branch=plan.revision, exist_ok=True)
 
-    operations = []
-    for upload in plan.files:
-        source = upload.content if upload.content is not None else str(upload.local_path)
-        operations.append((upload, CommitOperationAdd(upload.path_in_repo, source)))
-    with progress.step("uploading", total=plan.total_size, unit="bytes") as uploading:
-        for upload, operation in operations:
-            step.name = f"uploading {upload.path_in_repo}"
-            uploading.describe(step.name)
-            api.preupload_lfs_files(
+    with contextlib.ExitStack() as open_files:
+        step.name = "hashing the files"
+        with progress.step(step.name, total=plan.total_size, unit="bytes") as hashing:
+            operations = [_operation(upload, open_files, hashing) for upload in plan.files]
+        with progress.step("uploading", total=plan.total_size, unit="bytes") as uploading:
+            for upload, operation in operations:
+                step.name = f"uploading {upload.path_in_repo}"
+                _upload(api, plan, upload, operation, progress, uploading)
+
+        deleted = _remote_deletions(api, plan, step) if plan.delete else []
+        step.name = "opening the pull request" if plan.create_pr else "committing"
+        with progress.step(step.name):
+            info = api.create_commit(
                 plan.repo_id,
-                additions=[operation],
+                operations=[
+                    *(operation for _, operation in operations),
+                    *(CommitOperationDelete(path) for path in deleted),
+                ],
+                commit_message=plan.commit_message,
+                commit_description=plan.commit_description,
                 revision=plan.revision,
                 create_pr=plan.create_pr,
-                free_memory=False,
             )
-            uploading.advance(upload.size)
-
-    deleted = _remote_deletions(api, plan, step) if plan.delete else []
-    step.name = "opening the pull request" if plan.create_pr else "committing"
-    with progress.step(step.name):
-        info = api.create_commit(
-            plan.repo_id,
-            operations=[
-                *(operation for _, operation in operations),
-                *(CommitOperationDelete(path) for path in deleted),
-            ],
-            commit_message=plan.commit_message,
-            commit_description=plan.commit_description,
-            revision=plan.revision,
-            create_pr=plan.create_pr,
-        )
-    files = [_file_status(upload, operation) for upload, operation in operations]
-    changed = bool(deleted) or any(f["status"] == "uploaded" for f in files)
+        files = [_file_status(upload, operation) for upload, operation in operations]
+        changed = bool(deleted) or any(f["status"] == "uploaded" for f in files)
     return PushResult(
         commit_url=info.commit_url,
         commit_oid=info.oid,
@@ -502,6 +499,39 @@ def _remote_deletions(api: Any, plan: PushPlan, step: _Step) -> list[str]:
         and path != KEEP_ON_DELETE
         and any(matches(path, pattern) for pattern in plan.delete)
     ]
+
+
+def _operation(upload: UploadFile, open_files: contextlib.ExitStack, hashing: Step) -> tuple:
+    """The commit operation for `upload`; huggingface_hub hashes the file here, counted."""
+    from huggingface_hub import CommitOperationAdd
+
+    if upload.content is not None:
+        hashing.advance(len(upload.content))
+        return upload, CommitOperationAdd(upload.path_in_repo, upload.content)
+    source = open_files.enter_context(CountedFile(upload.local_path, hashing))
+    return upload, CommitOperationAdd(upload.path_in_repo, source)
+
+
+def _upload(
+    api: Any, plan: PushPlan, upload: UploadFile, operation: Any, progress: Progress, total: Step
+) -> None:
+    """Send one file's content (LFS); a large file gets a line of its own, in bytes."""
+    counted = operation.path_or_fileobj
+    with contextlib.ExitStack() as line:
+        if isinstance(counted, CountedFile):
+            own = LineOnFirstRead(progress, f"uploading {upload.path_in_repo}", upload.size, line)
+            counted.count(total, own if upload.size >= OWN_LINE_BYTES else NO_STEP)
+        api.preupload_lfs_files(
+            plan.repo_id,
+            additions=[operation],
+            revision=plan.revision,
+            create_pr=plan.create_pr,
+            free_memory=False,
+        )
+    # What was not read here goes inside the commit, or is on the Hub already.
+    total.advance(upload.size - (counted.counted if isinstance(counted, CountedFile) else 0))
+    if isinstance(counted, CountedFile):
+        counted.count()
 
 
 def _file_status(upload: UploadFile, operation: Any) -> dict[str, Any]:

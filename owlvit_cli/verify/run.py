@@ -134,7 +134,7 @@ def run_verification(
         checkpoint, hf_dir, spec, inputs, rows, timings, flax_top, processor_info, options
     )
     if hasher is not None:
-        report["checkpoint_sha256"] = hasher.digest()
+        report["checkpoint_sha256"] = hasher.digest(progress)
     models = {"flax": runner, "hf": model}
     return Verification(report, saved_arrays(inputs, flax_out, stock), inputs, tops, models)
 
@@ -151,7 +151,7 @@ def load_reference(
     from owlvit_cli.checkpoint.reader import open_checkpoint
 
     with ThreadPoolExecutor(max_workers=1) as background:
-        loading = _timed(timings, "load_flax", progress, "loading checkpoint")
+        loading = _timed(timings, "load_flax", progress, "reading the checkpoint")
         with loading, open_checkpoint(checkpoint) as ckpt:
             spec = checkpoint_spec(ckpt)
             prepared = background.submit(prepare_inputs, spec, options)

@@ -77,6 +77,12 @@ JsonOption = Annotated[
     ),
 ]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="Print the result only: no progress, notes or warnings (errors stay)."
+    ),
+]
 CheckpointArg = Annotated[
     Path,
     typer.Argument(
@@ -121,8 +127,8 @@ def examples(*lines: str) -> str:
     return "\n\n\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def make_output(json_mode: bool, debug: bool) -> Output:
-    return Output(json_mode=json_mode, debug=debug)
+def make_output(json_mode: bool, debug: bool, quiet: bool = False) -> Output:
+    return Output(json_mode=json_mode, debug=debug, quiet=quiet)
 
 
 def checkpoint_path(out: Output, checkpoint: Path, step: int | None) -> Path:

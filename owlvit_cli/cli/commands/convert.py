@@ -14,6 +14,7 @@ from owlvit_cli.cli.commands.common import (
     DebugOption,
     DtypeOption,
     JsonOption,
+    QuietOption,
     StepOption,
     checkpoint_path,
     complete_directories,
@@ -81,8 +82,9 @@ def convert_command(
     step: StepOption = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
+    quiet: QuietOption = False,
 ) -> None:
-    out = make_output(json_mode, debug)
+    out = make_output(json_mode, debug, quiet)
 
     def action() -> int:
         source = checkpoint_path(out, checkpoint, step)

@@ -14,6 +14,7 @@ from owlvit_cli.cli.commands.common import (
     DebugOption,
     HFDirArg,
     JsonOption,
+    QuietOption,
     complete_files,
     examples,
     make_output,
@@ -87,8 +88,9 @@ def detect_command(
     ] = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
+    quiet: QuietOption = False,
 ) -> None:
-    out = make_output(json_mode, debug)
+    out = make_output(json_mode, debug, quiet)
 
     def action() -> None:
         from owlvit_cli.detect.draw import draw_detections, output_format, save_image

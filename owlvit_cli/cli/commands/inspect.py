@@ -15,6 +15,7 @@ from owlvit_cli.cli.commands.common import (
     CheckpointArg,
     DebugOption,
     JsonOption,
+    QuietOption,
     StepOption,
     checkpoint_path,
     examples,
@@ -75,8 +76,9 @@ def inspect_command(
     step: StepOption = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
+    quiet: QuietOption = False,
 ) -> None:
-    out = make_output(json_mode, debug)
+    out = make_output(json_mode, debug, quiet)
 
     def action() -> None:
         source = checkpoint_path(out, checkpoint, step)

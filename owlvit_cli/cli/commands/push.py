@@ -11,7 +11,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from owlvit_cli.cli.commands.common import DebugOption, HFDirArg, JsonOption, examples, make_output
+from owlvit_cli.cli.commands.common import (
+    DebugOption,
+    HFDirArg,
+    JsonOption,
+    QuietOption,
+    examples,
+    make_output,
+)
 from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.render import human_bytes
 from owlvit_cli.errors import BadInputError
@@ -183,8 +190,9 @@ def push_command(
     ] = 60.0,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
+    quiet: QuietOption = False,
 ) -> None:
-    out = make_output(json_mode, debug)
+    out = make_output(json_mode, debug, quiet)
 
     def action() -> None:
         from owlvit_cli.publish import hub

@@ -12,6 +12,7 @@ from owlvit_cli.cli.commands.common import (
     DebugOption,
     HFDirArg,
     JsonOption,
+    QuietOption,
     StepOption,
     checkpoint_path,
     complete_files,
@@ -129,8 +130,9 @@ def verify_command(
     step: StepOption = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
+    quiet: QuietOption = False,
 ) -> None:
-    out = make_output(json_mode, debug)
+    out = make_output(json_mode, debug, quiet)
 
     def action() -> int:
         source = checkpoint_path(out, checkpoint, step)
