@@ -53,6 +53,16 @@ def verify_command(
             "detections (a third forward pass; implied by --strict-processor).",
         ),
     ] = False,
+    preprocessing: Annotated[
+        str,
+        typer.Option(
+            "--preprocessing",
+            metavar="notebook|evaluator",
+            help="scenic's preprocessing for image files: 'evaluator' (resize then pad with 0, "
+            "behind scenic's published COCO/LVIS numbers; default) or 'notebook' (pad with 0.5 "
+            "gray, then anti-aliased resize). The processor level reports both.",
+        ),
+    ] = "evaluator",
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Detections compared.")] = 5,
     save_outputs: Annotated[
         Path | None, typer.Option("--save-outputs", help="Write inputs and outputs to a .npz.")
@@ -85,6 +95,7 @@ def verify_command(
             strict_processor,
             top_k,
             processor_detections=processor_detections,
+            preprocessing=preprocessing,  # type: ignore[arg-type]  # checked by prepare_inputs
         )
         report = verify_and_report(out, checkpoint, hf_dir, options, record, save_outputs, save_viz)
         out.result(report, lambda console: render_verification(console, report))
