@@ -210,7 +210,10 @@ def test_extreme_aspect_ratio_image(cli, tiny_checkpoint, converted, tmp_path):
         args = ("--image", image, "--preprocessing", pipeline, "--json")
         result = cli("verify", ckpt, converted(ckpt), *args)
         assert result.exit_code == 0, result.stderr
-        assert json.loads(result.stdout)["images"] == ["sliver.png"]
+        report = json.loads(result.stdout)
+        assert report["images"] == ["sliver.png"] and report["preprocessing"] == pipeline
+        # transformers' processor would build the square: left out of level 3, and said so.
+        assert "10000×10000 square" in report["processor"]["skipped_images"]["sliver.png"]
 
 
 def test_atol_override_can_fail_a_stock_check(cli, tiny_checkpoint, converted):
