@@ -68,6 +68,13 @@ def normalize_pixels(pixels_nhwc: np.ndarray) -> np.ndarray:
     return ((pixels_nhwc - CLIP_MEAN) / CLIP_STD).transpose(0, 3, 1, 2).astype(np.float32)
 
 
+def check_preprocessing(name: str) -> None:
+    if name not in preprocess.PIPELINES:
+        raise BadInputError(
+            f"unknown preprocessing {name!r}; choose one of {', '.join(preprocess.PIPELINES)}"
+        )
+
+
 def sample_image_path() -> Path:
     return Path(str(resources.files("owlvit_cli") / "assets" / "sample.png"))
 
@@ -77,11 +84,7 @@ def prepare_inputs(spec: ModelSpec, options: VerifyOptions) -> VerifyInputs:
     all-zero padding query is appended so that the padding path is exercised too."""
     from owlvit_cli.scenic.tokenizer import tokenize_queries
 
-    if options.preprocessing not in preprocess.PIPELINES:
-        raise BadInputError(
-            f"unknown preprocessing {options.preprocessing!r}; "
-            f"choose one of {', '.join(preprocess.PIPELINES)}"
-        )
+    check_preprocessing(options.preprocessing)
     size = spec.vision.image_size
     paths = list(options.images) or [sample_image_path()]
     queries = list(options.queries) or list(DEFAULT_QUERIES)

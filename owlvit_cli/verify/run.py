@@ -30,7 +30,12 @@ from owlvit_cli.errors import BadInputError, ModelDirError
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
 from owlvit_cli.verify.compare import STOCK_TOLERANCES, compare_outputs, processor_drift
-from owlvit_cli.verify.inputs import VerifyInputs, VerifyOptions, prepare_inputs
+from owlvit_cli.verify.inputs import (
+    VerifyInputs,
+    VerifyOptions,
+    check_preprocessing,
+    prepare_inputs,
+)
 from owlvit_cli.verify.report import (
     Verification,
     build_report,
@@ -104,6 +109,7 @@ def run_verification(
         raise BadInputError(
             f"--atol names unknown outputs {sorted(unknown)}; known: {', '.join(STOCK_TOLERANCES)}"
         )
+    check_preprocessing(options.preprocessing)  # before seconds of loading, not after
     timings: dict[str, float] = {}
     # A recorded report names the checkpoint it verified; hashing costs a core, so only then.
     hasher = start_hashing(Path(checkpoint)) if options.record else None
