@@ -116,7 +116,8 @@ def scenic_preprocess(image_uint8: np.ndarray, size: int) -> np.ndarray:
 
 
 def notebook_preprocess(image_uint8: np.ndarray, size: int) -> np.ndarray:
-    image = image_uint8.astype(np.float32) / np.float32(255.0)
+    image = image_uint8.astype(np.float32)
+    image /= np.float32(255.0)  # in place: one float copy of a possibly large photo
     return resize_padded_antialiased(image, size, PAD_VALUES["notebook"])
 
 
@@ -129,7 +130,8 @@ def resize_padded_antialiased(image: np.ndarray, size: int, pad_value: float) ->
     image block and the constant: A_y[:, :H] I A_x[:, :W]ᵀ + pad (r_y r_xᵀ − r_y,H r_x,Wᵀ),
     with r the row sums of A over all L columns and over the image's columns. The padding's
     effect near the border (what the Gaussian and the interpolation pull in) is thereby exact.
-    Computed in float64; skimage rounds to float32 between its passes (≤ ~1e-7 apart).
+    The first pass runs in the image's float32, the second in float64 (≤ ~1e-7 from skimage,
+    which also stores float32 between its passes).
     """
     height, width = image.shape[:2]
     side = max(height, width)
@@ -137,7 +139,9 @@ def resize_padded_antialiased(image: np.ndarray, size: int, pad_value: float) ->
     first, second = (0, op_y), (1, op_x)
     if width > height:  # contract the longer axis first: the intermediate is the smaller one
         first, second = second, first
-    result = _apply_axis(_apply_axis(image, *first), *second)
+    # The first pass reads the whole image: in its float32 (as skimage's passes store their
+    # results), so no float64 copy of a large photo is made; the second is on [size, n].
+    result = _apply_axis(_apply_axis(image, first[0], first[1].astype(image.dtype)), *second)
     if side != height or side != width:
         full_y, part_y = _row_sums(side, size, height)
         full_x, part_x = _row_sums(side, size, width)
