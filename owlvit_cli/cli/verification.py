@@ -14,7 +14,7 @@ from owlvit_cli.errors import CHECK_FAILED_KIND, ExitCode
 LEVEL_TITLES = {
     "mapping": "1. mapping (same inputs, scenic semantics patched in)",
     "stock": "2. stock transformers (same inputs)",
-    "processor": "3. transformers processor vs scenic preprocessing",
+    "processor": "3. transformers processor vs scenic's notebook and evaluator preprocessing",
 }
 
 

@@ -4,12 +4,18 @@ The model runs exactly as a user of the converted directory would run it: the sa
 (`AutoProcessor.from_pretrained`, offline) and the stock model, no scenic patches. That makes
 `owlvit detect` a smoke test of what we ship, not of our own reimplementation.
 
-Box coordinates: the saved image processor pads the image bottom/right to a square before
-resizing, so the predicted boxes are relative to that padded square. Scaling them by the
-*longer* side (target size `(max(h, w), max(h, w))`) puts them in pixels of the original image;
-scaling x by the width and y by the height would stretch them on any non-square image. Boxes
-are then clipped to the image, and boxes lying wholly in the padding (empty after clipping)
-are dropped: they point at gray padding, not at anything in the picture.
+Pixels: `preprocessing="processor"` (the default) uses the saved processor, what Hub users
+get; "notebook" and "evaluator" use scenic's own pipelines (owlvit_cli.scenic.preprocess), so a
+user can see the detections scenic's preprocessing would give. Token ids always come from the
+saved processor.
+
+Boxes: every preprocessing pads the image bottom/right to a square, so the predicted boxes are
+relative to that square, and transformers' post-processing scales them by the *longer* side
+(target size `(h, w)`, of which Owlv2's post-processing uses `max(h, w)`). What `detect`
+returns is exactly that post-processing's output, so the model card's snippet reproduces it:
+boxes may reach past the image, and some lie wholly in the padding below or right of it.
+`clip_to_image=True` clips boxes to the image and drops those left empty (wholly in the
+padding): they point at padding, not at anything in the picture.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from owlvit_cli.progress import NO_PROGRESS, Progress
 from owlvit_cli.scenic.preprocess import load_image
 
 DEFAULT_THRESHOLD = 0.1
+PREPROCESSINGS = ("processor", "notebook", "evaluator")
+DEFAULT_PREPROCESSING = "processor"
 
 
 # transformers' default for image-guided detection: one-shot queries light up many
@@ -69,6 +77,8 @@ class DetectionResult:
     query_image: Path | None = None
     max_detections: int | None = None
     nms_threshold: float | None = None
+    preprocessing: str = DEFAULT_PREPROCESSING
+    clip_to_image: bool = False
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
@@ -84,6 +94,8 @@ class DetectionResult:
             "threshold": self.threshold,
             "max_detections": self.max_detections,
             "nms_threshold": self.nms_threshold,
+            "preprocessing": self.preprocessing,
+            "clip_to_image": self.clip_to_image,
             "detections": [d.to_json() for d in self.detections],
             "seconds": round(self.seconds, 3),
             "warnings": list(self.warnings),
@@ -132,24 +144,59 @@ def load_detector(hf_dir: Path) -> Detector:
     return Detector(model_dir=hf_dir, model=load_hf_model(hf_dir), processor=load_processor(hf_dir))
 
 
+def validate_preprocessing(preprocessing: str) -> str:
+    if preprocessing not in PREPROCESSINGS:
+        raise BadInputError(
+            f"unknown preprocessing {preprocessing!r}; choose one of {', '.join(PREPROCESSINGS)}"
+        )
+    return preprocessing
+
+
+def check_processor_can_take(image: np.ndarray, preprocessing: str) -> None:
+    """The saved processor builds the padded square; refuse a sliver rather than hang on it."""
+    from owlvit_cli.verify.hf_model import processor_square_refusal
+
+    why = processor_square_refusal(*image.shape[:2])
+    if preprocessing == "processor" and why:
+        raise BadInputError(f"{why}; use --preprocessing notebook or evaluator")
+
+
+def model_pixels(detector: Detector, image: np.ndarray, preprocessing: str) -> Any:
+    """The normalised NCHW pixel tensor the model sees for `image` under `preprocessing`."""
+    import torch
+
+    if preprocessing == "processor":
+        batch = detector.processor.image_processor(images=_pil(image), return_tensors="pt")
+        return batch["pixel_values"]
+    from owlvit_cli.scenic.preprocess import preprocess
+    from owlvit_cli.verify.inputs import normalize_pixels
+
+    size = int(detector.model.config.vision_config.image_size)
+    pixels = preprocess(image, size, preprocessing)  # type: ignore[arg-type]
+    return torch.from_numpy(normalize_pixels(pixels[None]))
+
+
 def detect_text(
     detector: Detector,
     image: np.ndarray,
     queries: Sequence[str],
     threshold: float = DEFAULT_THRESHOLD,
+    *,
+    preprocessing: str = DEFAULT_PREPROCESSING,
+    clip_to_image: bool = False,
 ) -> list[Detection]:
     """Text-conditioned detection on a uint8 RGB image; best query per box, best box first."""
     import torch
 
     processor = detector.processor
-    inputs = processor(text=list(queries), images=_pil(image), return_tensors="pt", truncation=True)
+    inputs = processor(text=list(queries), return_tensors="pt", truncation=True)
+    inputs["pixel_values"] = model_pixels(detector, image, preprocessing)
     with torch.inference_mode():
         outputs = detector.model(**inputs)
-    side = max(image.shape[:2])
     (found,) = processor.post_process_grounded_object_detection(
-        outputs, threshold=threshold, target_sizes=[(side, side)]
+        outputs, threshold=threshold, target_sizes=[image.shape[:2]]
     )
-    return _detections(found, image, list(queries))
+    return _detections(found, image, list(queries), clip_to_image)
 
 
 def detect_image_query(
@@ -159,6 +206,9 @@ def detect_image_query(
     query_label: str,
     threshold: float = DEFAULT_THRESHOLD,
     nms_threshold: float = DEFAULT_NMS_THRESHOLD,
+    *,
+    preprocessing: str = DEFAULT_PREPROCESSING,
+    clip_to_image: bool = False,
 ) -> list[Detection]:
     """One-shot detection: find things like `query_image` (an example crop) in `image`.
 
@@ -175,18 +225,20 @@ def detect_image_query(
     from torchvision.ops import nms
 
     processor = detector.processor
-    inputs = processor(images=_pil(image), query_images=_pil(query_image), return_tensors="pt")
+    pixels = model_pixels(detector, image, preprocessing)
+    query_pixels = model_pixels(detector, query_image, preprocessing)
     with torch.inference_mode():
-        outputs = detector.model.image_guided_detection(**inputs)
-    side = max(image.shape[:2])
+        outputs = detector.model.image_guided_detection(
+            pixel_values=pixels, query_pixel_values=query_pixels
+        )
     plain = SimpleNamespace(logits=outputs.logits, pred_boxes=outputs.target_pred_boxes)
     (found,) = processor.image_processor.post_process_object_detection(
-        plain, threshold=threshold, target_sizes=[(side, side)]
+        plain, threshold=threshold, target_sizes=[image.shape[:2]]
     )
     if nms_threshold < 1.0 and len(found["scores"]):
         keep = nms(found["boxes"].float(), found["scores"].float(), nms_threshold)
         found = {key: found[key][keep] for key in ("scores", "labels", "boxes")}
-    return _detections(found, image, [query_label])
+    return _detections(found, image, [query_label], clip_to_image)
 
 
 def _pil(image: np.ndarray) -> Image.Image:
@@ -195,11 +247,15 @@ def _pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(np.asarray(image, dtype=np.uint8))
 
 
-def _detections(found: Mapping[str, Any], image: np.ndarray, queries: list[str]) -> list[Detection]:
-    """Clip to the image, drop boxes wholly in the padding and padding queries, sort."""
+def _detections(
+    found: Mapping[str, Any], image: np.ndarray, queries: list[str], clip_to_image: bool
+) -> list[Detection]:
+    """Post-processing's boxes as they are (or clipped to the image, those left empty in the
+    padding dropped), padding queries never reported, best score first."""
     height, width = image.shape[:2]
-    limits = np.array([width, height, width, height], dtype=np.float64)
-    boxes = np.clip(found["boxes"].detach().double().numpy(), 0.0, limits)
+    boxes = found["boxes"].detach().double().numpy()
+    if clip_to_image:
+        boxes = np.clip(boxes, 0.0, np.array([width, height, width, height], dtype=np.float64))
     scores = found["scores"].detach().double().numpy()
     labels = found["labels"].detach().numpy()
     detections = []
@@ -207,7 +263,7 @@ def _detections(found: Mapping[str, Any], image: np.ndarray, queries: list[str])
         if not 0 <= label < len(queries):
             continue  # a padding query; none arise from one image's list, but never report one
         x0, y0, x1, y1 = (float(v) for v in box)
-        if x1 <= x0 or y1 <= y0:
+        if clip_to_image and (x1 <= x0 or y1 <= y0):
             continue
         detections.append(Detection(queries[label], int(label), float(score), (x0, y0, x1, y1)))
     detections.sort(key=lambda d: -d.score)
@@ -223,6 +279,8 @@ def detect(
     image_query: Path | None = None,
     max_detections: int | None = None,
     nms_threshold: float = DEFAULT_NMS_THRESHOLD,
+    preprocessing: str = DEFAULT_PREPROCESSING,
+    clip_to_image: bool = False,
     detector: Detector | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> DetectionResult:
@@ -240,9 +298,14 @@ def detect(
     threshold = validate_threshold(threshold)
     max_detections = validate_max_detections(max_detections)
     nms_threshold = validate_threshold(nms_threshold, "NMS threshold")
+    preprocessing = validate_preprocessing(preprocessing)
     check_model_dir(hf_dir)
     image = load_image(image_path)
     query_image = None if image_query is None else load_image(image_query)
+    for picture in (image, query_image):
+        if picture is not None:
+            check_processor_can_take(picture, preprocessing)
+    how = {"preprocessing": preprocessing, "clip_to_image": clip_to_image}
     warnings: list[str] = []
     if detector is None:
         with progress.step("loading model"):
@@ -251,12 +314,12 @@ def detect(
         if query_image is not None:
             label = str(image_query)
             found = detect_image_query(
-                detector, image, query_image, label, threshold, nms_threshold
+                detector, image, query_image, label, threshold, nms_threshold, **how
             )
             queries = [label]
         else:
             warnings += _truncation_warnings(detector, queries)
-            found = detect_text(detector, image, queries, threshold)
+            found = detect_text(detector, image, queries, threshold, **how)
     if max_detections is not None:
         found = found[:max_detections]
     height, width = image.shape[:2]
@@ -271,6 +334,8 @@ def detect(
         query_image=image_query,
         max_detections=max_detections,
         nms_threshold=nms_threshold if image_query is not None else None,
+        preprocessing=preprocessing,
+        clip_to_image=clip_to_image,
         seconds=time.perf_counter() - start,
         warnings=warnings,
     )

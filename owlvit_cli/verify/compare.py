@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -136,23 +137,44 @@ def top_k_row(level: str, flax_top: list[dict], other: list[dict], tol: float) -
     return Comparison("top_k", level, worst, tol, same and worst <= tol, note)
 
 
+PIPELINE_NOTES = {
+    "notebook": "scenic notebook: pad 0.5, anti-aliased resize",
+    "evaluator": "scenic evaluator: bilinear resize, pad 0.0",
+}
+
+
 def processor_drift(
     model: Any,
     processor: Any,
     inputs: VerifyInputs,
-    flax_top: list[dict],
+    scenic_top: Callable[[str, list[int], np.ndarray], list[dict]],
     options: VerifyOptions,
 ) -> tuple[list[Comparison], dict[str, Any]]:
-    """How far the saved transformers processor moves pixels, ids and detections."""
+    """How far the saved transformers processor moves pixels, ids and detections, against
+    each of scenic's two preprocessings (rows `pixels_notebook`, `pixels_evaluator`, and with
+    detections `top_k_notebook`, `top_k_evaluator`). `--strict-processor` holds the processor
+    to the pipeline verify was run with; the other pipeline's rows are information.
+    `scenic_top(pipeline, image_indices, pixels_nhwc)` gives the Flax model's top
+    detections. Images the processor would pad to a huge square are left out (`skipped_images`)."""
     from PIL import Image
 
-    from owlvit_cli.verify.hf_model import run_hf_detection
+    from owlvit_cli.scenic.preprocess import PIPELINES, preprocess
+    from owlvit_cli.verify.hf_model import processor_square_refusal, run_hf_detection
+    from owlvit_cli.verify.inputs import normalize_pixels
 
     keep = [i for i, raw in enumerate(inputs.raw_images) if raw is not None]
-    images = [Image.fromarray(inputs.raw_images[i]) for i in keep]
+    skipped = {
+        Path(inputs.images[i]).name: why
+        for i in keep
+        if (why := processor_square_refusal(*inputs.raw_images[i].shape[:2]))
+    }
+    keep = [i for i in keep if Path(inputs.images[i]).name not in skipped]
+    if not keep:
+        return [], {"skipped_images": skipped}
+    raws = [inputs.raw_images[i] for i in keep]
     batch = processor(
         text=[inputs.queries] * len(keep),
-        images=images,
+        images=[Image.fromarray(raw) for raw in raws],
         return_tensors="np",
         padding="max_length",
         truncation=True,
@@ -160,32 +182,49 @@ def processor_drift(
     pixel_values = np.asarray(batch["pixel_values"], np.float32)
     ids = np.asarray(batch["input_ids"]).reshape(len(keep), len(inputs.queries), -1)
     scenic_ids = inputs.input_ids[keep][:, : len(inputs.queries)]
-    scenic_pixels = inputs.pixel_values[keep]
-    pixel_diff = float((np.abs(pixel_values - scenic_pixels) * CLIP_STD[:, None, None]).max())
+    size = pixel_values.shape[-1]
+    scenic_pixels = {
+        name: inputs.scenic_pixels[keep]
+        if name == inputs.preprocessing
+        else np.stack([preprocess(raw, size, name) for raw in raws])
+        for name in PIPELINES
+    }
     ids_differ = int((ids != scenic_ids).any(axis=-1).sum())
     tol = STRICT_PROCESSOR_TOLERANCES
 
-    def row(name: str, value: float, within: bool, note: str) -> Comparison:
-        strict = options.strict_processor
-        return Comparison(
-            name, "processor", value, tol[name] if strict else None, within or not strict, note
-        )
+    def row(name: str, value: float, within: bool, note: str, pipeline: str | None) -> Comparison:
+        strict = options.strict_processor and pipeline in (None, inputs.preprocessing)
+        kind = name if pipeline is None else name.removesuffix(f"_{pipeline}")
+        tolerance = tol[kind] if strict else None
+        return Comparison(name, "processor", value, tolerance, within or not strict, note)
 
-    rows = [
-        row("pixels", pixel_diff, pixel_diff <= tol["pixels"], "max |diff| in [0, 1] units"),
-        row("input_ids", float(ids_differ), ids_differ == 0, "queries tokenized differently"),
-    ]
+    rows = []
+    for name, pixels in scenic_pixels.items():
+        diff = float(
+            (np.abs(pixel_values - normalize_pixels(pixels)) * CLIP_STD[:, None, None]).max()
+        )
+        note = f"vs {PIPELINE_NOTES[name]}; max |diff| in [0, 1] units"
+        rows.append(row(f"pixels_{name}", diff, diff <= tol["pixels"], note, name))
+    rows.append(
+        row("input_ids", float(ids_differ), ids_differ == 0, "queries tokenized differently", None)
+    )
     hf_top = None
+    scenic_tops: dict[str, list[dict]] = {}
     if options.processor_forward:
         outputs = run_hf_detection(model, pixel_values, ids)
         hf_top = top_detections(outputs, np.ones(ids.shape[:2], bool), options.top_k)
-        ref_top = [flax_top[i] for i in keep]
-        worst, same = top_k_agreement(ref_top, hf_top, tol["top_k"])
-        note = "same top detections" if same else "top detections differ"
-        rows.append(row("top_k", worst, same and worst <= tol["top_k"], note))
+        for name, pixels in scenic_pixels.items():
+            scenic_tops[name] = scenic_top(name, keep, pixels)
+            worst, same = top_k_agreement(scenic_tops[name], hf_top, tol["top_k"])
+            verdict = "same top detections" if same else "top detections differ"
+            note = f"vs Flax on {PIPELINE_NOTES[name]}: {verdict}"
+            rows.append(row(f"top_k_{name}", worst, same and worst <= tol["top_k"], note, name))
     info = {
         "processor_class": type(processor).__name__,
         "image_processor_class": type(processor.image_processor).__name__,
+        "reference_preprocessing": inputs.preprocessing,
         "top_detections": hf_top,
+        "scenic_top_detections": scenic_tops or None,
+        "skipped_images": skipped,
     }
     return rows, info

@@ -46,6 +46,26 @@ def check_model_dir(directory: Path) -> dict[str, Any]:
     return config
 
 
+# transformers' Owlv2 image processor pads every image to a square before resizing it, so a
+# sliver (10000×10) costs the square (1.1 GiB of float32 and minutes of blurring). Such an image
+# is refused (detect) or left out (verify's processor level) rather than left to hang; scenic's
+# pipelines (owlvit_cli.scenic.preprocess) cost the model's input size for any aspect ratio.
+PROCESSOR_SQUARE_BYTES = 256 * 2**20
+PROCESSOR_SQUARE_WASTE = 16  # the square is this many times the image's area
+
+
+def processor_square_refusal(height: int, width: int) -> str | None:
+    """Why the saved processor should not be run on an image of this size, or None."""
+    side = max(height, width)
+    nbytes = side * side * 3 * 4
+    if nbytes <= PROCESSOR_SQUARE_BYTES or side * side < PROCESSOR_SQUARE_WASTE * height * width:
+        return None
+    return (
+        f"the saved transformers processor pads a {width}×{height} image to a {side}×{side} "
+        f"square ({nbytes / 2**30:.1f} GiB of float32) before resizing"
+    )
+
+
 def load_hf_model(directory: Path, scenic_semantics: bool = False) -> Any:
     """The detection model as `from_pretrained` gives it, offline, in float32 eval mode."""
     import torch

@@ -100,6 +100,7 @@ def build_report(
         "version": spec.version,
         "images": [Path(image).name for image in inputs.images],
         "queries": inputs.queries,
+        "preprocessing": inputs.preprocessing,
         "strict_processor": options.strict_processor,
         "processor_detections": options.processor_forward,
         "levels": levels,

@@ -5,10 +5,12 @@
    magnitude of the output).
 2. stock: the transformers model exactly as users load it, same inputs, with the tolerances
    that the modelling differences allow.
-3. processor: the saved transformers processor vs scenic's preprocessing and tokenizer
-   (pixels and token ids); with `processor_detections`, also what that does to the top
-   detections, at the price of a third forward pass. Informational unless `strict_processor`,
-   which implies the detections.
+3. processor: the saved transformers processor vs scenic's tokenizer and each of scenic's two
+   preprocessings, `notebook` and `evaluator` (pixels and token ids); with
+   `processor_detections`, also what that does to the top detections, at the price of a third
+   forward pass (a fourth, Flax, for the pipeline levels 1-2 did not use). Informational unless
+   `strict_processor`, which implies the detections and holds the processor to the pipeline
+   verify ran with (`options.preprocessing`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,12 @@ from owlvit_cli.errors import BadInputError, ModelDirError
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
 from owlvit_cli.verify.compare import compare_outputs, processor_drift
-from owlvit_cli.verify.inputs import VerifyInputs, VerifyOptions, prepare_inputs
+from owlvit_cli.verify.inputs import (
+    VerifyInputs,
+    VerifyOptions,
+    check_preprocessing,
+    prepare_inputs,
+)
 from owlvit_cli.verify.report import (
     Verification,
     build_report,
@@ -103,6 +110,7 @@ def run_verification(
         raise BadInputError(
             f"--atol names unknown outputs {sorted(unknown)}; known: {', '.join(STOCK_TOLERANCES)}"
         )
+    check_preprocessing(options.preprocessing)  # before seconds of loading, not after
     timings: dict[str, float] = {}
     # A recorded report names the checkpoint it verified; hashing costs a core, so only then.
     hasher = start_hashing(Path(checkpoint)) if options.record else None
@@ -127,7 +135,11 @@ def run_verification(
     if processor is not None:
         with _timed(timings, "processor", progress, "checking the transformers processor"):
             processor_rows, processor_info = processor_drift(
-                model, processor, inputs, flax_top, options
+                model,
+                processor,
+                inputs,
+                scenic_top_detections(runner, inputs, flax_top, options),
+                options,
             )
     rows += processor_rows
     report = build_report(
@@ -137,6 +149,23 @@ def run_verification(
         report["checkpoint_sha256"] = hasher.digest(progress)
     models = {"flax": runner, "hf": model}
     return Verification(report, saved_arrays(inputs, flax_out, stock), inputs, tops, models)
+
+
+def scenic_top_detections(
+    runner: Any, inputs: VerifyInputs, flax_top: list[dict], options: VerifyOptions
+) -> Callable[[str, list[int], np.ndarray], list[dict]]:
+    """The Flax model's top detections for some images under a scenic pipeline: the ones
+    already computed for verify's own pipeline, one more forward pass for the other."""
+    from owlvit_cli.verify.compare import top_detections
+
+    def top(pipeline: str, indices: list[int], pixels: np.ndarray) -> list[dict]:
+        if pipeline == inputs.preprocessing:
+            return [flax_top[i] for i in indices]
+        ids = inputs.input_ids[indices]
+        outputs = runner.detect(pixels, ids, image_only=True)  # the compiled program
+        return top_detections(outputs, ids[..., 0] > 0, options.top_k)
+
+    return top
 
 
 def load_reference(

@@ -54,9 +54,11 @@ def test_text_detection_json_and_picture(cli, model_dir, tmp_path):
     picture = tmp_path / "out.png"
     queries = ["a house", "a cat", "a red car"]
     args = [model_dir, SAMPLE, *(a for q in queries for a in ("--query", q))]
-    result = cli("detect", *args, "--threshold", "0", "--json", "--output", picture)
+    result = cli("detect", *args, "--threshold", "0", "--json", "--output", picture,
+                 "--clip-to-image")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)  # exactly one JSON object, nothing else
+    assert payload["preprocessing"] == "processor" and payload["clip_to_image"] is True
     assert payload["image"] == str(SAMPLE) and payload["mode"] == "text"
     assert payload["image_size"] == {"width": SAMPLE_SIZE[0], "height": SAMPLE_SIZE[1]}
     assert payload["queries"] == queries and payload["threshold"] == 0.0
@@ -95,7 +97,9 @@ def test_non_square_boxes_match_hand_computation(v2_dir, v2_detector, tmp_path, 
     width, height = size
     image_path = write_noise(tmp_path / "noise.png", width, height)
     queries = ["a house", "a cat"]
-    result = detect(v2_dir, image_path, queries, threshold=0.0, detector=v2_detector)
+    result = detect(
+        v2_dir, image_path, queries, threshold=0.0, detector=v2_detector, clip_to_image=True
+    )
     assert result.image_size == (width, height)
 
     processor, model = v2_detector.processor, v2_detector.model
@@ -129,6 +133,123 @@ def test_non_square_boxes_match_hand_computation(v2_dir, v2_detector, tmp_path, 
     assert not np.allclose(np.clip(stretched, 0, [width, height] * 2)[keep][order], got_boxes)
 
 
+@pytest.mark.parametrize("size", [(40, 96), (96, 40)], ids=["tall", "wide"])
+def test_default_output_is_transformers_post_processing(v2_dir, v2_detector, tmp_path, size):
+    """Without --clip-to-image, boxes are exactly what post_process_grounded_object_detection
+    gives for target size (h, w) (scaled by the longer side): boxes reaching past the image and
+    boxes wholly in the padding included. --clip-to-image clips those and drops these."""
+    import torch
+
+    width, height = size
+    image_path = write_noise(tmp_path / "noise.png", width, height, seed=4)
+    queries = ["a house", "a cat"]
+    processor, model = v2_detector.processor, v2_detector.model
+    inputs = processor(text=queries, images=Image.open(image_path), return_tensors="pt")
+    with torch.inference_mode():
+        outputs = model(**inputs)
+    (found,) = processor.post_process_grounded_object_detection(
+        outputs, threshold=0.0, target_sizes=[(height, width)]
+    )
+    order = np.argsort(-found["scores"].numpy(), kind="stable")
+    expected = found["boxes"].numpy()[order]
+
+    plain = detect(v2_dir, image_path, queries, threshold=0.0, detector=v2_detector)
+    got = np.array([d.box for d in plain.detections])
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    np.testing.assert_allclose(
+        [d.score for d in plain.detections], found["scores"].numpy()[order], atol=1e-6
+    )
+    limits = np.array([width, height, width, height])
+    outside = (got < 0).any(axis=1) | (got > limits).any(axis=1)
+    in_padding = (got[:, 0] >= width) | (got[:, 1] >= height)
+    assert outside.any() and in_padding.any()  # the case the option exists for
+
+    clipped = detect(
+        v2_dir, image_path, queries, threshold=0.0, detector=v2_detector, clip_to_image=True
+    )
+    assert len(clipped.detections) == len(plain.detections) - in_padding.sum()
+    kept = np.array([d.box for d in clipped.detections])
+    np.testing.assert_allclose(kept, np.clip(got[~in_padding], 0, limits), atol=1e-9)
+
+
+def test_json_equals_the_transformers_pipeline(v2_dir, tmp_path):
+    """`owlvit detect --json` and `pipeline("zero-shot-object-detection")` (what the model card
+    shows Hub users) give the same detections: same scores, same boxes (the pipeline truncates
+    them to integers), same order. They agree for one query: the pipeline runs each query on
+    its own and lists every (box, query) pair above the threshold, where detect (like
+    post_process_grounded_object_detection) keeps the best query per box."""
+    from transformers import pipeline
+
+    image_path = write_noise(tmp_path / "wide.png", 120, 70, seed=5)
+    proc = run_console_script("detect", v2_dir, image_path, "--query", "a cat",
+                              "--threshold", "0.2", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    ours = json.loads(proc.stdout)["detections"]
+    hub = pipeline("zero-shot-object-detection", model=str(v2_dir), device="cpu")
+    theirs = hub(str(image_path), candidate_labels=["a cat"], threshold=0.2)
+    assert len(ours) == len(theirs) > 0
+    np.testing.assert_allclose([d["score"] for d in ours], [t["score"] for t in theirs], atol=1e-5)
+    for mine, hubs in zip(ours, theirs, strict=True):
+        assert mine["query"] == hubs["label"]
+        expected = [hubs["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")]
+        assert np.abs(np.trunc(mine["box"]) - expected).max() <= 1, (mine, hubs)
+    assert any(d["box"][3] > 70 for d in ours)  # boxes reach into the padding in both
+
+
+@pytest.mark.parametrize("pipeline", ["notebook", "evaluator"])
+def test_scenic_preprocessing_feeds_the_model_scenics_pixels(v2_detector, pipeline):
+    """--preprocessing notebook|evaluator: the model sees scenic's pixels, normalised."""
+    import torch
+
+    from owlvit_cli.scenic.preprocess import preprocess
+    from owlvit_cli.verify.inputs import normalize_pixels
+
+    seen: dict[str, Any] = {}
+
+    def recording(**inputs: Any) -> Any:
+        seen.update(inputs)
+        return v2_detector.model(**inputs)
+
+    recording.config = v2_detector.model.config  # type: ignore[attr-defined]
+    detector = Detector(v2_detector.model_dir, recording, v2_detector.processor)
+    pixels = np.random.default_rng(2).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    detect_text(detector, pixels, ["x"], threshold=0.0, preprocessing=pipeline)
+    size = v2_detector.model.config.vision_config.image_size
+    expected = normalize_pixels(preprocess(pixels, size, pipeline)[None])
+    assert torch.equal(seen["pixel_values"], torch.from_numpy(expected))
+
+
+def test_preprocessing_changes_detections(cli, v2_dir):
+    found = {}
+    for pipeline in ("processor", "notebook", "evaluator"):
+        result = cli("detect", v2_dir, SAMPLE, "--query", "a cat", "--threshold", "0",
+                     "--json", "--preprocessing", pipeline)  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        payload = json.loads(result.stdout)
+        assert payload["preprocessing"] == pipeline
+        found[pipeline] = [d["score"] for d in payload["detections"]]
+    assert found["notebook"] != found["processor"] != found["evaluator"]
+
+
+def test_extreme_aspect_ratio(v2_dir, tmp_path):
+    """A 10000×10 picture: scenic's pipelines handle it in the model's input size; the saved
+    processor would build a 10000×10000 square, so processor mode refuses it in one line."""
+    image_path = tmp_path / "sliver.png"
+    rng = np.random.default_rng(9)
+    Image.fromarray(rng.integers(0, 256, (10000, 10, 3), dtype=np.uint8)).save(image_path)
+    for pipeline in ("notebook", "evaluator"):
+        proc = run_console_script("detect", v2_dir, image_path, "--query", "x", "--json",
+                                  "--preprocessing", pipeline, "--clip-to-image")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        payload = json.loads(proc.stdout)
+        assert payload["image_size"] == {"width": 10, "height": 10000}
+        assert_boxes_inside(payload)
+    refused = run_console_script("detect", v2_dir, image_path, "--query", "x")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "10000×10000 square" in refused.stderr and "--preprocessing" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
 def test_three_row_image_is_not_read_sideways(v2_detector):
     """Given a [3, W, 3] array, the processor guesses channels-first; we must not let it."""
     import torch
@@ -152,7 +273,7 @@ def test_image_query_mode(cli, model_dir, tmp_path):
     crop = tmp_path / "crop.png"
     Image.open(SAMPLE).crop((60, 90, 300, 330)).save(crop)
     result = cli("detect", model_dir, SAMPLE, "--image-query", crop, "--threshold", "0",
-                 "--json", "-o", tmp_path / "found.jpg")  # fmt: skip
+                 "--json", "-o", tmp_path / "found.jpg", "--clip-to-image")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["mode"] == "image" and payload["queries"] == [str(crop)]
@@ -213,6 +334,7 @@ ERROR_CASES = {
     "threshold above 1": ("MODEL SAMPLE --query x --threshold 1.5", "between 0 and 1"),
     "threshold nan": ("MODEL SAMPLE --query x --threshold nan", "between 0 and 1"),
     "max detections 0": ("MODEL SAMPLE --query x --max-detections 0", "at least 1"),
+    "unknown preprocessing": ("MODEL SAMPLE --query x --preprocessing skimage", "notebook"),
     "unknown suffix": ("MODEL SAMPLE --query x -o out.xyz", "'.xyz'"),
     "no suffix": ("MODEL SAMPLE --query x -o out", "no suffix"),
     "output parent missing": ("MODEL SAMPLE --query x -o DIR/a/b.png", "does not exist"),

@@ -1,4 +1,5 @@
-"""Image loading and scenic's pad-gray-resize preprocessing."""
+"""Image loading and scenic's two preprocessings (notebook and evaluator) against outputs of
+scikit-image and TensorFlow themselves (tests/data/scenic_preprocessing)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,97 @@ from PIL import Image
 from owlvit_cli.errors import BadInputError
 from owlvit_cli.scenic.preprocess import (
     PAD_VALUE,
+    PIPELINES,
+    fitted_size,
     load_image,
     pad_to_square,
-    resize_antialiased,
+    preprocess,
+    resize_padded_antialiased,
     scenic_preprocess,
 )
-from tests.helpers import REFERENCE, REFERENCE_NAMES
+from tests.helpers import DATA, REFERENCE, REFERENCE_NAMES
 
 REFERENCES = tuple(sorted(REFERENCE_NAMES))
+PREPROCESSING = DATA / "scenic_preprocessing" / "scenic_preprocessing.npz"
+PHOTOS = ("astronaut", "chelsea", "coffee", "coffee_tall", "rocket")
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, np.ndarray]:
+    with np.load(PREPROCESSING, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.parametrize("size", [96, 240])
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_pipelines_match_tensorflow_and_skimage(photos, photo, size, pipeline):
+    """Every photograph and size in the reference, each pipeline within 1e-5 of what
+    TensorFlow (evaluator) and scikit-image (notebook) computed."""
+    ours = preprocess(photos[f"{photo}__image"], size, pipeline)
+    expected = photos[f"{photo}__{pipeline}_{size}"]
+    assert ours.dtype == np.float32 and ours.shape == expected.shape == (size, size, 3)
+    assert np.abs(ours - expected).max() <= 1e-5
+
+
+def test_pipelines_differ_where_scenic_says(photos):
+    """The two are genuinely different: gray vs black padding, smoothed vs aliased pixels."""
+    image = photos["coffee__image"]  # 400×600: rows 64.. of 96 are padding
+    notebook, evaluator = (preprocess(image, 96, p) for p in PIPELINES)
+    assert np.all(evaluator[64:] == 0.0) and np.allclose(notebook[66:], 0.5)
+    assert np.abs(notebook[:60] - evaluator[:60]).max() > 0.3
+
+
+def test_evaluator_size_rounds_in_float32():
+    """512 / (512 / 240) is 239.99998 in TensorFlow's float32: 239 rows, then padding."""
+    assert fitted_size(512, 512, 240) == (239, 239)
+    assert fitted_size(300, 451, 96) == (63, 96) and fitted_size(451, 300, 96) == (96, 63)
+    assert fitted_size(10, 10000, 768) == (1, 768)  # never an empty resize
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.parametrize("shape", [(10000, 10), (10, 10000)], ids=["tall", "wide"])
+def test_extreme_aspect_ratio_is_never_padded_to_the_square(pipeline, shape):
+    """A 10000×10 image costs memory in the model's input size: the 10000×10000 padded square
+    alone would be 1.2 GB of float32."""
+    import tracemalloc
+
+    size = 768
+    image = np.random.default_rng(7).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        ours = preprocess(image, size, pipeline)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert ours.shape == (size, size, 3)
+    assert peak < 100 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    pad = 0.0 if pipeline == "evaluator" else PAD_VALUE
+    far = ours[size // 2 :, size // 2 :]  # deep in the padding, out of the filter's reach
+    assert np.all(far == np.float32(pad))
+
+
+@pytest.mark.parametrize("shape", [(1200, 3), (3, 1200), (900, 700), (5, 7)])
+def test_notebook_equals_literal_pad_then_resize(shape):
+    """The padding's share near the border (what the Gaussian pulls in) is exact: the result
+    equals building the square and resizing it."""
+    size = 64
+    image = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    assert np.abs(preprocess(image, size, "notebook") - _pad_then_resize(image, size)).max() <= 1e-6
+
+
+def _pad_then_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """The notebook pipeline literally: build the square, then the scipy calls skimage makes."""
+    from scipy import ndimage
+
+    float_image = image.astype(np.float32) / np.float32(255.0)
+    padded = pad_to_square(float_image, PAD_VALUE)
+    factor = padded.shape[0] / size
+    sigma = max(0.0, (factor - 1.0) / 2.0)
+    filtered = ndimage.gaussian_filter(padded, (sigma, sigma, 0), mode="mirror")
+    resized = ndimage.zoom(filtered, (1 / factor, 1 / factor, 1), order=1, mode="mirror",
+                           grid_mode=True)  # fmt: skip
+    return np.clip(resized, float_image.min(), max(float_image.max(), PAD_VALUE))
 
 
 @pytest.mark.parametrize("name", REFERENCES)
@@ -44,9 +128,10 @@ def test_resize_equals_skimage(shape: tuple[int, int], size: int) -> None:
     image = rng.uniform(0, 1, (*shape, 3)).astype(np.float32)
     padded = pad_to_square(image)
     expected = transform.resize(padded, (size, size), anti_aliasing=True)
-    ours = resize_antialiased(padded, size, size)
+    ours = resize_padded_antialiased(image, size, PAD_VALUE)
     assert ours.dtype == expected.dtype == np.float32
-    np.testing.assert_array_equal(ours, expected)
+    # skimage rounds to float32 between its passes; we do not.
+    assert np.abs(ours - expected).max() <= 1e-6
 
 
 def test_pad_bottom_right_with_gray() -> None:
@@ -91,6 +176,16 @@ def test_load_image_sixteen_bit_is_rescaled(tmp_path: Path) -> None:
     loaded = load_image(path)
     np.testing.assert_array_equal(loaded[0, :, 0], [0, 100, 255])
     assert np.all(loaded[..., 0] == loaded[..., 2])
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tiff"])
+def test_dark_sixteen_bit_image_is_scaled_by_its_bit_depth(tmp_path: Path, suffix: str) -> None:
+    """A 16-bit image whose values happen to stay under 256 is nearly black, not 8-bit."""
+    values = np.array([[0, 100, 255, 200]], np.uint16)
+    path = tmp_path / f"dark{suffix}"
+    Image.fromarray(values).save(path)
+    loaded = load_image(path)
+    np.testing.assert_array_equal(loaded[0, :, 1], [0, 0, 1, 1])
 
 
 def test_load_image_jpeg(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 from owlvit_cli.verify.inputs import VerifyOptions
@@ -18,7 +19,11 @@ from tests.helpers import TINY_CASES, reference_checkpoint, reference_io, run_co
 @pytest.mark.parametrize(("variant", "layout"), TINY_CASES)
 def test_passes_on_every_tiny_variant_and_layout(tiny_checkpoint, converted, variant, layout):
     ckpt = tiny_checkpoint(variant, layout)
-    result = run_verification(ckpt, converted(ckpt), VerifyOptions())
+    # The absolute 1e-5 below is for the notebook's smooth pixels; on the evaluator's
+    # (not anti-aliased) ones float32 noise reaches 1.1e-5 on logits of magnitude ~5, inside
+    # the magnitude-scaled mapping tolerance verify applies (checked by `passed`).
+    options = VerifyOptions(preprocessing="notebook")
+    result = run_verification(ckpt, converted(ckpt), options)
     report = result.report
     assert report["passed"], report["failed"]
     names = {(r["level"], r["name"]) for r in report["outputs"]}
@@ -149,33 +154,72 @@ def test_save_outputs_and_npy_image_reproduce_scenic(cli, tmp_path, converted):
     assert "processor" not in result.stdout  # no raw image, so no processor level
 
 
-def test_strict_processor_fails_on_the_gray_padding(cli, tiny_checkpoint, converted):
+@pytest.mark.parametrize("pipeline", ["notebook", "evaluator"])
+def test_strict_processor_fails_against_the_chosen_pipeline(
+    cli, tiny_checkpoint, converted, pipeline
+):
+    """The processor pads with 0.0 and anti-aliases: off from both of scenic's pipelines on the
+    (non-square, downsampled) sample; strict mode holds it to the one verify ran with."""
     ckpt = tiny_checkpoint("v2-tiny")
-    assert cli("verify", ckpt, converted(ckpt)).exit_code == 0
-    result = cli("verify", ckpt, converted(ckpt), "--strict-processor", "--json")
+    args = ("verify", ckpt, converted(ckpt), "--preprocessing", pipeline)
+    assert cli(*args).exit_code == 0
+    result = cli(*args, "--strict-processor", "--json")
     assert result.exit_code == 1
-    assert "processor/pixels" in json.loads(result.stdout)["failed"]
+    report = json.loads(result.stdout)
+    assert report["preprocessing"] == pipeline
+    other = "evaluator" if pipeline == "notebook" else "notebook"
+    assert f"processor/pixels_{pipeline}" in report["failed"]
+    assert processor_rows(report)[f"pixels_{other}"]["tolerance"] is None  # information only
+    assert f"processor/pixels_{other}" not in report["failed"]
 
 
 def processor_rows(report: dict) -> dict[str, dict]:
     return {r["name"]: r for r in report["outputs"] if r["level"] == "processor"}
 
 
-def test_processor_detections_are_opt_in(cli, tiny_checkpoint, converted):
-    """By default the processor level compares inputs only; the third forward pass (top-k on
-    the processor's own inputs) runs with --processor-detections or --strict-processor."""
+def test_processor_level_reports_both_pipelines(cli, tiny_checkpoint, converted):
+    """By default the processor level compares inputs only, against both of scenic's
+    pipelines, labelled; the forward passes on the processor's own inputs (top-k) run with
+    --processor-detections or --strict-processor."""
     ckpt = tiny_checkpoint("v1-tiny")
     plain = json.loads(cli("verify", ckpt, converted(ckpt), "--json").stdout)
-    assert set(processor_rows(plain)) == {"pixels", "input_ids"}
-    assert plain["processor_detections"] is False
+    rows = processor_rows(plain)
+    assert set(rows) == {"pixels_notebook", "pixels_evaluator", "input_ids"}
+    assert "pad 0.5" in rows["pixels_notebook"]["note"]
+    assert "pad 0.0" in rows["pixels_evaluator"]["note"]
+    # The sample is 640×448: the processor's 0.0 padding is 0.5 off the notebook's gray.
+    assert rows["pixels_notebook"]["max_abs"] >= 0.49
+    assert plain["preprocessing"] == "evaluator" and plain["processor_detections"] is False
     assert plain["top_detections"]["hf_processor"] is None
     result = cli("verify", ckpt, converted(ckpt), "--processor-detections", "--json")
     assert result.exit_code == 0, result.stderr
     full = json.loads(result.stdout)
-    top_k = processor_rows(full)["top_k"]
-    assert top_k["tolerance"] is None and top_k["passed"]  # informational
+    for pipeline in ("notebook", "evaluator"):
+        top_k = processor_rows(full)[f"top_k_{pipeline}"]
+        assert top_k["tolerance"] is None and top_k["passed"]  # informational
+        assert pipeline in top_k["note"]
+        assert len(full["processor"]["scenic_top_detections"][pipeline][0]["patches"]) == 5
+    tops = full["processor"]["scenic_top_detections"]
+    assert tops["evaluator"] == full["top_detections"]["flax"]  # the run's own pipeline
+    assert tops["notebook"] != tops["evaluator"]
     assert len(full["top_detections"]["hf_processor"][0]["patches"]) == 5
     assert full["processor_detections"] is True
+
+
+def test_extreme_aspect_ratio_image(cli, tiny_checkpoint, converted, tmp_path):
+    """A 10000×10 picture verifies without scenic's side ever building the 10000² square."""
+    image = tmp_path / "sliver.png"
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (10000, 10, 3), dtype=np.uint8)).save(image)
+    ckpt = tiny_checkpoint("v2-tiny")
+    for pipeline in ("notebook", "evaluator"):
+        args = ("--image", image, "--preprocessing", pipeline, "--json")
+        result = cli("verify", ckpt, converted(ckpt), *args)
+        assert result.exit_code == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["images"] == ["sliver.png"] and report["preprocessing"] == pipeline
+        # transformers' processor would build the square: left out of level 3, and said so.
+        assert "10000×10000 square" in report["processor"]["skipped_images"]["sliver.png"]
 
 
 def test_atol_override_can_fail_a_stock_check(cli, tiny_checkpoint, converted):
@@ -192,6 +236,7 @@ def test_atol_override_can_fail_a_stock_check(cli, tiny_checkpoint, converted):
         (["--atol", "nonsense=1"], "unknown outputs"),
         (["--query", "  "], "empty --query"),
         (["--save-outputs", "out.txt"], ".npz"),
+        (["--preprocessing", "skimage"], "notebook, evaluator"),
     ],
 )
 def test_bad_options_exit_2(cli, tiny_checkpoint, converted, args, message):

@@ -77,6 +77,23 @@ def detect_command(
         int | None,
         typer.Option("--max-detections", metavar="N", help="Report at most the N best boxes."),
     ] = None,
+    preprocessing: Annotated[
+        str,
+        typer.Option(
+            "--preprocessing",
+            metavar="processor|notebook|evaluator",
+            help="How the image becomes pixels: 'processor' (the saved transformers processor, "
+            "what Hub users get; default), or scenic's 'notebook' or 'evaluator' pipeline.",
+        ),
+    ] = "processor",
+    clip_to_image: Annotated[
+        bool,
+        typer.Option(
+            "--clip-to-image",
+            help="Clip boxes to the image and drop boxes lying wholly in the padding. Without "
+            "it, boxes are transformers' post-processing output as is (as the pipeline gives).",
+        ),
+    ] = False,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -106,6 +123,8 @@ def detect_command(
             threshold,
             image_query=image_query,
             max_detections=max_detections,
+            preprocessing=preprocessing,
+            clip_to_image=clip_to_image,
             progress=out,
         )
         for warning in result.warnings:

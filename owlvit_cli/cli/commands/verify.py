@@ -96,6 +96,16 @@ def verify_command(
             "detections (a third forward pass; implied by --strict-processor).",
         ),
     ] = False,
+    preprocessing: Annotated[
+        str,
+        typer.Option(
+            "--preprocessing",
+            metavar="[notebook|evaluator]",
+            help="scenic's preprocessing for image files: 'evaluator' (resize then pad with 0, "
+            "behind scenic's published COCO/LVIS numbers; default) or 'notebook' (pad with 0.5 "
+            "gray, then anti-aliased resize). The processor level reports both.",
+        ),
+    ] = "evaluator",
     top_k: Annotated[
         int,
         typer.Option(
@@ -145,6 +155,7 @@ def verify_command(
             strict_processor,
             top_k,
             processor_detections=processor_detections,
+            preprocessing=preprocessing,  # type: ignore[arg-type]  # checked by prepare_inputs
         )
         report = verify_and_report(out, source, hf_dir, options, record, save_outputs, save_viz)
         payload = report if report["passed"] else {**report, **verification_error(report)}
