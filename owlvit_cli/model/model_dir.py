@@ -23,6 +23,13 @@ WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 RECORD_FILE = "owlvit_conversion.json"
 VERIFICATION_FILE = "owlvit_verification.json"
+# What transformers' processor and tokenizer classes read (convert writes them directly).
+PROCESSOR_FILE = "processor_config.json"
+IMAGE_PROCESSOR_FILE = "preprocessor_config.json"  # the image processor alone (transformers 4.x)
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+VOCAB_FILE = "vocab.json"
+MERGES_FILE = "merges.txt"
 TOOL_NAME = "owlvit"
 
 
