@@ -33,7 +33,7 @@ from owlvit_cli.convert.mapping import (
     plan_mapping,
 )
 from owlvit_cli.convert.safetensors_writer import (
-    NUMPY_DTYPES,
+    DTYPE_NAMES,
     PlannedTensor,
     RawBytes,
     parse_size,
@@ -44,7 +44,7 @@ from owlvit_cli.model.model_dir import FLAVORS, RECORD_FILE, TOOL_NAME
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
 
-DTYPES = tuple(NUMPY_DTYPES)
+DTYPES = DTYPE_NAMES
 LIBRARIES = ("transformers", "torch", "safetensors", "numpy", "huggingface_hub", "jax", "flax")
 
 

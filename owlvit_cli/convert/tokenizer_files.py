@@ -47,7 +47,7 @@ class ClipVocabulary:
     tokens: list[str]  # in id order
     merges: list[tuple[str, str]]  # in rank order
 
-    @property
+    @functools.cached_property
     def ids(self) -> dict[str, int]:
         return {token: i for i, token in enumerate(self.tokens)}
 
@@ -60,7 +60,7 @@ def clip_vocabulary() -> ClipVocabulary:
         bpe = get_tokenizer()
         return ClipVocabulary(list(bpe.encoder), sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get))
     lines = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")
-    merges = [_pair(line) for line in lines[1 : NUM_MERGES + 1]]
+    merges: list[tuple[str, str]] = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1]]  # type: ignore[misc]
     symbols = list(_bytes_to_unicode().values())
     tokens = [
         *symbols,
@@ -70,11 +70,6 @@ def clip_vocabulary() -> ClipVocabulary:
         EOT_TOKEN,
     ]
     return ClipVocabulary(tokens, merges)
-
-
-def _pair(line: str) -> tuple[str, str]:
-    first, second = line.split()
-    return first, second
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -135,7 +130,7 @@ def tokenizer_json(vocab: ClipVocabulary) -> str:
     )
     specials = (PAD_TOKEN, SOT_TOKEN, EOT_TOKEN)
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    return tokenizer.to_str(pretty=True)
+    return tokenizer.to_str()  # compact: half the bytes of transformers' indented file
 
 
 def tokenizer_config(processor_class: str) -> dict[str, Any]:
