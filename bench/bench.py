@@ -61,6 +61,7 @@ class BenchError(RuntimeError):
 class Sample:
     seconds: float
     max_rss: int  # bytes
+    cpu: float = 0.0  # user + system seconds of the child: what load from others cannot inflate
 
 
 def run_measured(
@@ -88,7 +89,8 @@ def run_measured(
     if code not in ok_codes:
         tail = err_path.read_text(errors="replace").strip().splitlines()[-3:]
         raise BenchError(f"`{' '.join(args[:3])} …` exited {code}: {' / '.join(tail)}")
-    return Sample(seconds, usage.ru_maxrss * 1024)  # Linux reports KiB
+    cpu = usage.ru_utime + usage.ru_stime
+    return Sample(seconds, usage.ru_maxrss * 1024, cpu)  # Linux reports KiB
 
 
 def settle() -> None:
@@ -169,6 +171,10 @@ class Series:
     @property
     def max_rss(self) -> int:
         return max(s.max_rss for s in self.samples)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(s.cpu for s in self.samples)
 
 
 def failed_row(name: str, error: Exception) -> Row:
@@ -315,9 +321,9 @@ def convert_row(name: str, convert: Series, cat: Series, size: int, slack: float
     limit = ratio * cat.median + slack
     ok = convert.median <= limit and rss_ratio <= CONVERT_RSS_RATIO
     stated = f"≤ {ratio}× cat{f' + {slack} s' if slack else ''} · RSS ≤ {CONVERT_RSS_RATIO}× file"
+    note = f"RSS {rss_ratio:.2f}× file; CPU {convert.cpu:.2f} s, cat's {cat.cpu:.2f} s"
     return Row(f"convert {name} ({size / 1e9:.2f} GB, file in page cache)", convert.median,
-               ("cat CKPT > OUT", cat.median), convert.max_rss, (stated, ok),
-               f"RSS {rss_ratio:.2f}× file")  # fmt: skip
+               ("cat CKPT > OUT", cat.median), convert.max_rss, (stated, ok), note)  # fmt: skip
 
 
 def convert_rows(

@@ -158,6 +158,27 @@ def test_tokenizer_corpus_gives_identical_ids_and_masks(written, tmp_path: Path,
     assert ours("Dog!", **settings)["input_ids"][:4] == [49406, 1929, 256, 49407]
 
 
+@pytest.mark.parametrize("name", ["v1-tiny-as-v1"])
+def test_tokenizer_json_alone_tokenizes_the_corpus_alike(written, tmp_path: Path, name: str):
+    """tokenizer.json's own pipeline (what transformers 4.x and `tokenizers` users run; the
+    installed transformers rebuilds CLIPTokenizer's from the vocabulary in it)."""
+    from tokenizers import Tokenizer
+
+    ours_dir, _ = written(name)
+    raw = Tokenizer.from_file(str(ours_dir / TOKENIZER_FILE))
+    raw.encode_special_tokens = True  # split_special_tokens
+    raw.enable_truncation(16)
+    raw.enable_padding(length=16, pad_id=0, pad_token=tok.PAD_TOKEN)
+    theirs = transformers_side.tokenizer(tmp_path, SPECS[name])
+    for text in CORPUS:
+        encoded = theirs(text, padding="max_length", truncation=True)
+        got = raw.encode(text)
+        assert (got.ids, got.attention_mask) == (
+            encoded["input_ids"],
+            encoded["attention_mask"],
+        ), text
+
+
 def images() -> list[Any]:
     from PIL import Image
 
