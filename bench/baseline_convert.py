@@ -6,8 +6,9 @@ tensors and `save_pretrained`. It holds the file's bytes, the restored tree, the
 mapped copies at once, which is what the streaming converter avoids.
 
 Key names and layout changes come from `owlvit_cli.convert.mapping`'s plan and the config from
-`owlvit_cli.convert.hf_files.hf_config`, so the two conversions differ only in how the bytes move,
-not in what they compute. The processor files are saved too, so both write the same files.
+`owlvit_cli.convert.hf_files.config_dict` (read by transformers' own config class), so the two
+conversions differ only in how the bytes move, not in what they compute. The processor and
+tokenizer files are written too, so both write the same files.
 
 Usage: python bench/baseline_convert.py CKPT OUT  (prints one JSON object of phase timings)
 """
@@ -65,9 +66,11 @@ def convert(checkpoint: Path, output: Path) -> dict[str, float]:
         started = now
 
     import torch
+    import transformers
 
-    from owlvit_cli.convert.hf_files import hf_config, model_classes, save_processor
+    from owlvit_cli.convert.hf_files import config_dict, write_hf_files
     from owlvit_cli.convert.mapping import plan_mapping
+    from owlvit_cli.model.model_dir import FLAVORS
     from owlvit_cli.model.spec import spec_from_shapes
 
     lap("import")
@@ -75,9 +78,9 @@ def convert(checkpoint: Path, output: Path) -> dict[str, float]:
     lap("restore")
     spec = spec_from_shapes({name: array.shape for name, array in params.items()})
     plan = plan_mapping({name: array.shape for name, array in params.items()}, spec)
-    config = hf_config(spec)
-    _, model_cls, _ = model_classes(spec)
-    model = model_cls(config)
+    flavor = FLAVORS[spec.version]
+    config = getattr(transformers, flavor.config_class).from_dict(config_dict(spec))
+    model = getattr(transformers, flavor.model_class)(config)
     lap("init")
     # from_numpy warns on read-only arrays (views of the restored bytes); nothing writes them.
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -89,7 +92,7 @@ def convert(checkpoint: Path, output: Path) -> dict[str, float]:
     lap("load_state_dict")
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(output))
-    save_processor(output, spec)
+    write_hf_files(output, spec, "float32")
     lap("save")
     return timings
 

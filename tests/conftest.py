@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# A cache of converted models' config/processor files private to this test session.
+# owlvit's cache (remembered checkpoint digests), private to this test session.
 os.environ["OWLVIT_CACHE"] = __import__("tempfile").mkdtemp(prefix="owlvit-test-cache-")
 
 import json

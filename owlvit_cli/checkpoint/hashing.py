@@ -1,14 +1,26 @@
 """sha256 of a checkpoint, computed beside the real work and remembered.
 
 hashlib releases the GIL on large updates, so hashing a 1.7 GB file in a second thread
-overlaps the tensor writes (convert) instead of adding a second pass over the file. At
-~0.85 GB/s it still costs a core for two seconds, so the digest is kept in the cache under
-the file's identity (device, inode, size, modification time in ns: what git's index
-trusts too) and a file that has not changed is not hashed again.
+overlaps the tensor writes (convert) instead of adding a second pass over the file. It still
+costs a core for a second or two, so the digest is remembered under the file's identity and a
+file that has not changed is not hashed again.
+
+The identity trusted is (device, inode, size, mtime_ns, ctime_ns). Content can change under
+an unchanged (path, size, mtime): `touch -d`/`os.utime` set mtime back, and a rewrite within
+one timestamp tick (up to 2 s on some filesystems) leaves it equal. ctime cannot be set by
+any user call and moves on every write and every utime, and (device, inode) tells a replaced
+file from the old one. Two rules close the remaining gaps, as git's index does for "racy"
+files: a digest is remembered only if the identity was the same before and after hashing (no
+write during the read), and only if the file's last change is more than `RACY_SECONDS` older
+than the start of the hash (a write in the same tick as the hash cannot hide). What is not
+covered: filesystems that do not maintain ctime (some FUSE and network mounts), and writes
+through a shared writable memory map, which the kernel time-stamps only at the first write
+after each write-back. A digest is what `convert` records as the source's sha256, so the
+memo lives in owlvit's cache directory (`checkpoint/cache.py`) and deleting it only costs time.
 
 A checkpoint directory (Orbax) is hashed as its regular files in sorted relative-path order,
 each as `path NUL size NUL bytes`, so a renamed, resized or edited file changes the digest;
-its identity is every file's identity.
+its identity is the directory's own with every file's identity folded in.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import contextlib
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,46 +120,75 @@ class KnownDigest:
         return self._digest
 
 
-class RememberingHasher(FileHasher):
-    """Hashes, then stores the digest under the file's identity for the next run."""
+RACY_SECONDS = 3  # coarser than any filesystem's timestamp granularity (FAT: 2 s)
+# (device, inode, size, mtime_ns, ctime_ns, what lies inside: "" for a file, a digest of
+# every file's identity for a directory)
+Identity = tuple[int, int, int, int, int, str]
 
-    def __init__(self, path: Path, memo: Path | None) -> None:
+
+def file_identity(path: Path) -> Identity | None:
+    """The identity trusted to say a checkpoint did not change, or None if it cannot be
+    stat'ed. A directory's size and times are its files' total and latest."""
+    try:
+        info = os.stat(path)
+        if not path.is_dir():
+            return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, "")
+        files = [(name, os.stat(file)) for name, file in tree_files(path)]
+    except OSError:
+        return None
+    inside = hashlib.sha256()
+    for name, st in files:
+        fields = (name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        inside.update("\0".join(map(str, fields)).encode("utf-8", "surrogateescape") + b"\n")
+    return (
+        info.st_dev,
+        info.st_ino,
+        sum(st.st_size for _, st in files),
+        max([info.st_mtime_ns, *(st.st_mtime_ns for _, st in files)]),
+        max([info.st_ctime_ns, *(st.st_ctime_ns for _, st in files)]),
+        inside.hexdigest(),
+    )
+
+
+class RememberingHasher(FileHasher):
+    """Hashes, then stores the digest under the file's identity for the next run, if the file
+    did not change while it was read and is old enough for its timestamps to tell."""
+
+    def __init__(self, path: Path, identity: Identity | None) -> None:
         super().__init__(path)
-        self.memo = memo
+        self.identity = identity
+        self.started_ns = time.time_ns()
 
     def digest(self, progress: Progress = NO_PROGRESS) -> str:
         value = super().digest(progress)
-        if self.memo is not None:
+        if self.identity is not None and self._trustworthy():
+            memo = _memo_path(self.identity)
             with contextlib.suppress(OSError):
-                self.memo.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.memo.with_name(f".{self.memo.name}.{os.getpid()}")
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
                 tmp.write_text(value)
-                tmp.replace(self.memo)
+                tmp.replace(memo)
         return value
 
+    def _trustworthy(self) -> bool:
+        assert self.identity is not None
+        last_change = max(self.identity[3], self.identity[4])
+        settled = last_change < self.started_ns - RACY_SECONDS * 1_000_000_000
+        return settled and file_identity(self.path) == self.identity
 
-def _identity(path: Path) -> str:
-    info = path.stat()
-    return f"{path.resolve()}\0{info.st_dev}\0{info.st_ino}\0{info.st_size}\0{info.st_mtime_ns}"
 
-
-def _memo_path(path: Path) -> Path | None:
-    try:
-        identity = _identity(path)
-        if path.is_dir():
-            identity += "".join(f"\0{name}\0{_identity(file)}" for name, file in tree_files(path))
-    except OSError:
-        return None
-    return cache_root() / "sha256" / hashlib.sha256(identity.encode()).hexdigest()[:32]
+def _memo_path(identity: Identity) -> Path:
+    key = "\0".join(map(str, identity))
+    return cache_root() / "sha256" / hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def start_hashing(path: Path) -> FileHasher | KnownDigest:
-    memo = _memo_path(path)
-    if memo is not None:
+    identity = file_identity(path)
+    if identity is not None:
         with contextlib.suppress(OSError, ValueError):
-            known = memo.read_text().strip()
+            known = _memo_path(identity).read_text().strip()
             if len(known) == 64 and int(known, 16) >= 0:
                 return KnownDigest(known)
-    hasher = RememberingHasher(path, memo)
+    hasher = RememberingHasher(path, identity)
     hasher.start()
     return hasher

@@ -12,6 +12,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -24,13 +25,12 @@ from owlvit_cli.checkpoint.hashing import start_hashing
 from owlvit_cli.checkpoint.inspection import checkpoint_spec
 from owlvit_cli.checkpoint.reader import Checkpoint, open_checkpoint
 from owlvit_cli.convert.dtypes import normalize_dtype
-from owlvit_cli.convert.hf_files import copy_model_files, model_files
+from owlvit_cli.convert.hf_files import write_hf_files
 from owlvit_cli.convert.mapping import (
     TRANSFORMS,
     VISUAL_PROJECTION_NOTE,
     MappingPlan,
     TensorMap,
-    check_against_model,
     plan_mapping,
 )
 from owlvit_cli.convert.safetensors_writer import (
@@ -141,34 +141,33 @@ def convert_checkpoint(
         spec = checkpoint_spec(ckpt)
         plan = plan_mapping({e.path: e.shape for e in ckpt}, spec)
         warnings = [f"dropped {i.source}: {i.reason}" for i in plan.ignored if i.warn]
-        with model_files(spec, dtype) as files:
-            if files.ready_shapes is not None:  # known now: refuse before writing anything
-                check_against_model(plan, files.ready_shapes)
-            hasher = start_hashing(ckpt.path)
-            ckpt.stream()
-            sources = {t.target: t.source for t in plan.tensors}
-            try:
-                with atomic_directory(output, overwrite) as tmp:
-                    with progress.step("converting tensors") as step:
-                        tensors = planned_tensors(ckpt, plan)
-                        step.set_total(sum(t.nbytes(dtype) for t in tensors), "bytes")
+        hasher = start_hashing(ckpt.path)
+        ckpt.stream()
+        sources = {t.target: t.source for t in plan.tensors}
+        try:
+            with (
+                atomic_directory(output, overwrite) as tmp,
+                ThreadPoolExecutor(max_workers=1) as side,
+            ):
+                # A few kilobytes of JSON and the tokenizer, made while the weights stream.
+                hf_files = side.submit(write_hf_files, tmp, spec, dtype)
+                with progress.step("converting tensors") as step:
+                    tensors = planned_tensors(ckpt, plan)
+                    step.set_total(sum(t.nbytes(dtype) for t in tensors), "bytes")
 
-                        def written(tensor: PlannedTensor) -> None:
-                            source = sources[tensor.name]
-                            if source:
-                                ckpt.release(source)
-                            step.advance(tensor.nbytes(dtype))
+                    def written(tensor: PlannedTensor) -> None:
+                        source = sources[tensor.name]
+                        if source:
+                            ckpt.release(source)
+                        step.advance(tensor.nbytes(dtype))
 
-                        write_model_files(tmp, tensors, dtype, shard_bytes, written)
-                    with progress.step("writing config and processor files"):
-                        files_dir, target_shapes = files.result()
-                        check_against_model(plan, target_shapes)
-                        copy_model_files(files_dir, tmp)
-                    digest = hasher.digest(progress)
-                    record = conversion_record(ckpt, spec, plan, digest, dtype)
-                    (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
-                    files_written = sorted(p.name for p in tmp.iterdir())
-            except OSError as exc:  # disk full, quota, vanished directory: the user's to fix
-                raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from exc
+                    write_model_files(tmp, tensors, dtype, shard_bytes, written)
+                hf_files.result()
+                digest = hasher.digest(progress)
+                record = conversion_record(ckpt, spec, plan, digest, dtype)
+                (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+                files_written = sorted(p.name for p in tmp.iterdir())
+        except OSError as exc:  # disk full, quota, vanished directory: the user's to fix
+            raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from exc
     seconds = time.perf_counter() - started
     return ConversionResult(output, files_written, record, seconds, warnings)

@@ -21,14 +21,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 
 from owlvit_cli.errors import BadInputError
 from owlvit_cli.model.model_dir import WEIGHTS_FILE, WEIGHTS_INDEX_FILE
 
 SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
-NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """bfloat16 comes from ml_dtypes, imported only when asked for: its import costs over a
+    second of CPU (ml_dtypes 0.7 with numpy 2.4, measured), more than a B/32 conversion."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
 SINGLE_FILE = WEIGHTS_FILE
 # Tensors transformed and written at once (and at most this many transformed copies in memory).
 WORKERS = min(4, max(2, os.cpu_count() or 2))
@@ -64,7 +74,7 @@ class PlannedTensor:
     raw: RawBytes | None = None  # set when the bytes can be copied as they are
 
     def nbytes(self, dtype: str) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(NUMPY_DTYPES[dtype]).itemsize
+        return int(np.prod(self.shape, dtype=np.int64)) * numpy_dtype(dtype).itemsize
 
 
 def parse_size(text: str) -> int:
@@ -124,7 +134,7 @@ def write_safetensors(
     on_tensor: Callable[[PlannedTensor], None] = lambda _: None,
 ) -> None:
     header = _encoded_header(tensors, dtype)
-    target = np.dtype(NUMPY_DTYPES[dtype])
+    target = numpy_dtype(dtype)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         _pwrite_all(fd, header, 0)

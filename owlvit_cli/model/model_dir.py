@@ -25,19 +25,23 @@ WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 RECORD_FILE = "owlvit_conversion.json"
 VERIFICATION_FILE = "owlvit_verification.json"
-# What transformers' tokenizer and processor `save_pretrained` write for these models
-# (transformers 5 writes the first four of each; older versions also the last ones).
+# What transformers' processor and tokenizer classes read (convert writes them directly; older
+# transformers versions also wrote the last two tokenizer files).
+PROCESSOR_FILE = "processor_config.json"
+IMAGE_PROCESSOR_FILE = "preprocessor_config.json"  # the image processor alone (transformers 4.x)
+TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-TOKENIZER_FAST_FILE = "tokenizer.json"
-VOCAB_FILES = ("vocab.json", "merges.txt")
+VOCAB_FILE = "vocab.json"
+MERGES_FILE = "merges.txt"
+VOCAB_FILES = (VOCAB_FILE, MERGES_FILE)
 TOKENIZER_FILES = (
     TOKENIZER_CONFIG_FILE,
-    TOKENIZER_FAST_FILE,
+    TOKENIZER_FILE,
     *VOCAB_FILES,
     "special_tokens_map.json",
     "added_tokens.json",
 )
-PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+PROCESSOR_FILES = (IMAGE_PROCESSOR_FILE, PROCESSOR_FILE)
 TOOL_NAME = "owlvit"
 
 
@@ -194,12 +198,12 @@ def check_complete(hf_dir: Path, weights: list[str] | None = None) -> None:
     missing_tokenizer = (
         [TOKENIZER_CONFIG_FILE] if not (hf_dir / TOKENIZER_CONFIG_FILE).is_file() else []
     )
-    if not (hf_dir / TOKENIZER_FAST_FILE).is_file():
+    if not (hf_dir / TOKENIZER_FILE).is_file():
         missing_tokenizer += [name for name in VOCAB_FILES if not (hf_dir / name).is_file()]
     if missing_tokenizer:
         raise ModelDirError(
             f"{hf_dir} has no tokenizer: {', '.join(missing_tokenizer)} missing "
-            f"(needs {TOKENIZER_CONFIG_FILE}, and {TOKENIZER_FAST_FILE} or "
+            f"(needs {TOKENIZER_CONFIG_FILE}, and {TOKENIZER_FILE} or "
             f"{' + '.join(VOCAB_FILES)})"
         )
     processor = [hf_dir / name for name in PROCESSOR_FILES if (hf_dir / name).is_file()]

@@ -31,13 +31,20 @@ EOT_TOKEN = "<|endoftext|>"
 _MODULE_NAME = "owlvit_cli._clip_simple_tokenizer"
 
 
-def _load_tokenizer_module() -> ModuleType:
+def clip_package_file(name: str) -> Path | None:
+    """A file shipped in the installed clip package, found without importing the package."""
     spec = importlib.util.find_spec("clip")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = Path(location) / "simple_tokenizer.py"
+    for location in list(spec.submodule_search_locations or []) if spec else []:
+        if (Path(location) / name).is_file():
+            return Path(location) / name
+    return None
+
+
+def _load_tokenizer_module() -> ModuleType:
+    path = clip_package_file("simple_tokenizer.py")
+    if path is not None:
         module_spec = importlib.util.spec_from_file_location(_MODULE_NAME, path)
-        if path.is_file() and module_spec and module_spec.loader:
+        if module_spec and module_spec.loader:
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[_MODULE_NAME] = module
             module_spec.loader.exec_module(module)

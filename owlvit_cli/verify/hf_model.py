@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from owlvit_cli.errors import ModelDirError
-from owlvit_cli.model.model_dir import MODEL_TYPES
+from owlvit_cli.model.model_dir import CONFIG_FILE, MODEL_TYPES
 
 MERGED_LAYERNORM_EPS = 1e-6
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
@@ -77,15 +77,73 @@ def load_hf_model(directory: Path, scenic_semantics: bool = False) -> Any:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForZeroShotObjectDetection.from_pretrained(
-            str(directory), local_files_only=True, use_safetensors=True, dtype=torch.float32
+        model, loading = AutoModelForZeroShotObjectDetection.from_pretrained(
+            str(directory),
+            local_files_only=True,
+            use_safetensors=True,
+            dtype=torch.float32,
+            output_loading_info=True,
         )
     except Exception as exc:  # corrupt safetensors, bad json, wrong shapes: all the dir's fault
         raise ModelDirError(f"{directory}: cannot load the model ({_first_line(exc)})") from exc
+    check_loaded_strictly(directory, type(model).__name__, loading)
+    check_config_read_as_written(directory, model.config.to_dict())
     model.eval()
     if scenic_semantics:
         apply_scenic_semantics(model)
     return model
+
+
+def check_loaded_strictly(directory: Path, model_class: str, loading: dict[str, Any]) -> None:
+    """transformers fills a parameter the files lack with random values and drops one it does
+    not know, with at most a log line; here either is an error naming the tensors."""
+    problems = []
+    for key, what in (
+        ("missing_keys", "tensors the model needs that the weights lack"),
+        ("unexpected_keys", "tensors in the weights the model does not have"),
+        ("mismatched_keys", "tensors whose shape does not fit"),
+        ("error_msgs", "errors"),
+    ):
+        found = sorted(str(item) for item in loading.get(key) or ())
+        if found:
+            problems.append(f"{what} ({len(found)}): {', '.join(found[:5])}")
+    if problems:
+        raise ModelDirError(
+            f"{directory}: the weights do not load strictly into {model_class}: "
+            + "; ".join(problems)
+        )
+
+
+# The config fields a load may legitimately change: the version that wrote the file, and the
+# dtype, which is how this project chose to load the weights (float32), not what was saved.
+CONFIG_FIELDS_SET_AT_LOAD = {"transformers_version", "dtype", "torch_dtype"}
+
+
+def check_config_read_as_written(directory: Path, loaded: dict[str, Any]) -> None:
+    """Every field of config.json must reach the model unchanged: a transformers release that
+    renames or reinterprets one would otherwise build a different model without a word."""
+    written = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    changed = _changed_fields(written, json.loads(json.dumps(loaded)))
+    if changed:
+        raise ModelDirError(
+            f"{directory / CONFIG_FILE}: transformers reads these fields differently than they "
+            f"are written: {', '.join(changed[:6])}"
+        )
+
+
+def _changed_fields(written: dict[str, Any], loaded: dict[str, Any], prefix: str = "") -> list[str]:
+    changed = []
+    for key, value in written.items():
+        if not prefix and key in CONFIG_FIELDS_SET_AT_LOAD:
+            continue
+        name = f"{prefix}{key}"
+        if key not in loaded:
+            changed.append(f"{name} (dropped)")
+        elif isinstance(value, dict) and isinstance(loaded[key], dict):
+            changed += _changed_fields(value, loaded[key], f"{name}.")
+        elif loaded[key] != value:
+            changed.append(f"{name} {value!r} → {loaded[key]!r}")
+    return changed
 
 
 def load_processor(directory: Path) -> Any:

@@ -1,4 +1,4 @@
-"""The checkpoint digest: right, remembered per file identity, recomputed when it changes."""
+"""The checkpoint digest: right, remembered per file identity, never trusted after a change."""
 
 from __future__ import annotations
 
@@ -12,34 +12,81 @@ from owlvit_cli.checkpoint import hashing
 from owlvit_cli.errors import BadInputError
 
 
-def test_digest_is_remembered_until_the_file_changes(tmp_path: Path, monkeypatch):
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def settled(monkeypatch) -> None:
+    """Files written by the test count as old enough to remember (no 3 s wait)."""
+    monkeypatch.setattr(hashing, "RACY_SECONDS", 0)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_digest_is_remembered_until_the_file_changes(tmp_path: Path, cache: Path, settled):
     path = tmp_path / "ckpt"
     path.write_bytes(b"a" * 1000)
     first = hashing.start_hashing(path)
-    assert isinstance(first, hashing.FileHasher)
-    assert first.digest() == hashlib.sha256(b"a" * 1000).hexdigest()
+    assert isinstance(first, hashing.FileHasher) and first.digest() == sha(b"a" * 1000)
     again = hashing.start_hashing(path)
     assert isinstance(again, hashing.KnownDigest) and again.digest() == first.digest()
-    path.write_bytes(b"b" * 1000)  # same size, new content and mtime
-    os.utime(path, ns=(1, 1))
+
+
+def test_new_content_under_the_same_path_size_and_mtime_is_hashed_again(
+    tmp_path: Path, cache: Path, settled
+):
+    """What a (path, size, mtime) identity cannot see: ctime moves with every write."""
+    path = tmp_path / "ckpt"
+    path.write_bytes(b"a" * 1000)
+    hashing.start_hashing(path).digest()
+    before = path.stat()
+    with path.open("r+b") as handle:  # same inode, same size
+        handle.write(b"b" * 1000)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime put back
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
     changed = hashing.start_hashing(path)
-    assert isinstance(changed, hashing.FileHasher)
-    assert changed.digest() == hashlib.sha256(b"b" * 1000).hexdigest()
+    assert isinstance(changed, hashing.FileHasher) and changed.digest() == sha(b"b" * 1000)
 
 
-def test_damaged_memo_is_ignored(tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
+def test_a_file_changed_within_the_timestamp_tick_is_not_remembered(tmp_path: Path, cache: Path):
+    """A file written less than RACY_SECONDS ago may change again without its times moving."""
+    path = tmp_path / "ckpt"
+    path.write_bytes(b"fresh")
+    assert hashing.start_hashing(path).digest() == sha(b"fresh")
+    assert not (cache / "sha256").exists()
+    assert isinstance(hashing.start_hashing(path), hashing.FileHasher)
+
+
+def test_a_file_changed_while_hashed_is_not_remembered(tmp_path: Path, cache: Path, settled):
+    path = tmp_path / "ckpt"
+    path.write_bytes(b"a" * 1000)
+    hasher = hashing.start_hashing(path)
+    path.write_bytes(b"c" * 1000)  # whichever bytes the hash saw, they are not the file's now
+    hasher.digest()
+    assert not (cache / "sha256").exists()
+    assert hashing.start_hashing(path).digest() == sha(b"c" * 1000)
+
+
+def test_damaged_memo_is_ignored(tmp_path: Path, cache: Path, settled):
     path = tmp_path / "ckpt"
     path.write_bytes(b"data")
     hashing.start_hashing(path).digest()
-    (memo,) = (tmp_path / "cache" / "sha256").iterdir()
+    (memo,) = (cache / "sha256").iterdir()
     memo.write_text("not a digest")
-    assert hashing.start_hashing(path).digest() == hashlib.sha256(b"data").hexdigest()
+    assert hashing.start_hashing(path).digest() == sha(b"data")
 
 
-def test_unreadable_file_is_bad_input(tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
+def test_unreadable_file_is_bad_input(tmp_path: Path, cache: Path):
     with pytest.raises(BadInputError, match="cannot read"):
         hashing.start_hashing(tmp_path / "missing").digest()
 

@@ -94,11 +94,12 @@ def test_ignored_leaves_have_reasons():
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_full_size_variants_map_completely_onto_transformers(variant: str):
     """Full size on shapes only: a meta-device transformers model, no weights allocated."""
-    from owlvit_cli.convert.hf_files import hf_config, model_tensor_shapes
+    from tests.convert.transformers_side import meta_state_dict
 
     spec = VARIANTS[variant]
     plan = plan_mapping(expected_shapes(spec), spec)
-    check_against_model(plan, model_tensor_shapes(spec, hf_config(spec)))
+    shapes = {name: shape for name, (shape, _) in meta_state_dict(spec, "float32").items()}
+    check_against_model(plan, shapes)
     assert len(plan.tensors) == len(expected_shapes(spec)) + 1  # + visual_projection
     assert plan.model_prefix == ("owlv2" if spec.version == 2 else "owlvit")
 

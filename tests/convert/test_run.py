@@ -13,7 +13,12 @@ from owlvit_cli.convert.run import RECORD_FILE, convert_checkpoint
 from owlvit_cli.errors import BadInputError, MappingError
 from owlvit_cli.scenic.tokenizer import get_tokenizer as clip_simple_tokenizer
 from owlvit_cli.verify.hf_model import load_hf_model, run_hf_detection, run_hf_image_only
-from tests.helpers import REFERENCE_NAMES, reference_checkpoint, reference_io
+from tests.helpers import (
+    REFERENCE_NAMES,
+    reference_checkpoint,
+    reference_io,
+    run_console_script,
+)
 
 STOCK_TOL = {"pred_logits": 2e-4, "pred_boxes": 1e-3, "objectness_logits": 1e-3}
 PATCHED_TOL = 1e-5
@@ -236,40 +241,6 @@ def test_bad_dtype(tmp_path: Path, tiny_checkpoint):
         convert_checkpoint(tiny_checkpoint(), tmp_path / "o", dtype="int8")
 
 
-def test_model_files_cache_gives_identical_files(tmp_path: Path, tiny_checkpoint, monkeypatch):
-    """The config/processor/tokenizer files come from the cache the second time, unchanged;
-    a damaged entry is rebuilt and an unusable cache directory is simply skipped."""
-    from owlvit_cli.convert import hf_files
-
-    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
-    ckpt = tiny_checkpoint("v2-tiny", "v1")
-    first = tmp_path / "first"
-    convert_checkpoint(ckpt, first)
-    entries = list((tmp_path / "cache" / "metadata").iterdir())
-    assert len(entries) == 1 and (entries[0] / hf_files.SHAPES_FILE).exists()
-
-    def must_not_build(*args: object) -> None:
-        pytest.fail("the cached files should have been used")
-
-    monkeypatch.setattr(hf_files, "build_model_files", must_not_build)
-    second = tmp_path / "second"
-    convert_checkpoint(ckpt, second)
-    for name in ("config.json", "tokenizer.json", "vocab.json", "processor_config.json"):
-        assert (first / name).read_bytes() == (second / name).read_bytes(), name
-    monkeypatch.undo()
-    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
-    (entries[0] / "vocab.json").unlink()  # damaged entry: rebuilt, not trusted
-    convert_checkpoint(ckpt, tmp_path / "third")
-    assert (entries[0] / "vocab.json").exists()
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("x")
-    monkeypatch.setenv("OWLVIT_CACHE", str(blocker))
-    convert_checkpoint(ckpt, tmp_path / "fourth")
-    assert (tmp_path / "fourth" / "config.json").read_bytes() == (
-        first / "config.json"
-    ).read_bytes()
-
-
 def test_model_spec_round_trips_through_json():
     from owlvit_cli.model.spec import VARIANTS, ModelSpec
 
@@ -277,26 +248,31 @@ def test_model_spec_round_trips_through_json():
         assert ModelSpec.from_json(spec.to_json()) == spec
 
 
-def test_model_files_failure_is_reported(tmp_path: Path, monkeypatch):
-    """If the child that makes the config/processor files fails, the error names it."""
-    from owlvit_cli.convert import hf_files
-    from owlvit_cli.model.spec import VARIANTS
+HEAVY = {"transformers", "torch", "jax", "flax", "tokenizers"}
 
-    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(hf_files.sys, "executable", str(tmp_path / "no-python"))
-    with pytest.raises(FileNotFoundError):
-        hf_files.ModelFiles(VARIANTS["v1-tiny"], "float32")
-    monkeypatch.undo()
-    monkeypatch.setenv("OWLVIT_CACHE", str(tmp_path / "cache"))
-    import dataclasses
 
-    tiny = VARIANTS["v1-tiny"]
-    impossible = dataclasses.replace(  # 130 wide with 4 heads: transformers refuses it
-        tiny, vision=dataclasses.replace(tiny.vision, hidden_size=130, num_attention_heads=4)
+def imported_top_level(stderr: str) -> set[str]:
+    """Top-level modules named in `-X importtime` lines ("import time: self | total | name")."""
+    names = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            name = line.rsplit("|", 1)[1].strip()
+            names.add(name.split(".")[0])
+    return names
+
+
+def test_console_script_convert_imports_no_transformers_torch_or_jax(
+    tmp_path: Path, tiny_checkpoint
+):
+    """The whole directory is written without transformers, torch or jax (`make demo`'s
+    convert runs the same command); what it writes loads as the model it names."""
+    out = tmp_path / "out"
+    result = run_console_script(
+        "convert", tiny_checkpoint("v2-tiny"), out, env={"PYTHONPROFILEIMPORTTIME": "1"}
     )
-    files = hf_files.ModelFiles(impossible, "float32")
-    try:
-        with pytest.raises(RuntimeError, match="config/processor files failed"):
-            files.result()
-    finally:
-        files.close()
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = imported_top_level(result.stderr)
+    assert {"owlvit_cli", "numpy"} <= imported  # the trace is there and complete
+    assert imported & HEAVY == {"tokenizers"}, sorted(imported & HEAVY)
+    model = load_hf_model(out)
+    assert type(model).__name__ == "Owlv2ForObjectDetection"
