@@ -26,6 +26,7 @@ from owlvit_cli.checkpoint.msgpack_index import ArrayRecord, index_msgpack
 from owlvit_cli.checkpoint.prefetch import Prefetcher, start_prefetch
 from owlvit_cli.checkpoint.workdir import directory_error, resolve_checkpoint
 from owlvit_cli.errors import CheckpointError
+from owlvit_cli.model.tree import flatten, nest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -131,14 +132,7 @@ class Checkpoint:
 
     def params_tree(self, dtype: np.dtype | str | None = "float32") -> dict[str, Any]:
         """Nested dict of arrays under current scenic names, ready for the Flax model."""
-        tree: dict[str, Any] = {}
-        for entry in self:
-            *parents, leaf = entry.path.split("/")
-            node = tree
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[leaf] = self.read(entry.path, dtype)
-        return tree
+        return nest({entry.path: self.read(entry.path, dtype) for entry in self})
 
 
 @dataclass
@@ -330,14 +324,10 @@ def _find_params(path: Path, tree: dict[str, Any]) -> tuple[str, dict[str, Any]]
 
 
 def _flatten(node: Any, prefix: str, leaf_type: type) -> Iterator[tuple[str, Any]]:
-    for key, value in node.items():
-        path = f"{prefix}/{key}" if prefix else key
-        if isinstance(value, dict):
-            yield from _flatten(value, path, leaf_type)
-        elif isinstance(value, leaf_type):
-            yield path, value
-        else:
+    for path, value in flatten(node, prefix):
+        if not isinstance(value, leaf_type):
             raise CheckpointError(f"parameter {path!r} is a {type(value).__name__}, not an array")
+        yield path, value
 
 
 def detect_layout(path: Path, flat: dict[str, Any]) -> str:

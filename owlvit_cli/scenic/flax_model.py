@@ -16,7 +16,7 @@ computed from each patch's bottom-right corner and uses the grid width for both 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -26,11 +26,12 @@ import numpy as np
 
 from owlvit_cli.errors import CheckpointError
 from owlvit_cli.model.spec import ModelSpec, expected_shapes
+from owlvit_cli.model.tree import flatten, nest
 from owlvit_cli.scenic.jax_runtime import configure_cpu_backend
 from owlvit_cli.scenic.preprocess import CLIP_MEAN, CLIP_STD
+from owlvit_cli.scenic.semantics import MERGED_LAYERNORM_EPSILON
 
 CLIP_LAYERNORM_EPSILON = 1e-5  # OpenAI CLIP (PyTorch's default), kept by scenic's CLIP port.
-MERGED_LAYERNORM_EPSILON = 1e-6  # scenic builds this LayerNorm with Flax's default.
 CLASS_NORM_EPSILON = 1e-6  # added to the L2 norm, not to the squared norm.
 BOX_LOGIT_EPSILON = 1e-4
 PADDING_QUERY_LOGIT = -1e6  # scenic's fill value; transformers uses float32 min instead.
@@ -357,23 +358,13 @@ def dummy_inputs(spec: ModelSpec, batch: int = 1, queries: int = 1) -> tuple[Arr
     return images, ids
 
 
-def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """('a/b/c', leaf) pairs of a nested dict, in insertion order."""
-    for key, value in tree.items():
-        path = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            yield from flatten_params(value, path)
-        else:
-            yield path, value
-
-
 def checked_params(spec: ModelSpec, params_tree: Mapping[str, Any]) -> dict[str, Any]:
     """The params the model uses, or a `CheckpointError` naming what is missing or misshapen.
 
     Flax would report a missing leaf deep inside tracing; checking against the spec first gives
     one readable line. Extra leaves (e.g. scenic's unused `class_head/padding`) are dropped.
     """
-    flat = dict(flatten_params(params_tree))
+    flat = dict(flatten(params_tree))
     expected = expected_shapes(spec)
     missing = [p for p in expected if p not in flat]
     if missing:
@@ -386,14 +377,7 @@ def checked_params(spec: ModelSpec, params_tree: Mapping[str, Any]) -> dict[str,
     ]
     if wrong:
         raise CheckpointError(f"params do not fit the model: {wrong[0]}")
-    tree: dict[str, Any] = {}
-    for path in expected:
-        *parents, leaf = path.split("/")
-        node = tree
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = jnp.asarray(flat[path], jnp.float32)
-    return tree
+    return nest({path: jnp.asarray(flat[path], jnp.float32) for path in expected})
 
 
 class FlaxRunner:

@@ -12,14 +12,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from owlvit_cli.checkpoint.reader import LAYOUTS
+from owlvit_cli.convert.safetensors_writer import numpy_dtype
 from owlvit_cli.model.spec import ModelSpec, expected_shapes
+from owlvit_cli.model.tree import nest
 
 V1_LAYERNORM_NAMES = {"ln_0": "ln_1", "ln_1": "ln_2"}
-DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 
 
 def layout_name(path: str, layout: str) -> str:
@@ -59,17 +59,6 @@ def random_params(spec: ModelSpec, seed: int = 0) -> dict[str, np.ndarray]:
     return {path: random_tensor(rng, path, shape) for path, shape in expected_shapes(spec).items()}
 
 
-def nest(flat: dict[str, Any]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for path, value in flat.items():
-        *parents, leaf = path.split("/")
-        node = tree
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return tree
-
-
 def checkpoint_tree(
     params: dict[str, np.ndarray],
     layout: str = "current",
@@ -79,7 +68,7 @@ def checkpoint_tree(
     """The top-level state dict scenic saves for `params` in `layout`."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}")
-    cast = DTYPES[dtype]
+    cast = numpy_dtype(dtype)
     renamed = {layout_name(p, layout): np.asarray(a).astype(cast) for p, a in params.items()}
     tree = nest(renamed)
     state: dict[str, Any]

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from owlvit_cli.errors import ModelDirError
+from owlvit_cli.errors import ModelDirError, first_line
 from owlvit_cli.model.model_dir import CONFIG_FILE, MODEL_TYPES
+from owlvit_cli.scenic.semantics import MERGED_LAYERNORM_EPSILON
 
-MERGED_LAYERNORM_EPS = 1e-6
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
@@ -85,7 +85,7 @@ def load_hf_model(directory: Path, scenic_semantics: bool = False) -> Any:
             output_loading_info=True,
         )
     except Exception as exc:  # corrupt safetensors, bad json, wrong shapes: all the dir's fault
-        raise ModelDirError(f"{directory}: cannot load the model ({_first_line(exc)})") from exc
+        raise ModelDirError(f"{directory}: cannot load the model ({first_line(exc)})") from exc
     check_loaded_strictly(directory, type(model).__name__, loading)
     check_config_read_as_written(directory, model.config.to_dict())
     model.eval()
@@ -154,19 +154,14 @@ def load_processor(directory: Path) -> Any:
         return AutoProcessor.from_pretrained(str(directory), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelDirError(
-            f"{directory}: cannot load the saved processor ({_first_line(exc)})"
+            f"{directory}: cannot load the saved processor ({first_line(exc)})"
         ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def apply_scenic_semantics(model: Any) -> Any:
     from torch import nn
 
-    model.layer_norm.eps = MERGED_LAYERNORM_EPS
+    model.layer_norm.eps = MERGED_LAYERNORM_EPSILON
     for name in ("box_head", "objectness_head"):
         head = getattr(model, name, None)
         if head is not None:

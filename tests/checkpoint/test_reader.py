@@ -183,7 +183,7 @@ def test_mixed_block_naming_is_rejected(tmp_path: Path):
         (p.replace("resblocks_0", "resblocks.0") if "/visual/" in p else p): a
         for p, a in params.items()
     }
-    from owlvit_cli.testing.fixtures import nest
+    from owlvit_cli.model.tree import nest
 
     path = write_checkpoint(tmp_path / "c", {"params": nest(renamed)})
     with pytest.raises(CheckpointError, match="both"):

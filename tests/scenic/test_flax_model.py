@@ -12,6 +12,7 @@ import pytest
 from owlvit_cli.checkpoint.reader import open_checkpoint
 from owlvit_cli.errors import CheckpointError
 from owlvit_cli.model.spec import VARIANTS, ModelSpec, expected_shapes, spec_from_shapes
+from owlvit_cli.model.tree import flatten, nest
 from owlvit_cli.scenic.flax_model import (
     MERGED_LAYERNORM_EPSILON,
     PADDING_QUERY_LOGIT,
@@ -20,7 +21,6 @@ from owlvit_cli.scenic.flax_model import (
     checked_params,
     compute_box_bias,
     dummy_inputs,
-    flatten_params,
 )
 from owlvit_cli.testing import fixtures
 from tests.helpers import REFERENCE, REFERENCE_NAMES
@@ -53,7 +53,7 @@ def reference(name: str) -> Reference:
 @cache
 def tiny_runner(variant: str, jit: bool = True) -> FlaxRunner:
     spec = VARIANTS[variant]
-    return FlaxRunner(spec, fixtures.nest(fixtures.random_params(spec, seed=1)), jit=jit)
+    return FlaxRunner(spec, nest(fixtures.random_params(spec, seed=1)), jit=jit)
 
 
 def tiny_inputs(spec: ModelSpec, batch: int = 2, queries: int = 3) -> tuple[np.ndarray, Any]:
@@ -273,7 +273,7 @@ def test_parameter_tree_matches_spec(variant: str) -> None:
     model = build_flax_model(spec)
     shapes = jax.eval_shape(model.init, jax.random.key(0), *dummy_inputs(spec))
     assert set(shapes) == {"params"}
-    got = {path: tuple(leaf.shape) for path, leaf in flatten_params(shapes["params"])}
+    got = {path: tuple(leaf.shape) for path, leaf in flatten(shapes["params"])}
     assert got == expected_shapes(spec)
 
 
@@ -281,14 +281,14 @@ def test_checked_params_reports_missing_and_misshapen_and_drops_extras() -> None
     spec = VARIANTS["v1-tiny"]
     flat = fixtures.random_params(spec)
     extra = {**flat, "class_head/padding": np.zeros((1,), np.float32)}
-    kept = dict(flatten_params(checked_params(spec, fixtures.nest(extra))))
+    kept = dict(flatten(checked_params(spec, nest(extra))))
     assert set(kept) == set(flat)
     missing = {k: v for k, v in flat.items() if k != "obj_box_head/Dense_2/bias"}
     with pytest.raises(CheckpointError, match="obj_box_head/Dense_2/bias"):
-        checked_params(spec, fixtures.nest(missing))
+        checked_params(spec, nest(missing))
     wrong = {**flat, "class_head/Dense_0/bias": np.zeros((7,), np.float32)}
     with pytest.raises(CheckpointError, match=r"class_head/Dense_0/bias is \[7\]"):
-        checked_params(spec, fixtures.nest(wrong))
+        checked_params(spec, nest(wrong))
 
 
 def test_runner_rejects_wrong_input_shapes() -> None:

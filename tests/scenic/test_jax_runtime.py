@@ -25,7 +25,8 @@ def test_the_flax_model_runs_with_the_flag_in_a_fresh_process():
     code = (
         "import os, numpy as np\n"
         "from owlvit_cli.scenic.flax_model import FlaxRunner, dummy_inputs\n"
-        "from owlvit_cli.testing.fixtures import nest, random_params\n"
+        "from owlvit_cli.model.tree import nest\n"
+        "from owlvit_cli.testing.fixtures import random_params\n"
         "from owlvit_cli.model.spec import VARIANTS\n"
         "spec = VARIANTS['v1-tiny']\n"
         "runner = FlaxRunner(spec, nest(random_params(spec, 0)))\n"
