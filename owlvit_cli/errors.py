@@ -25,10 +25,19 @@ INTERNAL_KIND = "internal"
 
 
 class OwlvitError(Exception):
-    """Base of every error the tool reports as one line instead of a traceback."""
+    """Base of every error the tool reports as one line instead of a traceback.
+
+    The message names no command-line flag, so it reads right from the Python API too; what a
+    CLI user can do about it goes in `hint` ("pass --overwrite to replace it"), which the CLI
+    appends to the line.
+    """
 
     exit_code: ExitCode = ExitCode.BAD_INPUT
     kind: str = "bad_input"  # what a CI script branches on in the `--json` error object
+
+    def __init__(self, message: str = "", *, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class BadInputError(OwlvitError):

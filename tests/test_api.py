@@ -82,3 +82,23 @@ def test_progress_protocol_hears_named_steps(tiny_checkpoint, tmp_path: Path):
     ends = [name for kind, name in events if kind == "end"]
     assert starts and starts == ends
     assert sum(a for kind, a in events if kind == "advance") > 0
+
+
+def test_library_messages_name_no_flags_and_the_cli_adds_the_hint(
+    tiny_checkpoint, converted, tmp_path: Path
+):
+    """The same failure from the API reads without CLI flags; the CLI line adds what to pass."""
+    import shutil
+
+    from owlvit_cli.model.model_dir import RECORD_FILE, read_model_dir
+    from tests.helpers import run_console_script
+
+    hf_dir = tmp_path / "model"
+    shutil.copytree(converted(tiny_checkpoint("v1-tiny")), hf_dir)
+    (hf_dir / RECORD_FILE).unlink()
+    with pytest.raises(owlvit_cli.OwlvitError) as caught:
+        read_model_dir(hf_dir)
+    assert "--" not in str(caught.value) and "--force" in caught.value.hint
+    proc = run_console_script("push", hf_dir, "org/model", "--dry-run")
+    assert proc.returncode == 2
+    assert f"{caught.value}; {caught.value.hint}" in proc.stderr

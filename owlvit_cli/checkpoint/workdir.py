@@ -52,12 +52,12 @@ def resolve_checkpoint(path: Path, step: int | None = None) -> ResolvedCheckpoin
     reader, which says what is wrong with it in its own words."""
     if not path.is_dir():
         if step is not None:
-            raise BadInputError(f"--step needs a workdir of checkpoint_N entries; {path} is not")
+            raise BadInputError(f"a step needs a workdir of checkpoint_N entries; {path} is not")
         return ResolvedCheckpoint(path, is_orbax=False)
     if is_orbax_dir(path):
         if step is not None:
             raise BadInputError(
-                f"--step needs a workdir of checkpoint_N entries; {path} is one checkpoint"
+                f"a step needs a workdir of checkpoint_N entries; {path} is one checkpoint"
             )
         return ResolvedCheckpoint(_item_dir(path), is_orbax=True)
     steps = workdir_steps(path)

@@ -185,7 +185,8 @@ def run_guarded(out: Output, action: Callable[[], int | None]) -> NoReturn:
         if out.debug:
             out.end_display()
             traceback.print_exc()
-        fail(out, str(exc), int(exc.exit_code), exc.kind)
+        message = f"{exc}; {exc.hint}" if exc.hint else str(exc)
+        fail(out, message, int(exc.exit_code), exc.kind)
     except KeyboardInterrupt:
         fail(out, "interrupted", int(ExitCode.INTERRUPTED), INTERRUPTED_KIND)
     except Exception as exc:

@@ -26,5 +26,5 @@ def normalize_dtype(name: str) -> str:
     canonical = DTYPE_ALIASES.get(name.strip().lower())
     if canonical is None:
         accepted = ", ".join(DTYPE_ALIASES)
-        raise BadInputError(f"--dtype must be one of {accepted}; got {name!r}")
+        raise BadInputError(f"the dtype must be one of {accepted}; got {name!r}")
     return canonical

@@ -115,9 +115,12 @@ def validate_queries(queries: Sequence[str] | None, image_query: Path | None) ->
     """Exactly one of text queries / an image query; text queries must say something."""
     queries = list(queries or [])
     if queries and image_query is not None:
-        raise BadInputError("give either --query or --image-query, not both")
+        raise BadInputError("give either text queries or an image query, not both")
     if not queries and image_query is None:
-        raise BadInputError("give at least one --query TEXT (or one --image-query PATH)")
+        raise BadInputError(
+            "give at least one text query (or an image query)",
+            hint="--query TEXT or --image-query PATH",
+        )
     for index, query in enumerate(queries):
         if not query.strip():
             raise BadInputError(f"query {index + 1} is empty")
@@ -132,7 +135,7 @@ def validate_threshold(threshold: float, name: str = "threshold") -> float:
 
 def validate_max_detections(max_detections: int | None) -> int | None:
     if max_detections is not None and max_detections < 1:
-        raise BadInputError(f"--max-detections must be at least 1; got {max_detections}")
+        raise BadInputError(f"the number of detections must be at least 1; got {max_detections}")
     return max_detections
 
 
@@ -158,7 +161,7 @@ def check_processor_can_take(image: np.ndarray, preprocessing: str) -> None:
 
     why = processor_square_refusal(*image.shape[:2])
     if preprocessing == "processor" and why:
-        raise BadInputError(f"{why}; use --preprocessing notebook or evaluator")
+        raise BadInputError(why, hint="use --preprocessing notebook or evaluator")
 
 
 def model_pixels(detector: Detector, image: np.ndarray, preprocessing: str) -> Any:

@@ -123,8 +123,8 @@ def read_model_dir(hf_dir: Path, *, force: bool = False) -> ModelDir:
     if not record_path.is_file():
         if not force:
             raise ModelDirError(
-                f"{hf_dir} has no {RECORD_FILE}, so it was not written by `owlvit convert`; "
-                "pass --force to push it anyway"
+                f"{hf_dir} has no {RECORD_FILE}, so it was not written by `owlvit convert`",
+                hint="pass --force to push it anyway",
             )
         warnings_.append(f"no {RECORD_FILE}: the card cannot name the source checkpoint")
     else:
@@ -133,7 +133,7 @@ def read_model_dir(hf_dir: Path, *, force: bool = False) -> ModelDir:
             _check_record(record, record_path, version)
         except ModelDirError as exc:
             if not force:
-                raise ModelDirError(f"{exc}; pass --force to push anyway") from None
+                raise ModelDirError(str(exc), hint="pass --force to push anyway") from None
             warnings_.append(f"ignoring {RECORD_FILE}: {exc}")
             record = None
 

@@ -157,8 +157,9 @@ def plan_push(
         # huggingface_hub opens pull requests against the default branch only (upload_folder
         # refuses the combination outright); say so instead of targeting something else.
         raise BadInputError(
-            "--create-pr opens a pull request against main; drop --revision "
-            "(or drop --create-pr to commit to the branch or refs/pr/N directly)"
+            "the Hub opens a pull request against main only, not against another revision",
+            hint="drop --revision (or drop --create-pr to commit to the branch or refs/pr/N "
+            "directly)",
         )
     model_dir = read_model_dir(hf_dir, force=force)
     forced_failure = _check_verification(model_dir, force)
@@ -214,8 +215,8 @@ def _check_verification(model_dir: ModelDir, force: bool) -> bool:
         )
         raise CheckFailedError(
             f"{VERIFICATION_FILE} records a FAILED verification{what}; refusing to publish "
-            "it (fix the conversion and verify again, or pass --force to publish with the "
-            "failure stated in the card)"
+            "it (fix the conversion and verify again)",
+            hint="or pass --force to publish with the failure stated in the card",
         )
     return True
 
@@ -442,8 +443,9 @@ def _push(
             info = api.repo_info(plan.repo_id, timeout=timeout)
             if not info.private:
                 raise BadInputError(
-                    f"{plan.repo_id} already exists and is public; --private only applies when "
-                    "the repo is created (make it private on the Hub first, or drop --private)"
+                    f"{plan.repo_id} already exists and is public, and a repo is made private "
+                    "only when it is created",
+                    hint="make it private on the Hub first, or drop --private",
                 )
         if plan.creates_branch:
             step.name = f"creating branch {plan.revision}"

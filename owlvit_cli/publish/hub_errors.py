@@ -82,7 +82,7 @@ def _http_message(error: Any, step: str, plan: Target, revision_missing: bool) -
     detail = f" ({first_line(detail)})" if detail else ""
     if status == 401:
         why = (
-            "authentication failed (HTTP 401): the token was rejected; check --token, "
+            "authentication failed (HTTP 401): the token was rejected; check the token given, "
             "HF_TOKEN or `hf auth login`"
         )
     elif status == 403:

@@ -49,7 +49,7 @@ def validate_revision(revision: str | None) -> str:
         return name
     problem = _ref_problem(name)
     if problem:
-        raise BadInputError(f"invalid --revision {revision!r}: {problem}")
+        raise BadInputError(f"invalid revision {revision!r}: {problem}")
     return name
 
 

@@ -55,7 +55,9 @@ def resolve_token(explicit: str | None) -> str:
         except Exception as exc:  # OIDC exchange / OAuth refresh failures
             raise HubError(f"could not obtain a Hugging Face token: {first_line(exc)}") from None
     if not token:
-        raise HubError("no Hugging Face token: pass --token, set HF_TOKEN or run `hf auth login`")
+        raise HubError(
+            "no Hugging Face token: set HF_TOKEN or run `hf auth login`", hint="or pass --token"
+        )
     if not BEARER_TOKEN_RE.fullmatch(token):
         raise BadInputError(
             "the token contains characters that cannot be sent in an HTTP header "

@@ -975,7 +975,7 @@ def test_bad_revisions_are_refused_before_the_network(revision: str) -> None:
     from owlvit_cli.errors import BadInputError
     from owlvit_cli.publish.names import validate_revision
 
-    with pytest.raises(BadInputError, match="invalid --revision"):
+    with pytest.raises(BadInputError, match="invalid revision"):
         validate_revision(revision)
 
 
@@ -1000,7 +1000,7 @@ def test_a_bad_revision_fails_a_dry_run(
     cli: Callable, hub: HubServer, make_model_dir: Callable
 ) -> None:
     result = cli(make_model_dir(), "tester/owl", "--revision", "x..y", "--dry-run")
-    assert "invalid --revision 'x..y'" in assert_one_line_error(result, 2)
+    assert "invalid revision 'x..y'" in assert_one_line_error(result, 2)
     assert hub.state.requests == []
 
 
