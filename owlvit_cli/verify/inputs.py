@@ -52,6 +52,7 @@ class VerifyOptions:
     top_k: int = 5
     record: bool = False
     processor_detections: bool = False  # run the model on the processor's inputs too
+    ignore_source: bool = False  # compare even when CKPT is not HF_DIR's recorded source
 
     @property
     def processor_forward(self) -> bool:

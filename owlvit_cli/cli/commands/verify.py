@@ -53,6 +53,14 @@ def verify_command(
             "detections (a third forward pass; implied by --strict-processor).",
         ),
     ] = False,
+    ignore_source: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-source",
+            help="Compare even when CKPT is not the file HF_DIR's owlvit_conversion.json "
+            "names as its source.",
+        ),
+    ] = False,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Detections compared.")] = 5,
     save_outputs: Annotated[
         Path | None, typer.Option("--save-outputs", help="Write inputs and outputs to a .npz.")
@@ -85,6 +93,7 @@ def verify_command(
             strict_processor,
             top_k,
             processor_detections=processor_detections,
+            ignore_source=ignore_source,
         )
         report = verify_and_report(out, checkpoint, hf_dir, options, record, save_outputs, save_viz)
         out.result(report, lambda console: render_verification(console, report))
