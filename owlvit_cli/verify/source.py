@@ -16,7 +16,12 @@ from typing import Any
 
 from owlvit_cli.convert.safetensors_writer import SAFETENSORS_DTYPES
 from owlvit_cli.errors import ModelDirError
-from owlvit_cli.model.model_dir import RECORD_FILE, WEIGHTS_FILE, WEIGHTS_INDEX_FILE
+from owlvit_cli.model.model_dir import (
+    RECORD_FILE,
+    WEIGHTS_FILE,
+    WEIGHTS_INDEX_FILE,
+    _read_json,  # the model-directory contract's own JSON reader
+)
 
 DTYPE_NAMES = {code: name for name, code in SAFETENSORS_DTYPES.items()}
 SHORT_SHA = 12
@@ -27,13 +32,7 @@ def read_record(hf_dir: Path) -> dict[str, Any] | None:
     path = hf_dir / RECORD_FILE
     if not path.is_file():
         return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelDirError(f"cannot read {path}: {exc}") from None
-    if not isinstance(record, dict):
-        raise ModelDirError(f"{path} does not hold a JSON object")
-    return record
+    return _read_json(path, ModelDirError)
 
 
 def stored_dtype(hf_dir: Path, record: dict[str, Any] | None) -> tuple[str, str]:
