@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from owlvit_cli.checkpoint.hashing import start_hashing
-from owlvit_cli.convert.safetensors_writer import NUMPY_DTYPES
 from owlvit_cli.errors import BadInputError, ModelDirError
+from owlvit_cli.model.model_dir import RECORD_FILE
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
 from owlvit_cli.verify.compare import (
@@ -117,7 +117,7 @@ def run_verification(
         )
     timings: dict[str, float] = {}
     with _timed(timings, "source", progress, "checking the source checkpoint"):
-        pairing = check_pairing(checkpoint, hf_dir)
+        pairing = check_pairing(checkpoint, hf_dir, options.ignore_source)
     if pairing.source["matches"] is False and not options.ignore_source:
         report = source_failure_report(checkpoint, hf_dir, pairing, timings)
         return Verification(report, {}, None, {})
@@ -183,7 +183,7 @@ class Pairing:
         return {"dtype": self.dtype, "dtype_source": self.dtype_source, "source": self.source}
 
 
-def check_pairing(checkpoint: Path, hf_dir: Path) -> Pairing:
+def check_pairing(checkpoint: Path, hf_dir: Path, ignore_source: bool = False) -> Pairing:
     """Is CKPT the file HF_DIR was converted from (size, then sha256), and in which dtype
     are HF_DIR's weights stored. Unreadable inputs raise their usual bad-input errors."""
     from owlvit_cli.checkpoint.reader import open_checkpoint
@@ -193,8 +193,10 @@ def check_pairing(checkpoint: Path, hf_dir: Path) -> Pairing:
         open_checkpoint(checkpoint).close()  # raises the reader's own one-line error
     check_model_dir(hf_dir)
     record = read_record(hf_dir)
-    dtype, dtype_source = stored_dtype(hf_dir, record)
     source, digest = check_source(checkpoint, hf_dir, record)
+    if source["matches"] is False and not ignore_source:  # the verdict waits for no import
+        return Pairing(source, digest, str((record or {}).get("dtype")), RECORD_FILE)
+    dtype, dtype_source = stored_dtype(hf_dir, record)
     return Pairing(source, digest, dtype, dtype_source)
 
 
@@ -205,6 +207,8 @@ def model_dtype(model: Any) -> str:
 def rounded_params(tree: dict[str, Any], dtype: str) -> dict[str, Any]:
     """The params as a `dtype` directory holds them, back in float32: the same numpy cast
     (round to nearest even) that the safetensors writer applied."""
+    from owlvit_cli.convert.safetensors_writer import NUMPY_DTYPES
+
     target = NUMPY_DTYPES[dtype]
     return {
         key: rounded_params(value, dtype)

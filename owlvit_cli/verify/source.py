@@ -14,7 +14,6 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from owlvit_cli.convert.safetensors_writer import SAFETENSORS_DTYPES
 from owlvit_cli.errors import ModelDirError
 from owlvit_cli.model.model_dir import (
     RECORD_FILE,
@@ -23,7 +22,6 @@ from owlvit_cli.model.model_dir import (
     _read_json,  # the model-directory contract's own JSON reader
 )
 
-DTYPE_NAMES = {code: name for name, code in SAFETENSORS_DTYPES.items()}
 SHORT_SHA = 12
 
 
@@ -39,7 +37,11 @@ def stored_dtype(hf_dir: Path, record: dict[str, Any] | None) -> tuple[str, str]
     """(dtype, where it was read): the record's `dtype`, else the weights' safetensors header.
 
     The header is what transformers reads too, so a directory without a record (or with a
-    record from an older tool) still gets the right tolerances."""
+    record from an older tool) still gets the right tolerances. Imported here, not at the
+    top: the writer's dtype table pulls in ml_dtypes, which the pairing check must not wait
+    for."""
+    from owlvit_cli.convert.safetensors_writer import SAFETENSORS_DTYPES
+
     if record is not None and record.get("dtype") in SAFETENSORS_DTYPES:
         return record["dtype"], RECORD_FILE
     weights = _first_weights_file(hf_dir)
@@ -48,7 +50,8 @@ def stored_dtype(hf_dir: Path, record: dict[str, Any] | None) -> tuple[str, str]
         for name, entry in _safetensors_header(weights).items()
         if name != "__metadata__" and isinstance(entry, dict)
     }
-    names = sorted(DTYPE_NAMES.get(str(code), str(code)) for code in found)
+    dtype_names = {code: name for name, code in SAFETENSORS_DTYPES.items()}
+    names = sorted(dtype_names.get(str(code), str(code)) for code in found)
     if len(names) != 1 or names[0] not in SAFETENSORS_DTYPES:
         raise ModelDirError(f"{weights}: expected one float dtype among the weights, found {names}")
     return names[0], f"{weights.name} header"
