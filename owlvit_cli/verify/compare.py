@@ -27,19 +27,20 @@ STOCK_TOLERANCES = {
 
 # float16 / bfloat16: the model as transformers loads it by default (weights and compute in
 # the stored dtype) against the float32 Flax model. Measured on the scenic reference
-# checkpoints and a full-size random B/32; README "owlvit verify" gives the figures and the
-# method. Absolute, like the float32 ones.
+# checkpoints and a full-size random B/32: about 2.5× the largest difference seen, rounded up
+# to 1, 2 or 5 × 10^n; `top_k` (a score gap and a box difference) follows the logits.
+# README "owlvit verify" gives the figures and the method. Absolute, like the float32 ones.
 STOCK_TOLERANCES_BY_DTYPE = {
     "float32": STOCK_TOLERANCES,
     "float16": {
-        "pred_logits": 2e-2,
+        "pred_logits": 5e-2,
         "pred_boxes": 5e-3,
-        "objectness_logits": 2e-2,
+        "objectness_logits": 5e-3,
         "class_embeddings": 1e-2,
         "query_embeddings": 5e-3,
-        "feature_map": 2e-2,
-        "image_class_embeddings": 2e-2,
-        "top_k": 2e-2,
+        "feature_map": 1e-1,
+        "image_class_embeddings": 5e-2,
+        "top_k": 5e-2,
     },
     "bfloat16": {
         "pred_logits": 2e-1,
