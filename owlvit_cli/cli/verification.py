@@ -11,9 +11,9 @@ from rich.table import Table
 from owlvit_cli.cli.output import Output
 
 LEVEL_TITLES = {
-    "mapping": "1. mapping (same inputs, scenic semantics patched in, float32 compute)",
+    "mapping": "1. mapping (scenic semantics patched in, float32 compute)",
     "stock": "2. stock transformers (same inputs)",
-    "precision": "   precision loss of the stored weights (informational)",
+    "precision": "   precision loss of the stored weights",
     "processor": "3. transformers processor vs scenic preprocessing",
 }
 

@@ -211,8 +211,7 @@ def compare_outputs(
     if flax.rounded is not flax.float32:
         precision = output_diffs(flax.float32, flax.rounded, mask)
         rows += [
-            Comparison(name, "precision", diff, None, True, f"weights in {tolerances.dtype}")
-            for name, (diff, _) in precision.items()
+            Comparison(name, "precision", diff, None, True) for name, (diff, _) in precision.items()
         ]
     return rows, tops
 
