@@ -66,7 +66,10 @@ def test_console_script_exit_codes_and_complete_output(tiny_checkpoint, converte
     assert failed.returncode == 1
     assert json.loads(failed.stdout)["passed"] is False
     assert "verification failed" in failed.stderr
-    wrong = run_console_script("verify", ckpt, converted(tiny_checkpoint("v1-tiny")))
+    other = converted(tiny_checkpoint("v1-tiny"))
+    wrong = run_console_script("verify", ckpt, other)
+    assert wrong.returncode == 1 and "was converted from" in wrong.stderr  # the pairing first
+    wrong = run_console_script("verify", ckpt, other, "--ignore-source")
     assert wrong.returncode == 2 and "not the same architecture" in wrong.stderr
 
 
@@ -106,7 +109,8 @@ def test_model_from_another_checkpoint_fails(cli, tiny_checkpoint, converted):
 
 
 def test_different_architecture_is_bad_input(cli, tiny_checkpoint, converted):
-    result = cli("verify", tiny_checkpoint("v1-tiny"), converted(tiny_checkpoint("v2-tiny")))
+    other = converted(tiny_checkpoint("v2-tiny"))
+    result = cli("verify", tiny_checkpoint("v1-tiny"), other, "--ignore-source")
     assert result.exit_code == 2
     assert "not the same architecture" in result.stderr and "model_type" in result.stderr
 
