@@ -188,12 +188,13 @@ def check_pairing(checkpoint: Path, hf_dir: Path, ignore_source: bool = False) -
     are HF_DIR's weights stored. Unusable inputs raise their usual bad-input errors."""
     from owlvit_cli.checkpoint.inspection import checkpoint_spec
     from owlvit_cli.checkpoint.reader import open_checkpoint
+    from owlvit_cli.convert.mapping import plan_mapping
     from owlvit_cli.verify.hf_model import check_model_dir
 
     # Headers only (no payload read, no jax): a file that is no usable checkpoint is bad
     # input with the reader's own message, not a pairing failure.
     with open_checkpoint(checkpoint) as ckpt:
-        checkpoint_spec(ckpt)
+        plan_mapping({entry.path: entry.shape for entry in ckpt}, checkpoint_spec(ckpt))
     check_model_dir(hf_dir)
     record = read_record(hf_dir)
     source, digest = check_source(checkpoint, hf_dir, record)
