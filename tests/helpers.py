@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,17 @@ def sample_pixels() -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(SAMPLE).convert("RGB"))
+
+
+def edited_model_dir(src: Path, dst: Path, edit: Callable[[dict], None]) -> Path:
+    """A copy of a converted directory with its weights edited in their stored dtype (torch
+    tensors: numpy has no bfloat16), for the checks that must catch a changed tensor."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    tensors = load_file(str(dst / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return dst

@@ -12,8 +12,9 @@ from owlvit_cli.cli.output import Output, error_object
 from owlvit_cli.errors import CHECK_FAILED_KIND, ExitCode
 
 LEVEL_TITLES = {
-    "mapping": "1. mapping (same inputs, scenic semantics patched in)",
+    "mapping": "1. mapping (scenic semantics patched in, float32 compute)",
     "stock": "2. stock transformers (same inputs)",
+    "precision": "   precision loss of the stored weights",
     "processor": "3. transformers processor vs scenic's notebook and evaluator preprocessing",
 }
 
@@ -56,16 +57,39 @@ def verification_error(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_verification(console: Console, report: dict[str, Any]) -> None:
+    source = report.get("source")
+    if source is not None:
+        mark = {True: "[green]✓[/green]", False: "[bold red]✗[/bold red]"}.get(
+            source["matches"], "[yellow]?[/yellow]"
+        )
+        console.print(f"{mark} source: {source['message']}")
+    if "dtype" in report:
+        console.print(f"weights stored as {report['dtype']} (from {report['dtype_source']})")
     for level, title in LEVEL_TITLES.items():
         rows = [r for r in report["outputs"] if r["level"] == level]
         if rows:
             console.print(_level_table(title, rows))
+            for line in _about(report["levels"].get(level, {})):
+                console.print(f"[dim]{line}[/dim]", highlight=False)
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in report["timings"].items())
     console.print(f"[dim]timings: {timings}[/dim]")
     if report["passed"]:
         console.print("[green]✓ verified[/green]: the converted model matches the Flax model")
     else:
         console.print(f"[bold red]✗ verification failed[/bold red]: {', '.join(report['failed'])}")
+
+
+def _about(level: dict[str, Any]) -> list[str]:
+    """What the level compared and where its tolerances come from, under its table."""
+    lines = []
+    if "reference" in level:
+        lines.append(f"{level['compared']} vs {level['reference']}")
+    if "tolerance" in level:
+        lines.append(f"tolerance {level['tolerance']} ({level['tolerance_source']})")
+    sources = sorted(set(level.get("tolerance_sources", {}).values()))
+    if sources:
+        lines.append(f"tolerances: {'; '.join(sources)}")
+    return lines
 
 
 def _level_table(title: str, rows: list[dict[str, Any]]) -> Table:

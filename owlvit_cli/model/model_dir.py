@@ -107,7 +107,7 @@ def read_model_dir(hf_dir: Path, *, force: bool = False) -> ModelDir:
         raise ModelDirError(
             f"{hf_dir} has no {CONFIG_FILE}; it is not a directory written by `owlvit convert`"
         )
-    config = _read_json(config_path, ModelDirError)
+    config = read_json(config_path, ModelDirError)
     model_type = config.get("model_type")
     if model_type not in MODEL_TYPES:
         raise ModelDirError(
@@ -129,7 +129,7 @@ def read_model_dir(hf_dir: Path, *, force: bool = False) -> ModelDir:
         warnings_.append(f"no {RECORD_FILE}: the card cannot name the source checkpoint")
     else:
         try:
-            record = _read_json(record_path, ModelDirError)
+            record = read_json(record_path, ModelDirError)
             _check_record(record, record_path, version)
         except ModelDirError as exc:
             if not force:
@@ -141,7 +141,7 @@ def read_model_dir(hf_dir: Path, *, force: bool = False) -> ModelDir:
     verification_path = hf_dir / VERIFICATION_FILE
     if verification_path.is_file():
         try:
-            verification = _read_json(verification_path, ModelDirError)
+            verification = read_json(verification_path, ModelDirError)
         except ModelDirError as exc:
             warnings_.append(f"ignoring {VERIFICATION_FILE}: {exc}")
     model_dir = ModelDir(hf_dir, config, version, weights, record, verification, warnings_)
@@ -149,7 +149,7 @@ def read_model_dir(hf_dir: Path, *, force: bool = False) -> ModelDir:
     return model_dir
 
 
-def _read_json(path: Path, error: type[OwlvitError]) -> dict[str, Any]:
+def read_json(path: Path, error: type[OwlvitError]) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -166,7 +166,7 @@ def _weight_files(hf_dir: Path) -> list[str]:
     index_path = hf_dir / WEIGHTS_INDEX_FILE
     if not index_path.is_file():
         raise ModelDirError(f"{hf_dir} has no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE}")
-    index = _read_json(index_path, ModelDirError)
+    index = read_json(index_path, ModelDirError)
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise ModelDirError(f"{index_path} has no weight_map")
@@ -191,7 +191,7 @@ def check_complete(hf_dir: Path, weights: list[str] | None = None) -> None:
 
     `weights` are the weight files `read_model_dir` found (found again when not given).
     """
-    _read_json(hf_dir / CONFIG_FILE, ModelDirError)
+    read_json(hf_dir / CONFIG_FILE, ModelDirError)
     for name in weights if weights is not None else _weight_files(hf_dir):
         if name.endswith(".safetensors"):
             check_safetensors(hf_dir / name)
@@ -210,7 +210,7 @@ def check_complete(hf_dir: Path, weights: list[str] | None = None) -> None:
     if not processor:
         raise ModelDirError(f"{hf_dir} has no image processor ({' or '.join(PROCESSOR_FILES)})")
     for path in [hf_dir / TOKENIZER_CONFIG_FILE, *processor]:
-        _read_json(path, ModelDirError)
+        read_json(path, ModelDirError)
 
 
 def check_safetensors(path: Path) -> None:

@@ -16,6 +16,7 @@ computed from each patch's bottom-right corner and uses the grid width for both 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -403,6 +404,13 @@ class FlaxRunner:
         self._detect_with_embeddings = wrap(self._make(self.model.detect_with_embeddings))
         self._detect_and_embed = wrap(self._make(self.model.detect_and_embed))
         self._compiled: dict[tuple[tuple[int, ...], tuple[int, ...]], Any] = {}
+
+    def with_params(self, params_tree: Mapping[str, Any]) -> FlaxRunner:
+        """The same jitted and compiled programs on other params of the same shapes (verify's
+        copy rounded to a directory's dtype): params are arguments, so nothing recompiles."""
+        other = copy.copy(self)
+        other.variables = {"params": checked_params(self.spec, params_tree)}
+        return other
 
     def _make(self, method: Callable[..., Any], intermediates: bool = False) -> Callable[..., Any]:
         model = self.model

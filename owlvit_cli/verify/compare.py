@@ -11,10 +11,30 @@ import numpy as np
 
 from owlvit_cli.verify.inputs import CLIP_STD, VerifyInputs, VerifyOptions
 from owlvit_cli.verify.tolerances import (
+    ATOL_SOURCE,
+    DEFAULT_SOURCE,
     MAPPING_ATOL,
-    STOCK_TOLERANCES,
+    MAPPING_RULE,
+    STOCK_TOLERANCES_BY_DTYPE,
     STRICT_PROCESSOR_TOLERANCES,
 )
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """The stock level's tolerances for one directory's dtype, and where each comes from."""
+
+    dtype: str
+    values: dict[str, float]
+    sources: dict[str, str]
+
+    @classmethod
+    def for_dtype(cls, dtype: str, overrides: dict[str, float]) -> Tolerances:
+        defaults = STOCK_TOLERANCES_BY_DTYPE[dtype]
+        values = {**defaults, **overrides}
+        default_source = DEFAULT_SOURCE.format(dtype=dtype)
+        sources = {k: ATOL_SOURCE if k in overrides else default_source for k in values}
+        return cls(dtype, values, sources)
 
 
 @dataclass
@@ -81,13 +101,17 @@ def top_detections(outputs: dict[str, np.ndarray], query_mask: np.ndarray, k: in
 
 
 def top_k_agreement(ref: list[dict], other: list[dict], score_tol: float) -> tuple[float, bool]:
-    """Same boxes in the same order; a swap is forgiven only between near-tied scores."""
+    """Same boxes in the same order; a swap is forgiven only between near-tied scores, and
+    boxes are compared where both sides picked the same patch (a forgiven swap puts two
+    different patches' boxes side by side, which says nothing about the model)."""
     worst, same = 0.0, True
     for a, b in zip(ref, other, strict=True):
         for i, (pa, pb) in enumerate(zip(a["patches"], b["patches"], strict=True)):
-            if pa != pb and abs(a["scores"][i] - b["scores"][i]) > score_tol:
-                same = False
-        worst = max(worst, float(np.abs(np.array(a["boxes"]) - np.array(b["boxes"])).max()))
+            if pa != pb:
+                same = same and abs(a["scores"][i] - b["scores"][i]) <= score_tol
+                continue
+            diff = np.abs(np.array(a["boxes"][i]) - np.array(b["boxes"][i])).max()
+            worst = max(worst, float(diff))
     return worst, same
 
 
@@ -107,27 +131,48 @@ def mapping_tolerance(name: str, scale: float) -> float:
     return MAPPING_ATOL * max(1.0, scale)
 
 
+@dataclass
+class FlaxOutputs:
+    """The references: the Flax model on the checkpoint's float32 params, and on the same
+    params rounded to the directory's dtype (the same object for a float32 directory)."""
+
+    float32: dict[str, np.ndarray]
+    rounded: dict[str, np.ndarray]
+
+
 def compare_outputs(
-    flax_out: dict[str, np.ndarray],
+    flax: FlaxOutputs,
     stock: dict[str, np.ndarray],
     patched: dict[str, np.ndarray],
     inputs: VerifyInputs,
     options: VerifyOptions,
+    tolerances: Tolerances,
 ) -> tuple[list[Comparison], dict[str, list[dict]]]:
-    """Levels 1 and 2: every output and the top-k detections, against their tolerances."""
+    """Levels 1 and 2 (every output and the top-k detections, against their tolerances), and
+    for a float16/bfloat16 directory the informational precision line.
+
+    mapping: patched transformers (float32 compute) vs Flax on the rounded params, so the
+    stored dtype costs nothing here and a misplaced tensor still shows at 1e-5.
+    stock: transformers as loaded by default (stored dtype) vs Flax on the float32 params."""
     mask = inputs.query_mask
-    rows = _compare_level("mapping", output_diffs(flax_out, patched, mask), mapping_tolerance)
-    tolerances = {**STOCK_TOLERANCES, **options.atol}
+    values = tolerances.values
+    rows = _compare_level("mapping", output_diffs(flax.rounded, patched, mask), mapping_tolerance)
     rows += _compare_level(
-        "stock", output_diffs(flax_out, stock, mask), lambda name, _: tolerances[name]
+        "stock", output_diffs(flax.float32, stock, mask), lambda name, _: values[name]
     )
-    tops = {"flax": top_detections(flax_out, mask, options.top_k)}
-    for level, outs, tol in (
-        ("mapping", patched, MAPPING_ATOL),
-        ("stock", stock, tolerances["top_k"]),
-    ):
-        tops[level] = top_detections(outs, mask, options.top_k)
-        rows.append(top_k_row(level, tops["flax"], tops[level], tol))
+    tops = {
+        "flax": top_detections(flax.float32, mask, options.top_k),
+        "flax_rounded": top_detections(flax.rounded, mask, options.top_k),
+    }
+    tops["mapping"] = top_detections(patched, mask, options.top_k)
+    rows.append(top_k_row("mapping", tops["flax_rounded"], tops["mapping"], MAPPING_ATOL))
+    tops["stock"] = top_detections(stock, mask, options.top_k)
+    rows.append(top_k_row("stock", tops["flax"], tops["stock"], values["top_k"]))
+    if flax.rounded is not flax.float32:
+        precision = output_diffs(flax.float32, flax.rounded, mask)
+        rows += [
+            Comparison(name, "precision", diff, None, True) for name, (diff, _) in precision.items()
+        ]
     return rows, tops
 
 
@@ -228,3 +273,31 @@ def processor_drift(
         "skipped_images": skipped,
     }
     return rows, info
+
+
+def describe_levels(
+    levels: dict[str, dict[str, Any]], tolerances: Tolerances, stock_dtype: str
+) -> dict[str, dict[str, Any]]:
+    """Each level's verdict with what it compared and the tolerances it used, and where they
+    come from: what the terminal, --json and the model card (via --record) show."""
+    dtype = tolerances.dtype
+    about: dict[str, dict[str, Any]] = {
+        "mapping": {
+            "reference": f"Flax, checkpoint params rounded to {dtype}, float32 compute",
+            "compared": "transformers with scenic's head GELU and LayerNorm eps, float32 compute",
+            "tolerance": MAPPING_RULE,
+            "tolerance_source": "built-in",
+        },
+        "stock": {
+            "reference": "Flax, checkpoint params in float32",
+            "compared": f"transformers as from_pretrained loads it ({stock_dtype})",
+            "tolerances": dict(tolerances.values),
+            "tolerance_sources": dict(tolerances.sources),
+        },
+        "precision": {
+            "reference": "Flax, checkpoint params in float32",
+            "compared": f"Flax, checkpoint params rounded to {dtype}, float32 compute",
+            "informational": True,
+        },
+    }
+    return {level: {**verdict, **about.get(level, {})} for level, verdict in levels.items()}

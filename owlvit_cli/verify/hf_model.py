@@ -66,8 +66,12 @@ def processor_square_refusal(height: int, width: int) -> str | None:
     )
 
 
-def load_hf_model(directory: Path, scenic_semantics: bool = False) -> Any:
-    """The detection model as `from_pretrained` gives it, offline, in float32 eval mode."""
+def load_hf_model(
+    directory: Path, scenic_semantics: bool = False, dtype: str | None = "float32"
+) -> Any:
+    """The detection model as `from_pretrained` gives it, offline, in eval mode: in `dtype`,
+    or with `dtype=None` in whatever transformers loads by default (the stored dtype, which
+    is what users get)."""
     import torch
     from transformers import AutoModelForZeroShotObjectDetection
     from transformers.utils import logging as hf_logging
@@ -81,8 +85,8 @@ def load_hf_model(directory: Path, scenic_semantics: bool = False) -> Any:
             str(directory),
             local_files_only=True,
             use_safetensors=True,
-            dtype=torch.float32,
             output_loading_info=True,
+            **({} if dtype is None else {"dtype": getattr(torch, dtype)}),
         )
     except Exception as exc:  # corrupt safetensors, bad json, wrong shapes: all the dir's fault
         raise ModelDirError(f"{directory}: cannot load the model ({first_line(exc)})") from exc

@@ -57,6 +57,7 @@ class VerifyOptions:
     record: bool = False
     processor_detections: bool = False  # run the model on the processor's inputs too
     preprocessing: preprocess.Pipeline = DEFAULT_PREPROCESSING  # scenic's, for image files
+    ignore_source: bool = False  # compare even when CKPT is not HF_DIR's recorded source
 
     @property
     def processor_forward(self) -> bool:

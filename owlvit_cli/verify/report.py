@@ -21,7 +21,7 @@ from owlvit_cli.verify.inputs import VerifyInputs, VerifyOptions
 class Verification:
     report: dict[str, Any]
     arrays: dict[str, np.ndarray]
-    inputs: VerifyInputs
+    inputs: VerifyInputs | None  # None when the pairing check failed and nothing ran
     top_detections: dict[str, list[dict]]
     # The loaded models, for a caller that runs more on them. Held here rather than freed
     # when verification returns: freeing a compiled XLA program and two sets of weights
@@ -33,6 +33,7 @@ class Verification:
         side (boxes in the image's own pixels), for a reviewer to see agreement at a glance."""
         from owlvit_cli.detect.draw import draw_side_by_side
 
+        assert self.inputs is not None, "no picture: the models did not run"
         raw = self.inputs.raw_images[0]
         image = raw if raw is not None else (self.inputs.scenic_pixels[0] * 255).round()
         image = np.asarray(image, np.uint8)
@@ -87,7 +88,7 @@ def build_report(
     options: VerifyOptions,
 ) -> dict[str, Any]:
     levels = {}
-    for level in ("mapping", "stock", "processor"):
+    for level in ("mapping", "stock", "precision", "processor"):
         members = [r for r in rows if r.level == level]
         if members:
             levels[level] = {"passed": all(r.passed for r in members)}
@@ -114,7 +115,27 @@ def build_report(
     }
 
 
+def source_failure_report(
+    checkpoint: Path, hf_dir: Path, pairing: Any, timings: dict[str, float]
+) -> dict[str, Any]:
+    """The report when CKPT is not HF_DIR's source: no level ran, so none is reported."""
+    return {
+        "passed": False,
+        "checkpoint": Path(checkpoint).name,
+        "hf_dir": Path(hf_dir).name,
+        **pairing.report_fields(),
+        "levels": {},
+        "outputs": [],
+        "failed": ["source"],
+        "timings": timings,
+        "tool_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def failure_summary(report: dict[str, Any]) -> str:
+    if "source" in report["failed"]:
+        return "verification failed: " + report["source"]["message"]
     bad = [r for r in report["outputs"] if not r["passed"]]
     parts = [
         f"{r['level']}/{r['name']} max |diff| {r['max_abs']:.3g} > {r['tolerance']:.3g}"
@@ -138,6 +159,8 @@ def write_outputs(
     from owlvit_cli.atomic import atomic_write_bytes
     from owlvit_cli.model.model_dir import VERIFICATION_FILE
 
+    if result.inputs is None:  # CKPT is not HF_DIR's source: nothing ran, nothing to keep
+        return
     if save_outputs is not None:
         buffer = io.BytesIO()
         np.savez(buffer, **result.arrays)

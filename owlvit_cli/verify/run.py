@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,16 @@ import numpy as np
 
 from owlvit_cli.checkpoint.hashing import start_hashing
 from owlvit_cli.errors import BadInputError, ModelDirError
+from owlvit_cli.model.model_dir import RECORD_FILE
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
-from owlvit_cli.verify.compare import compare_outputs, processor_drift
+from owlvit_cli.verify.compare import (
+    FlaxOutputs,
+    Tolerances,
+    compare_outputs,
+    describe_levels,
+    processor_drift,
+)
 from owlvit_cli.verify.inputs import (
     VerifyInputs,
     VerifyOptions,
@@ -41,18 +49,20 @@ from owlvit_cli.verify.report import (
     build_report,
     check_output_paths,
     saved_arrays,
+    source_failure_report,
     write_outputs,
 )
+from owlvit_cli.verify.source import check_source, read_record, stored_dtype
 from owlvit_cli.verify.tolerances import STOCK_TOLERANCES
 
 
 def check_same_architecture(spec: ModelSpec, hf_dir: Path) -> None:
     """Different architectures are bad input (exit 2), not a numerical mismatch."""
-    from owlvit_cli.convert.hf_files import config_dict
+    from owlvit_cli.convert.hf_files import hf_config
     from owlvit_cli.verify.hf_model import check_model_dir
 
     found = check_model_dir(hf_dir)
-    expected = config_dict(spec)
+    expected = hf_config(spec).to_dict()
     keys = {
         "vision_config": (
             "hidden_size",
@@ -102,7 +112,9 @@ def run_verification(
     options: VerifyOptions | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> Verification:
-    """Run both models; the report is a plain dict (what --json prints)."""
+    """Check the pairing, then run both models; the report is a plain dict (what --json
+    prints). A checkpoint that is not HF_DIR's source fails here, before any model loads,
+    unless `options.ignore_source`."""
     checkpoint, hf_dir = Path(checkpoint), Path(hf_dir)
     options = options or VerifyOptions()
     unknown = set(options.atol) - set(STOCK_TOLERANCES)
@@ -112,24 +124,39 @@ def run_verification(
         )
     check_preprocessing(options.preprocessing)  # before seconds of loading, not after
     timings: dict[str, float] = {}
+    with _timed(timings, "source", progress, "checking the source checkpoint"):
+        pairing = check_pairing(checkpoint, hf_dir, options.ignore_source)
+    if pairing.source["matches"] is False and not options.ignore_source:
+        report = source_failure_report(checkpoint, hf_dir, pairing, timings)
+        return Verification(report, {}, None, {})
     # A recorded report names the checkpoint it verified; hashing costs a core, so only then.
-    hasher = start_hashing(Path(checkpoint)) if options.record else None
-    spec, runner, inputs = load_reference(checkpoint, options, timings, progress)
+    hasher = start_hashing(checkpoint) if options.record and pairing.sha256 is None else None
+    tolerances = Tolerances.for_dtype(pairing.dtype, options.atol)
+    spec, runners, inputs = load_reference(checkpoint, pairing.dtype, options, timings, progress)
     with _timed(timings, "load_hf", progress, "loading the transformers model"):
         from owlvit_cli.verify.hf_model import load_hf_model, load_processor
 
         check_same_architecture(spec, hf_dir)
-        model = load_hf_model(hf_dir)
+        model = load_hf_model(hf_dir)  # float32 compute: the mapping level
+        # As users load it: transformers' default dtype is the stored one.
+        stock_model = model if pairing.dtype == "float32" else load_hf_model(hf_dir, dtype=None)
         has_images = any(raw is not None for raw in inputs.raw_images)
         processor = load_processor(hf_dir) if has_images else None
+    flax_runner, rounded_runner = runners
     with _timed(timings, "flax_compile", progress, "compiling the Flax model"):
-        runner.compile(inputs.scenic_pixels, inputs.input_ids)
+        flax_runner.compile(inputs.scenic_pixels, inputs.input_ids)
     with _timed(timings, "flax_forward", progress, "running the Flax model"):
-        flax_out = runner.detect(inputs.scenic_pixels, inputs.input_ids, image_only=True)
+        flax_out = flax_runner.detect(inputs.scenic_pixels, inputs.input_ids, image_only=True)
+        rounded_out = flax_out
+        if rounded_runner is not flax_runner:
+            rounded_out = rounded_runner.detect(
+                inputs.scenic_pixels, inputs.input_ids, image_only=True
+            )
     with _timed(timings, "hf_forward", progress, "running the transformers model"):
-        stock, patched = run_hf_both(model, inputs)
+        stock, patched = run_hf_both(model, inputs, stock_model)
+    flax = FlaxOutputs(flax_out, rounded_out)
     with _timed(timings, "compare", progress, "comparing"):
-        rows, tops = compare_outputs(flax_out, stock, patched, inputs, options)
+        rows, tops = compare_outputs(flax, stock, patched, inputs, options, tolerances)
     flax_top = tops["flax"]
     processor_rows, processor_info = [], {}
     if processor is not None:
@@ -138,16 +165,20 @@ def run_verification(
                 model,
                 processor,
                 inputs,
-                scenic_top_detections(runner, inputs, flax_top, options),
+                scenic_top_detections(flax_runner, inputs, flax_top, options),
                 options,
             )
     rows += processor_rows
     report = build_report(
         checkpoint, hf_dir, spec, inputs, rows, timings, flax_top, processor_info, options
     )
-    if hasher is not None:
-        report["checkpoint_sha256"] = hasher.digest(progress)
-    models = {"flax": runner, "hf": model}
+    report.update(pairing.report_fields())
+    report["levels"] = describe_levels(report["levels"], tolerances, model_dtype(stock_model))
+    digest = pairing.sha256 or (hasher.digest(progress) if hasher is not None else None)
+    if digest is not None and options.record:
+        report["checkpoint_sha256"] = digest
+    models = {"flax": flax_runner, "flax_rounded": rounded_runner, "hf": model}
+    models["hf_stock"] = stock_model
     return Verification(report, saved_arrays(inputs, flax_out, stock), inputs, tops, models)
 
 
@@ -168,12 +199,69 @@ def scenic_top_detections(
     return top
 
 
+@dataclass
+class Pairing:
+    """What HF_DIR's own files say before any model loads: its source and stored dtype."""
+
+    source: dict[str, Any]
+    sha256: str | None
+    dtype: str
+    dtype_source: str
+
+    def report_fields(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "dtype_source": self.dtype_source, "source": self.source}
+
+
+def check_pairing(checkpoint: Path, hf_dir: Path, ignore_source: bool = False) -> Pairing:
+    """Is CKPT the file HF_DIR was converted from (size, then sha256), and in which dtype
+    are HF_DIR's weights stored. Unusable inputs raise their usual bad-input errors."""
+    from owlvit_cli.checkpoint.inspection import checkpoint_spec
+    from owlvit_cli.checkpoint.reader import open_checkpoint
+    from owlvit_cli.convert.mapping import plan_mapping
+    from owlvit_cli.verify.hf_model import check_model_dir
+
+    # Headers only (no payload read, no jax): a file that is no usable checkpoint is bad
+    # input with the reader's own message, not a pairing failure.
+    with open_checkpoint(checkpoint) as ckpt:
+        plan_mapping({entry.path: entry.shape for entry in ckpt}, checkpoint_spec(ckpt))
+    check_model_dir(hf_dir)
+    record = read_record(hf_dir)
+    source, digest = check_source(checkpoint, hf_dir, record)
+    if source["matches"] is False and not ignore_source:  # the verdict waits for no import
+        return Pairing(source, digest, str((record or {}).get("dtype")), RECORD_FILE)
+    dtype, dtype_source = stored_dtype(hf_dir, record)
+    return Pairing(source, digest, dtype, dtype_source)
+
+
+def model_dtype(model: Any) -> str:
+    return str(model.dtype).removeprefix("torch.")
+
+
+def rounded_params(tree: dict[str, Any], dtype: str) -> dict[str, Any]:
+    """The params as a `dtype` directory holds them, back in float32: the same numpy cast
+    (round to nearest even) that the safetensors writer applied."""
+    from owlvit_cli.convert.safetensors_writer import numpy_dtype
+
+    target = numpy_dtype(dtype)
+    return {
+        key: rounded_params(value, dtype)
+        if isinstance(value, dict)
+        else np.asarray(value).astype(target).astype(np.float32)
+        for key, value in tree.items()
+    }
+
+
 def load_reference(
-    checkpoint: Path, options: VerifyOptions, timings: dict[str, float], progress: Progress
-) -> tuple[ModelSpec, Any, VerifyInputs]:
-    """The Flax model and the inputs. Images and queries are prepared in a second thread while
-    jax imports and the weights load: PIL's decoding and scipy's resize release the GIL, so
-    that work costs no wall time. `inputs` times only what is left to wait for afterwards."""
+    checkpoint: Path,
+    dtype: str,
+    options: VerifyOptions,
+    timings: dict[str, float],
+    progress: Progress,
+) -> tuple[ModelSpec, tuple[Any, Any], VerifyInputs]:
+    """The Flax model (on the float32 params, and on them rounded to `dtype`) and the inputs.
+    Images and queries are prepared in a second thread while jax imports and the weights
+    load: PIL's decoding and scipy's resize release the GIL, so that work costs no wall time.
+    `inputs` times only what is left to wait for afterwards."""
     from concurrent.futures import ThreadPoolExecutor
 
     from owlvit_cli.checkpoint.inspection import checkpoint_spec
@@ -186,31 +274,43 @@ def load_reference(
             prepared = background.submit(prepare_inputs, spec, options)
             from owlvit_cli.scenic.flax_model import FlaxRunner  # jax: seconds, so timed as loading
 
-            runner = FlaxRunner(spec, ckpt.params_tree(np.float32))
+            params = ckpt.params_tree(np.float32)
+            runner = FlaxRunner(spec, params)
+            rounded = runner
+            if dtype != "float32":
+                rounded = runner.with_params(rounded_params(params, dtype))
+            del params
         with _timed(timings, "inputs", progress, "preparing images and queries"):
             inputs = prepared.result()
-    return spec, runner, inputs
+    return spec, (runner, rounded), inputs
 
 
-def run_hf_both(model: Any, inputs: VerifyInputs) -> tuple[dict, dict]:
-    """Stock and scenic-semantics outputs. The towers are identical in both; only the merged
-    LayerNorm and the head MLPs differ, so the towers run once and are reused."""
+def run_hf_both(model: Any, inputs: VerifyInputs, stock_model: Any = None) -> tuple[dict, dict]:
+    """Stock and scenic-semantics outputs. With one model (a float32 directory) the towers
+    are identical in both; only the merged LayerNorm and the head MLPs differ, so the towers
+    run once and are reused. A `stock_model` in another dtype runs on its own."""
     from owlvit_cli.verify.hf_model import (
         apply_scenic_semantics,
         reuse_tower_outputs,
-        run_hf_detection,
-        run_hf_image_only,
         stock_semantics,
     )
 
+    stock_model = model if stock_model is None else stock_model
     with reuse_tower_outputs(model):
-        stock = run_hf_detection(model, inputs.pixel_values, inputs.input_ids)
-        stock.update(run_hf_image_only(model, inputs.pixel_values))
+        stock = run_hf_all(stock_model, inputs)
         with stock_semantics(model):
             apply_scenic_semantics(model)
-            patched = run_hf_detection(model, inputs.pixel_values, inputs.input_ids)
-            patched.update(run_hf_image_only(model, inputs.pixel_values))
+            patched = run_hf_all(model, inputs)
     return stock, patched
+
+
+def run_hf_all(model: Any, inputs: VerifyInputs) -> dict[str, np.ndarray]:
+    """Detection and the image-only path, outputs upcast to float32."""
+    from owlvit_cli.verify.hf_model import run_hf_detection, run_hf_image_only
+
+    outputs = run_hf_detection(model, inputs.pixel_values, inputs.input_ids)
+    outputs.update(run_hf_image_only(model, inputs.pixel_values))
+    return outputs
 
 
 def verify(

@@ -110,9 +110,10 @@ def test_swapped_push_arguments_get_a_hint(tmp_path: Path):
 
 
 def test_dtype_aliases_are_normalised_in_one_place():
-    from owlvit_cli.convert.safetensors_writer import NUMPY_DTYPES, SAFETENSORS_DTYPES
+    from owlvit_cli.convert.safetensors_writer import SAFETENSORS_DTYPES, numpy_dtype
 
-    assert set(DTYPES) == set(NUMPY_DTYPES) == set(SAFETENSORS_DTYPES)
+    assert set(DTYPES) == set(SAFETENSORS_DTYPES)
+    assert [numpy_dtype(name).itemsize for name in DTYPES] == [4, 2, 2]
     assert set(DTYPE_ALIASES.values()) == set(DTYPES)
     expected = {"fp32": "float32", "f32": "float32", "fp16": "float16", "f16": "float16"}
     expected |= {"bf16": "bfloat16", "BF16": "bfloat16", "bfloat16": "bfloat16"}

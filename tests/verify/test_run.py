@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
-from safetensors.numpy import load_file, save_file
 
 from owlvit_cli.verify.inputs import VerifyOptions
 from owlvit_cli.verify.run import run_verification
-from tests.helpers import TINY_CASES, reference_checkpoint, reference_io, run_console_script
+from tests.helpers import (
+    TINY_CASES,
+    edited_model_dir,
+    reference_checkpoint,
+    reference_io,
+    run_console_script,
+)
 
 
 @pytest.mark.parametrize(("variant", "layout"), TINY_CASES)
@@ -34,17 +39,8 @@ def test_passes_on_every_tiny_variant_and_layout(tiny_checkpoint, converted, var
     assert {n for level, n in names if level == "mapping"} == expected
     assert {n for level, n in names if level == "stock"} == expected
     mapping = [r for r in report["outputs"] if r["level"] == "mapping"]
-    assert all(r["max_abs"] <= 1e-5 for r in mapping), (
-        mapping
-    )  # the mapping level: ≤ 1e-5 with scenic semantics patched in
-
-
-def _copy_with(src: Path, dst: Path, edit) -> Path:
-    shutil.copytree(src, dst)
-    tensors = load_file(str(dst / "model.safetensors"))
-    edit(tensors)
-    save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    return dst
+    # the mapping level: ≤ 1e-5 with scenic semantics patched in
+    assert all(r["max_abs"] <= 1e-5 for r in mapping), mapping
 
 
 def test_one_perturbed_tensor_fails_with_exit_1(cli, tiny_checkpoint, converted, tmp_path):
@@ -53,7 +49,7 @@ def test_one_perturbed_tensor_fails_with_exit_1(cli, tiny_checkpoint, converted,
     def nudge(tensors: dict) -> None:
         tensors["owlv2.vision_model.encoder.layers.1.mlp.fc2.bias"][3] += 1e-2
 
-    bad = _copy_with(converted(ckpt), tmp_path / "bad", nudge)
+    bad = edited_model_dir(converted(ckpt), tmp_path / "bad", nudge)
     result = cli("verify", ckpt, bad)
     assert result.exit_code == 1
     assert "verification failed" in result.stderr and "mapping/pred_logits" in result.stderr
@@ -71,12 +67,15 @@ def test_console_script_exit_codes_and_complete_output(tiny_checkpoint, converte
     def nudge(tensors: dict) -> None:
         tensors["owlv2.vision_model.encoder.layers.1.mlp.fc2.bias"][3] += 1e-2
 
-    bad = _copy_with(converted(ckpt), tmp_path / "bad", nudge)
+    bad = edited_model_dir(converted(ckpt), tmp_path / "bad", nudge)
     failed = run_console_script("verify", ckpt, bad, "--json")
     assert failed.returncode == 1
     assert json.loads(failed.stdout)["passed"] is False
     assert "verification failed" in failed.stderr
-    wrong = run_console_script("verify", ckpt, converted(tiny_checkpoint("v1-tiny")))
+    other = converted(tiny_checkpoint("v1-tiny"))
+    wrong = run_console_script("verify", ckpt, other)
+    assert wrong.returncode == 1 and "was converted from" in wrong.stderr  # the pairing first
+    wrong = run_console_script("verify", ckpt, other, "--ignore-source")
     assert wrong.returncode == 2 and "not the same architecture" in wrong.stderr
 
 
@@ -87,9 +86,9 @@ def test_swapped_attention_heads_fail(tiny_checkpoint, converted, tmp_path):
         name = "owlvit.text_model.encoder.layers.0.self_attn.q_proj.weight"
         weight = tensors[name]
         half = weight.shape[0] // 2  # two heads
-        tensors[name] = np.concatenate([weight[half:], weight[:half]])
+        tensors[name] = torch.cat([weight[half:], weight[:half]])
 
-    bad = _copy_with(converted(ckpt), tmp_path / "swapped", swap_heads)
+    bad = edited_model_dir(converted(ckpt), tmp_path / "swapped", swap_heads)
     report = run_verification(ckpt, bad, VerifyOptions()).report
     assert not report["passed"]
     assert "mapping/query_embeddings" in report["failed"]
@@ -97,15 +96,27 @@ def test_swapped_attention_heads_fail(tiny_checkpoint, converted, tmp_path):
 
 
 def test_model_from_another_checkpoint_fails(cli, tiny_checkpoint, converted):
+    """Same size, other sha256: the pairing fails first, named as such; --ignore-source
+    compares anyway, and the numbers fail too."""
     other = converted(tiny_checkpoint("v1-tiny", "v1", seed=7))
-    result = cli("verify", tiny_checkpoint("v1-tiny", "v1"), other, "--json")
+    ckpt = tiny_checkpoint("v1-tiny", "v1")
+    result = cli("verify", ckpt, other, "--json")
     assert result.exit_code == 1
     report = json.loads(result.stdout)
+    assert report["failed"] == ["source"] and report["outputs"] == []
+    assert report["source"]["matches"] is False
+    assert f"was converted from {tiny_checkpoint('v1-tiny', 'v1', seed=7).name}" in result.stderr
+    assert f"not this file {ckpt.name} (sha256 " in result.stderr
+    forced = cli("verify", ckpt, other, "--json", "--ignore-source")
+    assert forced.exit_code == 1
+    report = json.loads(forced.stdout)
     assert not report["passed"] and "mapping/pred_logits" in report["failed"]
+    assert report["source"]["matches"] is False  # still reported
 
 
 def test_different_architecture_is_bad_input(cli, tiny_checkpoint, converted):
-    result = cli("verify", tiny_checkpoint("v1-tiny"), converted(tiny_checkpoint("v2-tiny")))
+    other = converted(tiny_checkpoint("v2-tiny"))
+    result = cli("verify", tiny_checkpoint("v1-tiny"), other, "--ignore-source")
     assert result.exit_code == 2
     assert "not the same architecture" in result.stderr and "model_type" in result.stderr
 

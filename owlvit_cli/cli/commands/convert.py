@@ -138,4 +138,10 @@ def render(console: Console, payload: dict[str, Any]) -> None:
         from owlvit_cli.cli.verification import render_verification
 
         render_verification(console, payload["verification"])
+        if not payload["verification"]["passed"]:
+            console.print(
+                f"[bold red]✗[/bold red] wrote {payload['output']}, but verification failed "
+                f"({', '.join(payload['verification']['failed'])}); see above"
+            )
+            return
     console.print(f"[green]✓[/green] converted ({human_bytes(payload['source']['size'])} source)")

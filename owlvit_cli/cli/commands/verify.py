@@ -96,6 +96,14 @@ def verify_command(
             "detections (a third forward pass; implied by --strict-processor).",
         ),
     ] = False,
+    ignore_source: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-source",
+            help="Compare even when CKPT is not the file HF_DIR's owlvit_conversion.json "
+            "names as its source.",
+        ),
+    ] = False,
     preprocessing: Annotated[
         str,
         typer.Option(
@@ -156,6 +164,7 @@ def verify_command(
             top_k,
             processor_detections=processor_detections,
             preprocessing=preprocessing,  # type: ignore[arg-type]  # checked by prepare_inputs
+            ignore_source=ignore_source,
         )
         report = verify_and_report(out, source, hf_dir, options, record, save_outputs, save_viz)
         payload = report if report["passed"] else {**report, **verification_error(report)}

@@ -1,0 +1,146 @@
+"""What HF_DIR says about itself before any model loads: which file it was converted from,
+and the dtype its weights are stored in.
+
+Verifying a directory against a checkpoint it was not converted from can only end in numeric
+failures that read like a mapping bug. The conversion record names the source's size and
+sha256, so a wrong pairing is caught first, in a stat() for a size mismatch, and reported
+as what it is.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from owlvit_cli.errors import ModelDirError
+from owlvit_cli.model.model_dir import (
+    RECORD_FILE,
+    WEIGHTS_FILE,
+    WEIGHTS_INDEX_FILE,
+    read_json,
+)
+
+SHORT_SHA = 12
+
+
+def read_record(hf_dir: Path) -> dict[str, Any] | None:
+    """The conversion record, or None when HF_DIR has none (converted by other means)."""
+    path = hf_dir / RECORD_FILE
+    if not path.is_file():
+        return None
+    return read_json(path, ModelDirError)
+
+
+def stored_dtype(hf_dir: Path, record: dict[str, Any] | None) -> tuple[str, str]:
+    """(dtype, where it was read): the record's `dtype`, else the weights' safetensors header.
+
+    The header is what transformers reads too, so a directory without a record (or with a
+    record from an older tool) still gets the right tolerances. Imported here, not at the
+    top: the writer's dtype table pulls in ml_dtypes, which the pairing check must not wait
+    for."""
+    from owlvit_cli.convert.safetensors_writer import SAFETENSORS_DTYPES
+
+    if record is not None and record.get("dtype") in SAFETENSORS_DTYPES:
+        return record["dtype"], RECORD_FILE
+    weights = _first_weights_file(hf_dir)
+    found = {
+        entry.get("dtype")
+        for name, entry in _safetensors_header(weights).items()
+        if name != "__metadata__" and isinstance(entry, dict)
+    }
+    dtype_names = {code: name for name, code in SAFETENSORS_DTYPES.items()}
+    names = sorted(dtype_names.get(str(code), str(code)) for code in found)
+    if len(names) != 1 or names[0] not in SAFETENSORS_DTYPES:
+        raise ModelDirError(f"{weights}: expected one float dtype among the weights, found {names}")
+    return names[0], f"{weights.name} header"
+
+
+def _first_weights_file(hf_dir: Path) -> Path:
+    single = hf_dir / WEIGHTS_FILE
+    if single.is_file():
+        return single
+    index = hf_dir / WEIGHTS_INDEX_FILE
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return hf_dir / sorted(set(weight_map.values()))[0]
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ModelDirError(
+            f"{hf_dir}: no readable {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE}"
+        ) from exc
+
+
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100_000_000:
+                raise ValueError(f"header length {length}")
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError, struct.error) as exc:
+        raise ModelDirError(f"{path}: not a readable safetensors file ({exc})") from None
+    if not isinstance(header, dict):
+        raise ModelDirError(f"{path}: not a readable safetensors file")
+    return header
+
+
+def check_source(
+    checkpoint: Path, hf_dir: Path, record: dict[str, Any] | None
+) -> tuple[dict[str, Any], str | None]:
+    """(the report's `source` block, the checkpoint's sha256 when it was computed).
+
+    Size first (a stat), so a wrong file of another size is told apart at once; the sha256
+    only when the sizes agree and the record has one (remembered per file identity, so a
+    `convert --verify` that just hashed the file does not hash it again)."""
+    from owlvit_cli.checkpoint.hashing import start_hashing
+
+    actual: dict[str, Any] = {"file": checkpoint.name, "size": checkpoint.stat().st_size}
+    block: dict[str, Any] = {
+        "record": RECORD_FILE if record is not None else None,
+        "checkpoint": actual,
+    }
+    source = (record or {}).get("source")
+    if not isinstance(source, dict):
+        block["matches"] = None
+        block["message"] = (
+            f"{hf_dir.name} has no {RECORD_FILE}: cannot tell which file it was converted from"
+            if record is None
+            else f"{RECORD_FILE} does not name its source file"
+        )
+        return block, None
+    expected = {key: source.get(key) for key in ("file", "size", "sha256")}
+    block["expected"] = expected
+    digest = None
+    if expected["size"] is not None and expected["size"] != actual["size"]:
+        block["matches"] = False
+        block["message"] = mismatch_message(hf_dir, expected, actual, "size")
+        return block, None
+    if expected["sha256"]:
+        digest = start_hashing(checkpoint).digest()
+        actual["sha256"] = digest
+        if digest != expected["sha256"]:
+            block["matches"] = False
+            block["message"] = mismatch_message(hf_dir, expected, actual, "sha256")
+            return block, digest
+    checked = "size and sha256" if expected["sha256"] else "size"
+    block["matches"] = True
+    block["message"] = f"{hf_dir.name} was converted from this file ({checked} match)"
+    return block, digest
+
+
+def mismatch_message(
+    hf_dir: Path, expected: dict[str, Any], actual: dict[str, Any], what: str
+) -> str:
+    """'HF_DIR was converted from X (sha256 d7f5…), not this file (sha256 …)'."""
+
+    def describe(side: dict[str, Any]) -> str:
+        if what == "size":
+            return f"{side['size']:,} bytes"
+        return f"sha256 {str(side.get('sha256'))[:SHORT_SHA]}…"
+
+    return (
+        f"{hf_dir.name} was converted from {expected.get('file')} ({describe(expected)}), "
+        f"not this file {actual['file']} ({describe(actual)}); "
+        "pass --ignore-source to compare them anyway"
+    )

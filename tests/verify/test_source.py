@@ -1,0 +1,61 @@
+"""verify checks that CKPT is the file HF_DIR was converted from before any model loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.helpers import run_console_script
+
+# Runs verify in a fresh interpreter and reports which heavy libraries it imported: with no
+# jax, torch or transformers in sys.modules, no model can have been loaded.
+PROBE = """
+import json, sys
+from typer.testing import CliRunner
+from owlvit_cli.cli.app import app
+result = CliRunner().invoke(app, sys.argv[1:])
+heavy = sorted(m for m in ("jax", "torch", "transformers", "flax") if m in sys.modules)
+print(json.dumps({"exit_code": result.exit_code, "stderr": result.stderr, "imported": heavy}))
+"""
+
+
+def test_size_mismatch_fails_before_any_model_loads(tiny_checkpoint, converted):
+    ckpt = tiny_checkpoint("v1-tiny", "v2")
+    other = tiny_checkpoint("v2-tiny", "v2")  # another file, of another size
+    hf_dir = converted(other)
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, "verify", str(ckpt), str(hf_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert seen["exit_code"] == 1
+    assert seen["imported"] == []
+    size = f"{other.stat().st_size:,} bytes"
+    assert f"{hf_dir.name} was converted from {other.name} ({size})" in seen["stderr"]
+    assert f"not this file {ckpt.name} ({ckpt.stat().st_size:,} bytes)" in seen["stderr"]
+
+
+def test_source_mismatch_through_the_console_script(tiny_checkpoint, converted):
+    ckpt = tiny_checkpoint("v1-tiny", "v2")
+    hf_dir = converted(tiny_checkpoint("v2-tiny", "v2"))
+    result = run_console_script("verify", ckpt, hf_dir, "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["passed"] is False and report["failed"] == ["source"]
+    assert report["levels"] == {} and report["source"]["matches"] is False
+    assert "--ignore-source" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    human = run_console_script("verify", ckpt, hf_dir)
+    assert human.returncode == 1
+    assert "✗ source:" in human.stdout and "✗ verification failed: source" in human.stdout
+
+
+def test_matching_source_is_reported(cli, tiny_checkpoint, converted):
+    ckpt = tiny_checkpoint("v1-tiny", "v2")
+    result = cli("verify", ckpt, converted(ckpt), "--json")
+    assert result.exit_code == 0, result.stderr
+    source = json.loads(result.stdout)["source"]
+    assert source["matches"] is True and "size and sha256 match" in source["message"]
+    assert source["checkpoint"]["sha256"] == source["expected"]["sha256"]
