@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from owlvit_cli import __version__
 from owlvit_cli.atomic import atomic_directory, check_output_dir
@@ -43,6 +43,9 @@ from owlvit_cli.errors import BadInputError, OutputError
 from owlvit_cli.model.model_dir import FLAVORS, RECORD_FILE, TOOL_NAME
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DTYPES = tuple(NUMPY_DTYPES)
 LIBRARIES = ("transformers", "torch", "safetensors", "numpy", "huggingface_hub", "jax", "flax")
@@ -79,6 +82,28 @@ def raw_bytes(ckpt: Checkpoint, tensor: TensorMap) -> RawBytes | None:
         return None
     record = ckpt[tensor.source].record
     return RawBytes(ckpt.path, record.segments, record.dtype_name)
+
+
+def has_non_finite(array: np.ndarray) -> bool:
+    """NaN or ±Inf anywhere. A sum propagates both at memory speed without allocating; only
+    a non-finite sum (possibly a finite overflow) is checked element by element."""
+    import numpy as np
+
+    if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
+        return False
+    if array.dtype.itemsize >= 4:
+        with np.errstate(all="ignore"):
+            if np.isfinite(np.sum(array)):
+                return False
+    return not bool(np.isfinite(array).all())
+
+
+def non_finite_warning(paths: list[str]) -> str:
+    shown = ", ".join(paths[:6]) + (" …" if len(paths) > 6 else "")
+    return (
+        f"{len(paths)} tensor(s) hold NaN or infinite values, copied as they are; the "
+        f"model's outputs will not be usable: {shown}"
+    )
 
 
 def library_versions() -> dict[str, str]:
@@ -121,15 +146,20 @@ def convert_checkpoint(
     dtype: str = "float32",
     max_shard_size: str = "5GB",
     overwrite: bool = False,
+    force_overwrite: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> ConversionResult:
-    """Convert `checkpoint` into the transformers model directory `output`."""
+    """Convert `checkpoint` into the transformers model directory `output`.
+
+    `overwrite` replaces only an earlier owlvit output; `force_overwrite` any directory (see
+    `owlvit_cli.atomic` for the rules that keep the user's files safe)."""
     started = time.perf_counter()
     checkpoint, output = Path(checkpoint), Path(output)
     if dtype not in DTYPES:
         raise BadInputError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     shard_bytes = parse_size(max_shard_size)
-    check_output_dir(output, overwrite)
+    output_rules = {"force": force_overwrite, "inputs": [checkpoint]}
+    check_output_dir(output, overwrite, **output_rules)
     with open_checkpoint(checkpoint) as ckpt:
         spec = checkpoint_spec(ckpt)
         plan = plan_mapping({e.path: e.shape for e in ckpt}, spec)
@@ -140,15 +170,18 @@ def convert_checkpoint(
             hasher = start_hashing(ckpt.path)
             ckpt.stream()
             sources = {t.target: t.source for t in plan.tensors}
+            non_finite: list[str] = []
             try:
                 with (
                     progress.step("converting tensors", total=len(plan.tensors)) as step,
-                    atomic_directory(output, overwrite) as tmp,
+                    atomic_directory(output, overwrite, **output_rules) as tmp,
                 ):
 
                     def written(tensor: PlannedTensor) -> None:
                         source = sources[tensor.name]
                         if source:
+                            if has_non_finite(ckpt.read(source)):
+                                non_finite.append(ckpt[source].source_path)
                             ckpt.release(source)
                         step.advance()
 
@@ -162,5 +195,7 @@ def convert_checkpoint(
                     files_written = sorted(p.name for p in tmp.iterdir())
             except OSError as exc:  # disk full, quota, vanished directory: the user's to fix
                 raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from exc
+    if non_finite:
+        warnings.append(non_finite_warning(non_finite))
     seconds = time.perf_counter() - started
     return ConversionResult(output, files_written, record, seconds, warnings)

@@ -3,6 +3,7 @@ arrays --save-outputs writes, the picture --save-viz draws."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -150,11 +151,26 @@ def write_outputs(
         atomic_write_bytes(hf_dir / VERIFICATION_FILE, text.encode())
 
 
-def check_output_paths(save_outputs: Path | None, save_viz: Path | None) -> None:
-    """Refuse unusable output names before the slow part, not after it."""
+def check_output_paths(
+    save_outputs: Path | None,
+    save_viz: Path | None,
+    record_dir: Path | None = None,
+    inputs: Sequence[Path] = (),
+) -> None:
+    """Refuse unusable or unwritable outputs before the slow part, not after it."""
+    from owlvit_cli.atomic import check_not_input, check_writable_file
+    from owlvit_cli.model.model_dir import VERIFICATION_FILE
+
     if save_outputs is not None and save_outputs.suffix != ".npz":
         raise BadInputError(f"the outputs file must be a .npz file, got {save_outputs}")
     if save_viz is not None:
         from owlvit_cli.detect.draw import output_format
 
         output_format(save_viz)
+    for path in (save_outputs, save_viz):
+        if path is not None:
+            for source in inputs:
+                check_not_input(path, source)
+            check_writable_file(path)
+    if record_dir is not None and record_dir.is_dir():  # a missing HF_DIR is verify's to say
+        check_writable_file(record_dir / VERIFICATION_FILE)

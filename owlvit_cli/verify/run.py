@@ -27,6 +27,7 @@ from owlvit_cli.checkpoint.hashing import start_hashing
 from owlvit_cli.errors import BadInputError, ModelDirError
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
+from owlvit_cli.testing.hold import hold_point
 from owlvit_cli.verify.compare import STOCK_TOLERANCES, compare_outputs, processor_drift
 from owlvit_cli.verify.inputs import VerifyInputs, VerifyOptions, prepare_inputs
 from owlvit_cli.verify.report import (
@@ -199,8 +200,9 @@ def verify(
     hf_dir = Path(hf_dir)
     outputs = None if save_outputs is None else Path(save_outputs)
     viz = None if save_viz is None else Path(save_viz)
-    check_output_paths(outputs, viz)
+    check_output_paths(outputs, viz, hf_dir if record else None, [Path(checkpoint), hf_dir])
     options = dataclasses.replace(options or VerifyOptions(), record=record)
     result = run_verification(checkpoint, hf_dir, options, progress)
+    hold_point("verify-compared")
     write_outputs(result, hf_dir, record, outputs, viz)
     return result

@@ -22,7 +22,9 @@ def register(app: typer.Typer) -> None:
 
 def convert_command(
     checkpoint: CheckpointArg,
-    output: Annotated[Path, typer.Argument(help="Directory to create (must be empty or absent).")],
+    output: Annotated[
+        Path, typer.Argument(help="Directory to create (absent or empty; parents are created).")
+    ],
     dtype: Annotated[
         str, typer.Option("--dtype", help="Weights dtype: float32, float16 or bfloat16.")
     ] = "float32",
@@ -30,7 +32,17 @@ def convert_command(
         str, typer.Option("--max-shard-size", help="Split weights into shards above this size.")
     ] = "5GB",
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUTPUT if it is not empty.")
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace OUTPUT if it is an earlier owlvit output (never else)."
+        ),
+    ] = False,
+    force_overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--force-overwrite",
+            help="Replace OUTPUT even if owlvit did not write it, deleting everything in it.",
+        ),
     ] = False,
     verify: Annotated[
         bool,
@@ -58,6 +70,7 @@ def convert_command(
                 dtype=dtype,
                 max_shard_size=max_shard_size,
                 overwrite=overwrite,
+                force_overwrite=force_overwrite,
                 progress=out,
             )
         for warning in result.warnings:
