@@ -4,14 +4,36 @@ from __future__ import annotations
 
 import fnmatch
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from owlvit_cli.checkpoint.reader import Checkpoint
 from owlvit_cli.model.spec import ModelSpec, spec_from_shapes
 
+if TYPE_CHECKING:
+    import numpy as np
+
 
 def checkpoint_spec(ckpt: Checkpoint) -> ModelSpec:
     return spec_from_shapes({entry.path: entry.shape for entry in ckpt})
+
+
+def has_non_finite(array: np.ndarray) -> bool:
+    """NaN or ±Inf anywhere. A sum propagates both at memory speed without allocating; only
+    a non-finite sum (possibly a finite overflow) is checked element by element."""
+    import numpy as np
+
+    if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
+        return False
+    if array.dtype.itemsize >= 4:
+        with np.errstate(all="ignore"):
+            if np.isfinite(np.sum(array)):
+                return False
+    return not bool(np.isfinite(array).all())
+
+
+def non_finite_tensors(ckpt: Checkpoint) -> list[str]:
+    """Names (as in the file) of the tensors holding NaN or ±Inf."""
+    return [entry.source_path for entry in ckpt if has_non_finite(ckpt.read(entry.path))]
 
 
 def param_rows(ckpt: Checkpoint, pattern: str | None = None) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ Known errors become one line and their exit code here, and nowhere else.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from rich.progress import (
 )
 
 from owlvit_cli.errors import ExitCode, OwlvitError
+from owlvit_cli.json_text import strict_json_dumps
 from owlvit_cli.progress import Step
 
 
@@ -50,12 +50,19 @@ class Output:
     )
 
     def result(self, payload: dict[str, Any], render: Callable[[Console], None]) -> None:
-        """Print the command's result: the JSON object, or the human rendering of it."""
-        if self.json_mode:
-            sys.stdout.write(json.dumps(payload, indent=2, default=_json_default) + "\n")
-            sys.stdout.flush()
-        else:
-            render(self.stdout)
+        """Print the command's result: the JSON object, or the human rendering of it. A closed
+        stdout (`| head -1`) is not a failure of the command."""
+        try:
+            if self.json_mode:
+                text = strict_json_dumps(payload, indent=2, default=_json_default)
+                sys.stdout.write(text + "\n")
+                sys.stdout.flush()
+            else:
+                render(self.stdout)
+        except BrokenPipeError:
+            from owlvit_cli.cli.process import stdout_closed
+
+            stdout_closed()
 
     def info(self, message: str) -> None:
         self.stderr.print(message, soft_wrap=True)
@@ -109,8 +116,10 @@ def run_guarded(out: Output, action: Callable[[], int | None]) -> NoReturn:
         if out.debug:
             traceback.print_exc()
         fail(out, str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        fail(out, "interrupted", ExitCode.INTERRUPTED)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (see process.py)
+        from owlvit_cli.cli.process import interrupt_exit_code, interrupt_message
+
+        fail(out, interrupt_message(exc), interrupt_exit_code(exc))
     except Exception as exc:
         if out.debug:
             traceback.print_exc()

@@ -9,18 +9,97 @@ complete by then: commands write them atomically before returning.
 
 In-process callers (tests through typer's CliRunner, the library API) never take this path:
 only `cli.main` switches it on.
+
+Signals. SIGINT, SIGTERM and SIGHUP (Ctrl-C, CI cancellation and `docker stop`, a closed
+terminal) all raise `Interrupted`, a KeyboardInterrupt, in the main thread, so every cleanup
+that Ctrl-C runs (temporary outputs removed, threads stopped) runs for all three, and the
+process exits 128 + the signal's number. Python delivers a signal's exception into whatever
+code the main thread runs, which may be a garbage-collection callback (jax registers one) or a
+`__del__`, where the exception is printed and dropped; such a swallowed interrupt is raised
+again in the main thread (`_thread.interrupt_main`), and a run that still ends normally after
+a signal exits with the signal's code anyway.
+
+A closed stdout (`owlvit inspect CKPT | head -1`) is not a failure: the rest of the output
+goes to /dev/null and the command ends with the code it would have had.
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
 import os
+import signal
 import sys
+from typing import Any
 
 HEAVY_RUNTIMES = ("jax", "torch")
 _held: list[object] = []
 _ends_after_command = False
+TERMINATING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A terminating signal, raised like Ctrl-C so that the same cleanups run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _SignalState:
+    received: int | None = None  # the first terminating signal, if any
+    swallowed = False  # its exception was dropped where Python cannot raise
+
+
+def install_signal_handlers() -> None:
+    """Called by the console script: every terminating signal ends the run like Ctrl-C."""
+    for signum in TERMINATING_SIGNALS:
+        with contextlib.suppress(OSError, ValueError):  # not the main thread, or not settable
+            signal.signal(signum, _on_signal)
+    previous = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        if isinstance(info.exc_value, KeyboardInterrupt) and _SignalState.received is not None:
+            _SignalState.swallowed = True
+            _thread.interrupt_main(_SignalState.received)  # raised again at the next bytecode
+            return
+        previous(info)
+
+    sys.unraisablehook = unraisable
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    if _SignalState.received is not None and not _SignalState.swallowed:
+        return  # already on its way out: let the cleanups finish
+    _SignalState.received = _SignalState.received or signum
+    _SignalState.swallowed = False
+    raise Interrupted(_SignalState.received)
+
+
+def received_signal() -> int | None:
+    return _SignalState.received
+
+
+def interrupt_exit_code(exc: BaseException | None = None) -> int:
+    """128 + the signal's number (130 for Ctrl-C), as shells report a killed process."""
+    signum = getattr(exc, "signum", None) or _SignalState.received or signal.SIGINT
+    return 128 + int(signum)
+
+
+def interrupt_message(exc: BaseException | None = None) -> str:
+    signum = getattr(exc, "signum", None) or _SignalState.received or signal.SIGINT
+    if signum == signal.SIGINT:
+        return "interrupted"
+    return f"interrupted ({signal.Signals(signum).name})"
+
+
+def stdout_closed() -> None:
+    """The reader of stdout went away: send the rest of the output nowhere, quietly."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def end_after_command() -> None:

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from owlvit_cli import __version__
 from owlvit_cli.atomic import atomic_directory, check_output_dir
 from owlvit_cli.checkpoint.hashing import start_hashing
-from owlvit_cli.checkpoint.inspection import checkpoint_spec
+from owlvit_cli.checkpoint.inspection import checkpoint_spec, has_non_finite
 from owlvit_cli.checkpoint.reader import Checkpoint, open_checkpoint
 from owlvit_cli.convert.hf_files import copy_model_files, model_files
 from owlvit_cli.convert.mapping import (
@@ -43,9 +43,6 @@ from owlvit_cli.errors import BadInputError, OutputError
 from owlvit_cli.model.model_dir import FLAVORS, RECORD_FILE, TOOL_NAME
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
-
-if TYPE_CHECKING:
-    import numpy as np
 
 DTYPES = tuple(NUMPY_DTYPES)
 LIBRARIES = ("transformers", "torch", "safetensors", "numpy", "huggingface_hub", "jax", "flax")
@@ -82,20 +79,6 @@ def raw_bytes(ckpt: Checkpoint, tensor: TensorMap) -> RawBytes | None:
         return None
     record = ckpt[tensor.source].record
     return RawBytes(ckpt.path, record.segments, record.dtype_name)
-
-
-def has_non_finite(array: np.ndarray) -> bool:
-    """NaN or ±Inf anywhere. A sum propagates both at memory speed without allocating; only
-    a non-finite sum (possibly a finite overflow) is checked element by element."""
-    import numpy as np
-
-    if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
-        return False
-    if array.dtype.itemsize >= 4:
-        with np.errstate(all="ignore"):
-            if np.isfinite(np.sum(array)):
-                return False
-    return not bool(np.isfinite(array).all())
 
 
 def non_finite_warning(paths: list[str]) -> str:

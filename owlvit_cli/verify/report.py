@@ -133,9 +133,9 @@ def write_outputs(
     """Keep what the caller asked for: the arrays, a picture, the report inside HF_DIR (which
     `push` turns into the model card). Each file appears whole or not at all."""
     import io
-    import json
 
     from owlvit_cli.atomic import atomic_write_bytes
+    from owlvit_cli.json_text import strict_json_dumps
     from owlvit_cli.model.model_dir import VERIFICATION_FILE
 
     if save_outputs is not None:
@@ -147,7 +147,7 @@ def write_outputs(
 
         save_image(result.picture(), save_viz)
     if record:
-        text = json.dumps(result.report, indent=2, default=str) + "\n"
+        text = strict_json_dumps(result.report, indent=2, default=str) + "\n"
         atomic_write_bytes(hf_dir / VERIFICATION_FILE, text.encode())
 
 

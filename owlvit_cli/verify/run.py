@@ -28,7 +28,12 @@ from owlvit_cli.errors import BadInputError, ModelDirError
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
 from owlvit_cli.testing.hold import hold_point
-from owlvit_cli.verify.compare import STOCK_TOLERANCES, compare_outputs, processor_drift
+from owlvit_cli.verify.compare import (
+    STOCK_TOLERANCES,
+    compare_outputs,
+    finite_weights_row,
+    processor_drift,
+)
 from owlvit_cli.verify.inputs import VerifyInputs, VerifyOptions, prepare_inputs
 from owlvit_cli.verify.report import (
     Verification,
@@ -130,6 +135,7 @@ def run_verification(
                 model, processor, inputs, flax_top, options
             )
     rows += processor_rows
+    rows.append(finite_weights_row(checkpoint))
     report = build_report(
         checkpoint, hf_dir, spec, inputs, rows, timings, flax_top, processor_info, options
     )
