@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from owlvit_cli.errors import BadInputError, OutputError
+from owlvit_cli.interrupts import raise_if_interrupted
 
 TMP_MARK = ".owlvit-tmp-"
 OLD_MARK = ".owlvit-old-"
@@ -127,6 +128,7 @@ def atomic_directory(
     try:
         yield tmp
         hold_point("convert-before-rename")
+        raise_if_interrupted()
         _move_into_place(tmp, target, overwrite or force, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -213,6 +215,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes it private; look like open()'s
+        raise_if_interrupted()
         os.replace(tmp_name, real)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -31,25 +31,18 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 from typing import Any
+
+from owlvit_cli.interrupts import Interrupted
+from owlvit_cli.interrupts import SignalState as _SignalState
 
 HEAVY_RUNTIMES = ("jax", "torch")
 _held: list[object] = []
 _ends_after_command = False
 TERMINATING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Interrupted(KeyboardInterrupt):
-    """A terminating signal, raised like Ctrl-C so that the same cleanups run."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class _SignalState:
-    received: int | None = None  # the first terminating signal, if any
-    swallowed = False  # its exception was dropped where Python cannot raise
+RETRY_SECONDS = 0.02
 
 
 def install_signal_handlers() -> None:
@@ -61,8 +54,12 @@ def install_signal_handlers() -> None:
 
     def unraisable(info: Any) -> None:
         if isinstance(info.exc_value, KeyboardInterrupt) and _SignalState.received is not None:
-            _SignalState.swallowed = True
-            _thread.interrupt_main(_SignalState.received)  # raised again at the next bytecode
+            _SignalState.in_hook = True
+            try:
+                _SignalState.swallowed = True
+                _start_retrying()
+            finally:
+                _SignalState.in_hook = False
             return
         previous(info)
 
@@ -70,11 +67,28 @@ def install_signal_handlers() -> None:
 
 
 def _on_signal(signum: int, frame: object) -> None:
-    if _SignalState.received is not None and not _SignalState.swallowed:
-        return  # already on its way out: let the cleanups finish
+    if _SignalState.in_hook or (_SignalState.received is not None and not _SignalState.swallowed):
+        return  # already on its way out (let the cleanups finish), or not a place to raise
     _SignalState.received = _SignalState.received or signum
     _SignalState.swallowed = False
     raise Interrupted(_SignalState.received)
+
+
+def _start_retrying() -> None:
+    """Deliver a swallowed interrupt again, from outside the code that swallowed it, until it
+    lands where it propagates (interrupt_main runs the handler at the main thread's next
+    bytecode, which may again be a GC callback: hence a loop, not one try)."""
+    if _SignalState.retrying:
+        return
+    _SignalState.retrying = True
+
+    def retry() -> None:
+        while not _SignalState.delivered:
+            if _SignalState.swallowed:
+                _thread.interrupt_main(_SignalState.received or signal.SIGINT)
+            time.sleep(RETRY_SECONDS)
+
+    threading.Thread(target=retry, name="owlvit-interrupt", daemon=True).start()
 
 
 def received_signal() -> int | None:
@@ -83,6 +97,7 @@ def received_signal() -> int | None:
 
 def interrupt_exit_code(exc: BaseException | None = None) -> int:
     """128 + the signal's number (130 for Ctrl-C), as shells report a killed process."""
+    _SignalState.delivered = True
     signum = getattr(exc, "signum", None) or _SignalState.received or signal.SIGINT
     return 128 + int(signum)
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from owlvit_cli.checkpoint.hashing import start_hashing
 from owlvit_cli.errors import BadInputError, ModelDirError
+from owlvit_cli.interrupts import raise_if_interrupted
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
 from owlvit_cli.testing.hold import hold_point
@@ -210,5 +211,6 @@ def verify(
     options = dataclasses.replace(options or VerifyOptions(), record=record)
     result = run_verification(checkpoint, hf_dir, options, progress)
     hold_point("verify-compared")
+    raise_if_interrupted()  # a Ctrl-C that landed in a GC callback: no report after it
     write_outputs(result, hf_dir, record, outputs, viz)
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,13 @@ from hypothesis import strategies as st
 
 from owlvit_cli.checkpoint.reader import open_checkpoint
 from owlvit_cli.errors import CheckpointError, OwlvitError
+from owlvit_cli.model.model_dir import RECORD_FILE, VERIFICATION_FILE
 from owlvit_cli.model.spec import VARIANTS
 from owlvit_cli.testing.fixtures import checkpoint_tree, random_params, write_checkpoint
+from owlvit_cli.testing.hold import ENV as HOLD_ENV
+from tests.helpers import run_console_script
+
+CONVERT_HOLD = "convert-before-rename"
 
 
 def _bad_inputs(tmp_path: Path, good: bytes) -> dict[str, Path]:
@@ -187,36 +193,97 @@ def test_fuzzed_bytes_raise_only_our_error(small_checkpoint_bytes: bytes, tmp_pa
         pytest.fail(f"unexpected {type(exc).__name__}: {exc}")
 
 
-def test_real_ctrl_c_mid_convert(tmp_path: Path, tmp_path_factory):
-    """SIGINT to the real console script while it writes: exit 130, nothing left behind.
-    A full-size B/32 (600 MB) checkpoint keeps it writing long enough to be caught."""
+def _held(args: list[object], point: str, hold: Path, **popen: object) -> subprocess.Popen:
+    """Start the real console script and wait until it is held at `point` (see
+    owlvit_cli/testing/hold.py): whatever the test does next happens at that point, however
+    fast or slow the machine is."""
     import os
-    import signal
     import sys
     import time
 
-    from owlvit_cli.testing.fixtures import build_checkpoint
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", HOLD_ENV: f"{point}:{hold}"}
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "owlvit_cli", *map(str, args)], text=True, env=env, **popen
+    )
+    deadline = time.monotonic() + 300
+    while not hold.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"never reached {point}: {proc.communicate()}")
+        time.sleep(0.01)
+    return proc
 
-    ckpt = build_checkpoint(tmp_path_factory.mktemp("b32") / "b32", VARIANTS["v1-b32"])
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_termination_signals_mid_convert_clean_up(tiny_checkpoint, tmp_path: Path, signum: int):
+    """Ctrl-C, CI cancellation / docker stop, a closed terminal: all end like Ctrl-C, with
+    128+N, one line, and nothing left (the temporary directory exists when the signal comes)."""
     out_parent = tmp_path / "outputs"
     out_parent.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "owlvit_cli", "convert", str(ckpt), str(out_parent / "model")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    deadline = time.monotonic() + 120
-    while not any(".owlvit-tmp-" in p.name for p in out_parent.iterdir()):
-        assert proc.poll() is None and time.monotonic() < deadline, "never started writing"
-        time.sleep(0.002)
+    proc = _held(["convert", tiny_checkpoint(), out_parent / "model"], CONVERT_HOLD, tmp_path / "h")
+    assert any(".owlvit-tmp-" in p.name for p in out_parent.iterdir())
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+    assert err.strip().splitlines() == [f"error: interrupted{name}"]
+    assert list(out_parent.iterdir()) == []
+
+
+def test_two_runs_racing_for_one_output_exactly_one_wins(tiny_checkpoint, tmp_path: Path):
+    """The first run is held after writing, before its rename; a second run takes OUT; the
+    first then fails and leaves the second's output as it is."""
+    out = tmp_path / "model"
+    hold = tmp_path / "h"
+    first = _held(["convert", tiny_checkpoint(seed=1), out], CONVERT_HOLD, hold)
+    second = run_console_script("convert", tiny_checkpoint(), out)
+    assert second.returncode == 0, second.stderr
+    winner = (out / RECORD_FILE).read_text()
+    hold.unlink()
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 2 and "filled by someone else" in err, err
+    assert (out / RECORD_FILE).read_text() == winner
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_ctrl_c_inside_a_gc_callback_still_ends_verify(converted, tiny_checkpoint, tmp_path):
+    """jax registers a GC callback; a KeyboardInterrupt raised there is printed and dropped by
+    Python. The run is held inside a GC callback when Ctrl-C comes: it must still end with
+    130 and write no report."""
+    import shutil
+
+    ckpt = tiny_checkpoint()
+    hf_dir = tmp_path / "model"
+    shutil.copytree(converted(ckpt), hf_dir)
+    proc = _held(["verify", ckpt, hf_dir, "--record"], "verify-compared@gc", tmp_path / "h")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    ckpt.unlink()
     assert proc.returncode == 130, err
-    assert err.strip().splitlines() == ["error: interrupted"]
-    assert list(out_parent.iterdir()) == []
+    assert not (hf_dir / VERIFICATION_FILE).exists()
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_closed_stdout_exits_0_quietly(tiny_checkpoint, json_flag: list[str]):
+    """`owlvit inspect CKPT | head -1`: the reader is gone before owlvit writes (its end of
+    the pipe is closed before the process starts, so this cannot race)."""
+    import os
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "owlvit_cli", "inspect", str(tiny_checkpoint()), *json_flag],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
 def test_permission_denied_is_one_line(cli, tiny_checkpoint, monkeypatch):
