@@ -81,7 +81,7 @@ def _memo_path(path: Path) -> Path | None:
     except OSError:
         return None
     identity = f"{path.resolve()}\0{info.st_dev}\0{info.st_ino}\0{info.st_size}\0{info.st_mtime_ns}"
-    return cache_root() / "sha256" / hashlib.sha256(identity.encode()).hexdigest()[:32]
+    return cache_root() / "sha256" / hashlib.sha256(os.fsencode(identity)).hexdigest()[:32]
 
 
 def start_hashing(path: Path) -> FileHasher | KnownDigest:

@@ -66,9 +66,19 @@ class ConversionResult:
         }
 
 
-def planned_tensors(ckpt: Checkpoint, plan: MappingPlan) -> list[PlannedTensor]:
+def planned_tensors(
+    ckpt: Checkpoint, plan: MappingPlan, non_finite: list[str] | None = None
+) -> list[PlannedTensor]:
+    """`non_finite` collects the sources of produced tensors that hold NaN or ±Inf."""
+
     def producer(tensor: TensorMap) -> Callable[[], Any]:
-        return lambda: tensor.build(ckpt.read)
+        def produce() -> Any:
+            array = tensor.build(ckpt.read)
+            if non_finite is not None and tensor.source and has_non_finite(array):
+                non_finite.append(ckpt[tensor.source].source_path)
+            return array
+
+        return produce
 
     return [PlannedTensor(t.target, t.shape, producer(t), raw_bytes(ckpt, t)) for t in plan.tensors]
 
@@ -79,6 +89,11 @@ def raw_bytes(ckpt: Checkpoint, tensor: TensorMap) -> RawBytes | None:
         return None
     record = ckpt[tensor.source].record
     return RawBytes(ckpt.path, record.segments, record.dtype_name)
+
+
+def _copied_raw(tensor: PlannedTensor, dtype: str) -> bool:
+    """Copied file to file by the kernel, so never seen (hence never checked) by a producer."""
+    return tensor.raw is not None and tensor.raw.dtype == dtype
 
 
 def non_finite_warning(paths: list[str]) -> str:
@@ -162,23 +177,28 @@ def convert_checkpoint(
 
                     def written(tensor: PlannedTensor) -> None:
                         source = sources[tensor.name]
+                        if (
+                            source
+                            and _copied_raw(tensor, dtype)
+                            and has_non_finite(ckpt.read(source))
+                        ):
+                            non_finite.append(ckpt[source].source_path)  # kernel-copied bytes
                         if source:
-                            if has_non_finite(ckpt.read(source)):
-                                non_finite.append(ckpt[source].source_path)
                             ckpt.release(source)
                         step.advance()
 
-                    tensors = planned_tensors(ckpt, plan)
+                    tensors = planned_tensors(ckpt, plan, non_finite)
                     write_model_files(tmp, tensors, dtype, shard_bytes, written)
                     files_dir, target_shapes = files.result()
                     check_against_model(plan, target_shapes)
                     copy_model_files(files_dir, tmp)
+                    ckpt.check_unchanged()
                     record = conversion_record(ckpt, spec, plan, hasher.digest(), dtype)
                     (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
                     files_written = sorted(p.name for p in tmp.iterdir())
             except OSError as exc:  # disk full, quota, vanished directory: the user's to fix
                 raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from exc
     if non_finite:
-        warnings.append(non_finite_warning(non_finite))
+        warnings.append(non_finite_warning(sorted(set(non_finite))))
     seconds = time.perf_counter() - started
     return ConversionResult(output, files_written, record, seconds, warnings)

@@ -290,15 +290,15 @@ def test_permission_denied_is_one_line(cli, tiny_checkpoint, monkeypatch):
     """Root reads anything, so the kernel's EACCES is injected where the file is opened."""
     from owlvit_cli.checkpoint import reader as checkpoint
 
-    real_open = Path.open
+    real_open = checkpoint.os.open
     target = tiny_checkpoint()
 
-    def denied(self: Path, *args, **kwargs):
-        if self == target:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)
+    def denied(path, *args, **kwargs):
+        if Path(path) == target:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint.Path, "open", denied)
+    monkeypatch.setattr(checkpoint.os, "open", denied)
     result = cli("inspect", target)
     _assert_one_line_error(result)
     assert "permission denied" in result.stderr
