@@ -8,6 +8,8 @@ Known errors become one line and their exit code here, and nowhere else.
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -120,16 +122,28 @@ def run_guarded(out: Output, action: Callable[[], int | None]) -> NoReturn:
         from owlvit_cli.cli.process import interrupt_exit_code, interrupt_message
 
         fail(out, interrupt_message(exc), interrupt_exit_code(exc))
-    except Exception as exc:
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:  # a path no filesystem accepts: the user's to fix
+            _internal_error(out, exc)
         if out.debug:
             traceback.print_exc()
-        detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        fail(
-            out,
-            f"internal error ({detail}); rerun with --debug for a traceback",
-            ExitCode.INTERNAL_ERROR,
-        )
+        name = os.fsdecode(exc.filename or "")
+        name = name if len(name) <= 60 else f"{name[:24]}…{name[-24:]}"
+        fail(out, f"{name}: file name too long for the filesystem", ExitCode.BAD_INPUT)
+    except Exception as exc:
+        _internal_error(out, exc)
     raise SystemExit(int(code))
+
+
+def _internal_error(out: Output, exc: Exception) -> NoReturn:
+    if out.debug:
+        traceback.print_exc()
+    detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    fail(
+        out,
+        f"internal error ({detail}); rerun with --debug for a traceback",
+        ExitCode.INTERNAL_ERROR,
+    )
 
 
 def _escape(text: str) -> str:
