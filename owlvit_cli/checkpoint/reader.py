@@ -111,6 +111,8 @@ class Checkpoint:
         if self._fd is None:
             raise CheckpointError(f"{self.path} is closed")
         record = self.tensors[path].record
+        if record.dtype.hasobject or record.dtype.itemsize == 0:
+            raise CheckpointError(f"tensor {path} has dtype {record.dtype_name!r}: not numbers")
         flat = np.empty(record.size, dtype=record.dtype)
         view = memoryview(flat.view(np.uint8))
         done = 0

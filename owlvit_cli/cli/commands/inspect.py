@@ -6,13 +6,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from owlvit_cli.cli.commands.common import CheckpointArg, DebugOption, JsonOption, make_output
 from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.render import human_bytes
+from owlvit_cli.errors import ExitCode
 from owlvit_cli.model.model_dir import LAYOUT_DESCRIPTIONS
 
 
@@ -38,7 +41,7 @@ def inspect_command(
     """Show a checkpoint's params (path, shape, dtype, size), layout and derived config."""
     out = make_output(json_mode, debug)
 
-    def action() -> None:
+    def action() -> int:
         from owlvit_cli.checkpoint.inspection import inspect_report
         from owlvit_cli.checkpoint.reader import open_checkpoint
 
@@ -47,8 +50,13 @@ def inspect_command(
             if mapping:
                 from owlvit_cli.convert.mapping import mapping_rows
 
-                report["mapping"] = mapping_rows(ckpt, filter_)
+                if not report["problems"]:
+                    report["mapping"] = mapping_rows(ckpt, filter_)
         out.result(report, lambda console: render(console, report, depth))
+        if report["problems"]:
+            out.error(f"{len(report['problems'])} problem(s): convert would refuse this checkpoint")
+            return ExitCode.BAD_INPUT
+        return ExitCode.OK
 
     run_guarded(out, action)
 
@@ -57,11 +65,22 @@ def render(console: Console, report: dict[str, Any], depth: int | None) -> None:
     console.print(_param_tree(report, depth))
     if "mapping" in report:
         console.print(_mapping_table(report["mapping"]))
-    console.print(_summary(report))
+    if report["config"] is not None:
+        console.print(_summary(report))
+    if report["problems"]:
+        _print_problems(console, report["problems"])
+
+
+def _print_problems(console: Console, problems: list[str]) -> None:
+    """What convert would refuse, one unwrapped line each (grep finds a tensor's name), and
+    printed literally (tensor names are never markup)."""
+    console.print(Text("problems (convert would refuse this checkpoint):", style="bold red"))
+    for problem in problems:
+        console.print(Text(f"  • {problem}"), soft_wrap=True)
 
 
 def _param_tree(report: dict[str, Any], depth: int | None) -> Tree:
-    tree = Tree(f"[bold]{report['file']}[/bold]")
+    tree = Tree(f"[bold]{escape(report['file'])}[/bold]")
     nodes: dict[str, Tree] = {}
     collapsed: dict[str, list[int]] = {}
     for row in report["params"]:
@@ -79,12 +98,13 @@ def _param_tree(report: dict[str, Any], depth: int | None) -> Tree:
         for i, part in enumerate(parts[:-1] if leaf else parts):
             key = "/".join(parts[: i + 1])
             if key not in nodes:
-                nodes[key] = parent.add(f"[bold blue]{part}[/bold blue]")
+                nodes[key] = parent.add(f"[bold blue]{escape(part)}[/bold blue]")
             parent = nodes[key]
         if leaf:
             shape = "×".join(map(str, leaf["shape"])) or "scalar"
             parent.add(
-                f"{parts[-1]}  [cyan]{shape}[/cyan]  [magenta]{leaf['dtype']}[/magenta]  "
+                f"{escape(parts[-1])}  [cyan]{shape}[/cyan]  "
+                f"[magenta]{escape(leaf['dtype'])}[/magenta]  "
                 f"[dim]{human_bytes(leaf['nbytes'])}[/dim]"
             )
     for key, (count, size) in collapsed.items():
@@ -95,9 +115,8 @@ def _param_tree(report: dict[str, Any], depth: int | None) -> Tree:
 def _mapping_table(rows: list[dict[str, Any]]) -> Table:
     table = Table("scenic", "transformers", "transform", title="mapping")
     for row in rows:
-        table.add_row(
-            row["source"], row["target"] or f"[dim]ignored: {row['reason']}[/dim]", row["transform"]
-        )
+        target = escape(row["target"]) if row["target"] else f"[dim]ignored: {row['reason']}[/dim]"
+        table.add_row(escape(row["source"]), target, row["transform"])
     return table
 
 
@@ -131,5 +150,5 @@ def _summary(report: dict[str, Any]) -> Panel:
     table.add_row("bytes", by_dtype)
     table.add_row("file size", human_bytes(report["file_size"]))
     if report["other_top_level_keys"]:
-        table.add_row("ignored keys", ", ".join(report["other_top_level_keys"]))
+        table.add_row("ignored keys", escape(", ".join(report["other_top_level_keys"])))
     return Panel(Group(table), title="checkpoint", expand=False)
