@@ -85,12 +85,14 @@ def check_name_length(path: Path) -> None:
             )
 
 
-def check_not_input(output: Path, source: Path) -> None:
-    """Refuse an output that is, contains or lies inside `source` (which it would destroy)."""
+def check_not_input(output: Path, source: Path, *, directory: bool = True) -> None:
+    """Refuse an output that is `source`, or (a `directory` output, replaced as a whole) that
+    contains it or lies inside it: writing there would destroy the input."""
     if not os.path.lexists(source):
         return
     out_real, src_real = Path(os.path.realpath(output)), Path(os.path.realpath(source))
-    if out_real == src_real or out_real in src_real.parents or src_real in out_real.parents:
+    nested = out_real in src_real.parents or src_real in out_real.parents
+    if out_real == src_real or (directory and nested):
         raise BadInputError(
             f"{output} is, holds or lies inside the input {source}; writing there would destroy "
             "it, so choose another output"

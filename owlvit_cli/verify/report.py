@@ -170,7 +170,7 @@ def check_output_paths(
     for path in (save_outputs, save_viz):
         if path is not None:
             for source in inputs:
-                check_not_input(path, source)
+                check_not_input(path, source, directory=False)
             check_writable_file(path)
     if record_dir is not None and record_dir.is_dir():  # a missing HF_DIR is verify's to say
         check_writable_file(record_dir / VERIFICATION_FILE)

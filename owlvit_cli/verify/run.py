@@ -207,8 +207,9 @@ def verify(
     hf_dir = Path(hf_dir)
     outputs = None if save_outputs is None else Path(save_outputs)
     viz = None if save_viz is None else Path(save_viz)
-    check_output_paths(outputs, viz, hf_dir if record else None, [Path(checkpoint), hf_dir])
     options = dataclasses.replace(options or VerifyOptions(), record=record)
+    inputs = [Path(checkpoint), hf_dir, *map(Path, options.images)]
+    check_output_paths(outputs, viz, hf_dir if record else None, inputs)
     result = run_verification(checkpoint, hf_dir, options, progress)
     hold_point("verify-compared")
     raise_if_interrupted()  # a Ctrl-C that landed in a GC callback: no report after it

@@ -381,3 +381,59 @@ def test_model_dir_whose_config_does_not_fit_its_weights(cli, tiny_checkpoint, c
     result = cli("verify", ckpt, broken)
     _assert_one_line_error(result)
     assert "cannot load the model" in result.stderr
+
+
+def test_verify_refuses_unwritable_outputs_before_running(
+    cli, converted, tiny_checkpoint, tmp_path
+):
+    ckpt = tiny_checkpoint()
+    hf_dir = converted(ckpt)
+    missing = tmp_path / "missing" / "out.npz"
+    result = cli("verify", ckpt, hf_dir, "--save-outputs", missing)
+    _assert_one_line_error(result)
+    assert "no such directory" in result.stderr and "timings" not in result.stdout
+
+
+def test_outputs_never_overwrite_an_input_image(cli, converted, tiny_checkpoint, tmp_path):
+    import shutil
+
+    from tests.helpers import SAMPLE
+
+    ckpt = tiny_checkpoint()
+    photo = tmp_path / "photo.png"
+    shutil.copy(SAMPLE, photo)
+    hf_dir = converted(ckpt)
+    verify = cli("verify", ckpt, hf_dir, "--image", photo, "--save-viz", photo)
+    detect = cli("detect", hf_dir, photo, "--query", "a cat", "--output", photo)
+    for result in (verify, detect):
+        _assert_one_line_error(result)
+        assert "input" in result.stderr
+    assert photo.read_bytes() == SAMPLE.read_bytes()
+
+
+def test_verify_record_into_read_only_model_dir(cli, converted, tiny_checkpoint, tmp_path):
+    import shutil
+
+    ckpt = tiny_checkpoint()
+    hf_dir = tmp_path / "model"
+    shutil.copytree(converted(ckpt), hf_dir)
+    bind = subprocess.run(["mount", "--bind", "-o", "ro", str(hf_dir), str(hf_dir)],
+                          capture_output=True, check=False)  # fmt: skip
+    if bind.returncode != 0:
+        pytest.skip("cannot bind-mount read-only here (needs root)")
+    try:
+        result = cli("verify", ckpt, hf_dir, "--record")
+    finally:
+        subprocess.run(["umount", str(hf_dir)], check=False)
+    _assert_one_line_error(result)
+    assert "cannot write here" in result.stderr
+
+
+def test_npz_named_npy_is_one_line(cli, converted, tiny_checkpoint, tmp_path: Path):
+    ckpt = tiny_checkpoint()
+    fake = tmp_path / "pixels.npy"
+    with fake.open("wb") as handle:
+        np.savez(handle, pixels=np.zeros((64, 64, 3), np.float32))
+    result = cli("verify", ckpt, converted(ckpt), "--image", fake)
+    _assert_one_line_error(result)
+    assert ".npz archive" in result.stderr

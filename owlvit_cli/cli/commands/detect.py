@@ -62,7 +62,7 @@ def detect_command(
             output_format(output)  # refuse a bad suffix before loading anything
             for source in (image, hf_dir, image_query):
                 if source is not None:
-                    check_not_input(output, source)  # never draw over the user's photo
+                    check_not_input(output, source, directory=False)  # never over the photo
         result = detect(
             hf_dir,
             image,
