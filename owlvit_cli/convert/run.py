@@ -1,6 +1,6 @@
 """Checkpoint → transformers model directory, tensor by tensor, with no model in between.
 
-Tensors go from the checkpoint's memory map through the mapping's reshape straight into the
+Tensors go from the checkpoint (read with pread) through the mapping's reshape straight into the
 safetensors file, so conversion costs about one read and one write of the bytes and never
 holds two full copies. The directory appears atomically (see `atomic`).
 """
