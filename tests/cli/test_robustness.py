@@ -437,3 +437,18 @@ def test_npz_named_npy_is_one_line(cli, converted, tiny_checkpoint, tmp_path: Pa
     result = cli("verify", ckpt, converted(ckpt), "--image", fake)
     _assert_one_line_error(result)
     assert ".npz archive" in result.stderr
+
+
+def test_overwrite_of_the_directory_holding_the_checkpoint_is_refused(tiny_checkpoint, tmp_path):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    ckpt = downloads / "ckpt"
+    ckpt.write_bytes(tiny_checkpoint().read_bytes())
+    (downloads / "notes.txt").write_text("mine")
+    for flag in ("--overwrite", "--force-overwrite"):
+        result = run_console_script("convert", ckpt, downloads, flag)
+        assert result.returncode == 2 and "destroy" in result.stderr, result.stderr
+    assert sorted(p.name for p in downloads.iterdir()) == ["ckpt", "notes.txt"]
+    nested = run_console_script("convert", ckpt, tmp_path / "new" / "dirs" / "model")
+    assert nested.returncode == 0, nested.stderr
+    assert (tmp_path / "new" / "dirs" / "model" / RECORD_FILE).exists()
