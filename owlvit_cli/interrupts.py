@@ -26,6 +26,7 @@ class SignalState:
     delivered = False  # it reached the command's error handling
     in_hook = False
     retrying = False
+    count = 0  # real signals received
 
 
 def raise_if_interrupted() -> None:

@@ -43,6 +43,7 @@ _held: list[object] = []
 _ends_after_command = False
 TERMINATING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 RETRY_SECONDS = 0.02
+FORCE_QUIT_SIGNALS = 3  # the third signal ends the process at once, cleanups or not
 
 
 def install_signal_handlers() -> None:
@@ -67,6 +68,10 @@ def install_signal_handlers() -> None:
 
 
 def _on_signal(signum: int, frame: object) -> None:
+    if not _SignalState.swallowed:  # a signal sent, not a swallowed one delivered again
+        _SignalState.count += 1
+        if _SignalState.count >= FORCE_QUIT_SIGNALS:  # a hanging cleanup must not trap the user
+            os._exit(128 + (_SignalState.received or signum))
     if _SignalState.in_hook or (_SignalState.received is not None and not _SignalState.swallowed):
         return  # already on its way out (let the cleanups finish), or not a place to raise
     _SignalState.received = _SignalState.received or signum
