@@ -105,7 +105,8 @@ class Checkpoint:
         return sum(entry.size for entry in self)
 
     def read(self, path: str, dtype: np.dtype | str | None = None) -> np.ndarray:
-        """The tensor's values (a fresh array; no copy when no cast is asked for)."""
+        """The tensor's values: a fresh read-only array (one copy out of the page cache; none
+        more when no cast is asked for)."""
         import numpy as np
 
         if self._fd is None:
@@ -119,6 +120,7 @@ class Checkpoint:
         for offset, length in record.segments:
             self._pread_into(view[done : done + length], offset)
             done += length
+        flat.flags.writeable = False  # checkpoint values, as they were through the memory map
         array = flat.reshape(record.shape)
         return array if dtype is None else array.astype(dtype, copy=False)
 
