@@ -40,13 +40,24 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+class _Stdout(Console):
+    """rich ends the process with exit code 1 when stdout's reader goes away; a closed stdout
+    (`| head -1`) is not a failed check, so the rest of the output just goes nowhere."""
+
+    def on_broken_pipe(self) -> None:
+        from owlvit_cli.cli.process import stdout_closed
+
+        self.quiet = True
+        stdout_closed()
+
+
 @dataclass
 class Output:
     """Where a command's results, progress and problems go."""
 
     json_mode: bool = False
     debug: bool = False
-    stdout: Console = field(default_factory=lambda: Console(file=sys.stdout, highlight=False))
+    stdout: Console = field(default_factory=lambda: _Stdout(file=sys.stdout, highlight=False))
     stderr: Console = field(
         default_factory=lambda: Console(file=sys.stderr, stderr=True, highlight=False)
     )
