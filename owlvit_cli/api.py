@@ -69,10 +69,13 @@ def convert_checkpoint(
     dtype: str = "float32",
     max_shard_size: str = "5GB",
     overwrite: bool = False,
+    force_overwrite: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> ConversionResult:
     """Write a transformers model directory (weights, config, processor, tokenizer, conversion
-    record) that `from_pretrained` loads offline; it appears atomically at `output`."""
+    record) that `from_pretrained` loads offline; it appears atomically at `output`.
+    `overwrite` replaces only an earlier owlvit output, `force_overwrite` any directory that
+    is not an input."""
     from owlvit_cli.convert.run import convert_checkpoint as run
 
     return run(
@@ -81,6 +84,7 @@ def convert_checkpoint(
         dtype=dtype,
         max_shard_size=max_shard_size,
         overwrite=overwrite,
+        force_overwrite=force_overwrite,
         progress=progress,
     )
 

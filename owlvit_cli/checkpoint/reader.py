@@ -17,6 +17,7 @@ import contextlib
 import mmap
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,9 @@ class Checkpoint:
         """The file and byte ranges holding the tensor's C-order bytes as they are, if any."""
         return None
 
+    def check_unchanged(self) -> None:
+        """Refuse a result made from a checkpoint that was modified while it was read."""
+
     def params_tree(self, dtype: np.dtype | str | None = "float32") -> dict[str, Any]:
         """Nested dict of arrays under current scenic names, ready for the Flax model."""
         return nest({entry.path: self.read(entry.path, dtype) for entry in self})
@@ -137,10 +141,15 @@ class Checkpoint:
 
 @dataclass
 class MsgpackCheckpoint(Checkpoint):
-    """A Flax msgpack file. Tensors are views of a read-only memory map until cast."""
+    """A Flax msgpack file. The header walk uses a read-only memory map; tensor payloads are
+    read with pread(2), because a memory-mapped file that is truncated while being read kills
+    the process with SIGBUS, which no Python code can catch; pread just returns short, and
+    that becomes one clear error."""
 
     _map: mmap.mmap | None = None
     _prefetcher: Prefetcher | None = None
+    _fd: int | None = None
+    _identity: tuple[int, int, int] | None = None
 
     def close(self) -> None:
         if self._prefetcher is not None:
@@ -151,23 +160,45 @@ class MsgpackCheckpoint(Checkpoint):
             with contextlib.suppress(BufferError):
                 self._map.close()
             self._map = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def read(self, path: str, dtype: np.dtype | str | None = None) -> np.ndarray:
-        """The tensor's values; a zero-copy view when no cast is asked for."""
+        """The tensor's values: a fresh read-only array (one copy out of the page cache; none
+        more when no cast is asked for)."""
         import numpy as np
 
-        if self._map is None:
+        if self._fd is None:
             raise CheckpointError(f"{self.path} is closed")
         record = self.tensors[path].record
-        parts = [
-            np.frombuffer(
-                self._map, dtype=record.dtype, count=length // record.dtype.itemsize, offset=offset
-            )
-            for offset, length in record.segments
-        ]
-        flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if record.dtype.hasobject or record.dtype.itemsize == 0:
+            raise CheckpointError(f"tensor {path} has dtype {record.dtype_name!r}: not numbers")
+        flat = np.empty(record.size, dtype=record.dtype)
+        view = memoryview(flat.view(np.uint8))
+        done = 0
+        for offset, length in record.segments:
+            self._pread_into(view[done : done + length], offset)
+            done += length
+        flat.flags.writeable = False  # checkpoint values, as they were through the memory map
         array = flat.reshape(record.shape)
         return array if dtype is None else array.astype(dtype, copy=False)
+
+    def _pread_into(self, view: memoryview, offset: int) -> None:
+        assert self._fd is not None
+        while view:
+            count = os.preadv(self._fd, [view], offset)
+            if count == 0:
+                raise CheckpointError(
+                    f"{self.path} changed while being read: it ends before byte "
+                    f"{offset + len(view):,} (truncated or overwritten?)"
+                )
+            view, offset = view[count:], offset + count
+
+    def check_unchanged(self) -> None:
+        """Refuse a result made from a file that was modified while it was read."""
+        if self._fd is not None and _identity(os.fstat(self._fd)) != self._identity:
+            raise CheckpointError(f"{self.path} changed while being read; run again")
 
     def stream(self) -> None:
         """About to read every payload in file order: read ahead, and let the kernel know."""
@@ -206,7 +237,12 @@ def open_checkpoint(path: str | os.PathLike[str], step: int | None = None) -> Ch
 def open_msgpack(path: str | os.PathLike[str]) -> MsgpackCheckpoint:
     """Open and index a Flax msgpack checkpoint file."""
     file_path = Path(path)
-    buf = _map_file(file_path)
+    fd = _open_regular(file_path)
+    try:
+        buf = _map_file(file_path, fd)
+    except BaseException:
+        os.close(fd)
+        raise
     _advise(buf, "MADV_RANDOM")  # headers only: no read-ahead of the payloads between them
     try:
         _reject_known_formats(file_path, buf)
@@ -215,9 +251,14 @@ def open_msgpack(path: str | os.PathLike[str]) -> MsgpackCheckpoint:
     except BaseException:
         with contextlib.suppress(BufferError):  # views in the traceback; GC frees the map
             buf.close()
+        os.close(fd)
         raise
-    ckpt._map = buf
+    ckpt._map, ckpt._fd, ckpt._identity = buf, fd, _identity(os.fstat(fd))
     return ckpt
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int]:
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def _advise(buf: mmap.mmap, advice: str) -> None:
@@ -226,18 +267,43 @@ def _advise(buf: mmap.mmap, advice: str) -> None:
             buf.madvise(getattr(mmap, advice))
 
 
-def _map_file(path: Path) -> mmap.mmap:
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(directory_error(path))
+def _open_regular(path: Path) -> int:
+    """A descriptor of a regular file. Anything else is refused before it is opened for
+    reading: a FIFO (or /dev/stdin) would block forever or read as empty, a device never ends.
+    O_NONBLOCK keeps even a FIFO swapped in after the check from blocking the open."""
     try:
-        with path.open("rb") as handle:
-            if os.fstat(handle.fileno()).st_size == 0:
-                raise CheckpointError(f"{path}: file is empty")
-            return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise CheckpointError(directory_error(path))
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointError(f"{path} is {_file_kind(info.st_mode)}, not a checkpoint file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except PermissionError as exc:
         raise CheckpointError(f"{path}: permission denied") from exc
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CheckpointError(f"{path} is not a regular file")
+    return fd
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _map_file(path: Path, fd: int) -> mmap.mmap:
+    if os.fstat(fd).st_size == 0:
+        raise CheckpointError(f"{path}: file is empty")
+    try:
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 

@@ -135,9 +135,15 @@ def _root(
 def main() -> None:
     """The console script: the app, then a fast exit once a heavy runtime was loaded."""
     process.end_after_command()
+    process.install_signal_handlers()
     try:
         app(prog_name=PROG_NAME)
     except SystemExit as exc:
+        code = exc.code
+        if process.received_signal() is not None and code != process.interrupt_exit_code():
+            # The signal's exception was swallowed where it landed; the run still ends as one.
+            print(f"error: {process.interrupt_message()}", file=sys.stderr)
+            code = process.interrupt_exit_code()
         if process.should_exit_now():
-            process.exit_now(exc.code)
-        raise
+            process.exit_now(code)
+        raise SystemExit(code) from None

@@ -16,7 +16,7 @@ padding, no ellipsis, no wrapping inside a message. `NO_COLOR`, `FORCE_COLOR`, `
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
 import os
 import sys
 import traceback
@@ -29,6 +29,7 @@ from rich.rule import Rule
 
 from owlvit_cli.cli.display import StepDisplay
 from owlvit_cli.errors import INTERNAL_KIND, INTERRUPTED_KIND, USAGE_KIND, ExitCode, OwlvitError
+from owlvit_cli.json_text import strict_json_dumps
 from owlvit_cli.progress import NO_PROGRESS, Step
 
 # Off a terminal, lines are as long as their content: wide enough that no table ever has to
@@ -73,7 +74,19 @@ class _TrimmedLines:
         self.stream.flush()
 
 
-class _PlainConsole(Console):
+class _Console(Console):
+    """rich ends the process with exit code 1 when stdout's reader goes away; a closed stdout
+    (`| head -1`) is not a failed check, so the rest of the output just goes nowhere."""
+
+    def on_broken_pipe(self) -> None:
+        from owlvit_cli.cli.process import stdout_closed
+
+        self.quiet = True
+        if not self.stderr:
+            stdout_closed()
+
+
+class _PlainConsole(_Console):
     """The console off a terminal: unbounded lines, so a rule gets a width of its own."""
 
     def rule(self, *args: Any, **kwargs: Any) -> None:
@@ -83,7 +96,7 @@ class _PlainConsole(Console):
 def make_console(stream: IO[str], stderr: bool = False) -> Console:
     """A console for `stream`: rich's own on a terminal or where COLUMNS sets a width, else one
     that lays lines out at their natural length."""
-    console = Console(file=stream, stderr=stderr, highlight=False)
+    console = _Console(file=stream, stderr=stderr, highlight=False)
     if console.is_terminal or os.environ.get("COLUMNS"):
         return console
     return _PlainConsole(
@@ -105,13 +118,19 @@ class Output:
     json_printed: bool = False  # one JSON object per process: an error after a result adds none
 
     def result(self, payload: dict[str, Any], render: Callable[[Console], None]) -> None:
-        """Print the command's result: the JSON object, or the human rendering of it."""
+        """Print the command's result: the JSON object, or the human rendering of it. A closed
+        stdout (`| head -1`) is not a failure of the command."""
         self.end_display()
-        if self.json_mode:
-            print_json(payload)
-            self.json_printed = True
-        else:
-            render(self.stdout)
+        try:
+            if self.json_mode:
+                print_json(payload)
+                self.json_printed = True
+            else:
+                render(self.stdout)
+        except BrokenPipeError:
+            from owlvit_cli.cli.process import stdout_closed
+
+            stdout_closed()
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -158,7 +177,8 @@ class Output:
 
 
 def print_json(payload: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    """Strict JSON (non-finite numbers as strings), so any parser reads it."""
+    sys.stdout.write(strict_json_dumps(payload, indent=2, default=_json_default) + "\n")
     sys.stdout.flush()
 
 
@@ -187,18 +207,34 @@ def run_guarded(out: Output, action: Callable[[], int | None]) -> NoReturn:
             traceback.print_exc()
         message = f"{exc}; {exc.hint}" if exc.hint else str(exc)
         fail(out, message, int(exc.exit_code), exc.kind)
-    except KeyboardInterrupt:
-        fail(out, "interrupted", int(ExitCode.INTERRUPTED), INTERRUPTED_KIND)
-    except Exception as exc:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (see process.py)
+        from owlvit_cli.cli.process import interrupt_exit_code, interrupt_message
+
+        fail(out, interrupt_message(exc), interrupt_exit_code(exc), INTERRUPTED_KIND)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:  # a path no filesystem accepts: the user's to fix
+            _internal_error(out, exc)
         if out.debug:
             out.end_display()
             traceback.print_exc()
-        detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        message = f"internal error ({detail}); rerun with --debug for a traceback"
-        fail(out, message, ExitCode.INTERNAL_ERROR, INTERNAL_KIND)
+        name = os.fsdecode(exc.filename or "")
+        name = name if len(name) <= 60 else f"{name[:24]}…{name[-24:]}"
+        message = f"{name}: file name too long for the filesystem"
+        fail(out, message, ExitCode.BAD_INPUT, OwlvitError.kind)
+    except Exception as exc:
+        _internal_error(out, exc)
     finally:  # also for an exit raised inside the command (its display is not left running)
         out.end_display()
     raise SystemExit(int(code))
+
+
+def _internal_error(out: Output, exc: Exception) -> NoReturn:
+    if out.debug:
+        out.end_display()
+        traceback.print_exc()
+    detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    message = f"internal error ({detail}); rerun with --debug for a traceback"
+    fail(out, message, ExitCode.INTERNAL_ERROR, INTERNAL_KIND)
 
 
 def _escape(text: str) -> str:

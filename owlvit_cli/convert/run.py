@@ -1,6 +1,6 @@
 """Checkpoint → transformers model directory, tensor by tensor, with no model in between.
 
-Tensors go from the checkpoint's memory map through the mapping's reshape straight into the
+Tensors go from the checkpoint (read with pread) through the mapping's reshape straight into the
 safetensors file, so conversion costs about one read and one write of the bytes and never
 holds two full copies. The directory appears atomically (see `atomic`).
 """
@@ -22,7 +22,7 @@ from typing import Any
 from owlvit_cli import __version__
 from owlvit_cli.atomic import atomic_directory, check_output_dir
 from owlvit_cli.checkpoint.hashing import start_hashing
-from owlvit_cli.checkpoint.inspection import checkpoint_spec
+from owlvit_cli.checkpoint.inspection import checkpoint_spec, has_non_finite
 from owlvit_cli.checkpoint.reader import Checkpoint, open_checkpoint
 from owlvit_cli.convert.dtypes import normalize_dtype
 from owlvit_cli.convert.hf_files import write_hf_files
@@ -65,9 +65,19 @@ class ConversionResult:
         }
 
 
-def planned_tensors(ckpt: Checkpoint, plan: MappingPlan) -> list[PlannedTensor]:
+def planned_tensors(
+    ckpt: Checkpoint, plan: MappingPlan, non_finite: list[str] | None = None
+) -> list[PlannedTensor]:
+    """`non_finite` collects the sources of produced tensors that hold NaN or ±Inf."""
+
     def producer(tensor: TensorMap) -> Callable[[], Any]:
-        return lambda: tensor.build(ckpt.read)
+        def produce() -> Any:
+            array = tensor.build(ckpt.read)
+            if non_finite is not None and tensor.source and has_non_finite(array):
+                non_finite.append(ckpt[tensor.source].source_path)
+            return array
+
+        return produce
 
     return [PlannedTensor(t.target, t.shape, producer(t), raw_bytes(ckpt, t)) for t in plan.tensors]
 
@@ -81,6 +91,19 @@ def raw_bytes(ckpt: Checkpoint, tensor: TensorMap) -> RawBytes | None:
         return None
     file, segments = location
     return RawBytes(file, segments, ckpt[tensor.source].dtype_name)
+
+
+def _copied_raw(tensor: PlannedTensor, dtype: str) -> bool:
+    """Copied file to file by the kernel, so never seen (hence never checked) by a producer."""
+    return tensor.raw is not None and tensor.raw.dtype == dtype
+
+
+def non_finite_warning(paths: list[str]) -> str:
+    shown = ", ".join(paths[:6]) + (" …" if len(paths) > 6 else "")
+    return (
+        f"{len(paths)} tensor(s) hold NaN or infinite values, copied as they are; the "
+        f"model's outputs will not be usable: {shown}"
+    )
 
 
 def library_versions() -> dict[str, str]:
@@ -128,15 +151,20 @@ def convert_checkpoint(
     dtype: str = "float32",
     max_shard_size: str = "5GB",
     overwrite: bool = False,
+    force_overwrite: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> ConversionResult:
     """Convert `checkpoint` into the transformers model directory `output`; `dtype` takes any
-    spelling in `owlvit_cli.convert.dtypes.DTYPE_ALIASES` (fp16, bf16, ...)."""
+    spelling in `owlvit_cli.convert.dtypes.DTYPE_ALIASES` (fp16, bf16, ...).
+
+    `overwrite` replaces only an earlier owlvit output; `force_overwrite` any directory (see
+    `owlvit_cli.atomic` for the rules that keep the user's files safe)."""
     started = time.perf_counter()
     checkpoint, output = Path(checkpoint), Path(output)
     dtype = normalize_dtype(dtype)
     shard_bytes = parse_size(max_shard_size)
-    check_output_dir(output, overwrite)
+    output_rules = {"force": force_overwrite, "inputs": [checkpoint]}
+    check_output_dir(output, overwrite, **output_rules)
     with open_checkpoint(checkpoint) as ckpt:
         spec = checkpoint_spec(ckpt)
         plan = plan_mapping({e.path: e.shape for e in ckpt}, spec)
@@ -144,30 +172,40 @@ def convert_checkpoint(
         hasher = start_hashing(ckpt.path)
         ckpt.stream()
         sources = {t.target: t.source for t in plan.tensors}
+        non_finite: list[str] = []
         try:
             with (
-                atomic_directory(output, overwrite) as tmp,
+                atomic_directory(output, overwrite, **output_rules) as tmp,
                 ThreadPoolExecutor(max_workers=1) as side,
             ):
                 # A few kilobytes of JSON and the tokenizer, made while the weights stream.
                 hf_files = side.submit(write_hf_files, tmp, spec, dtype)
                 with progress.step("converting tensors") as step:
-                    tensors = planned_tensors(ckpt, plan)
+                    tensors = planned_tensors(ckpt, plan, non_finite)
                     step.set_total(sum(t.nbytes(dtype) for t in tensors), "bytes")
 
                     def written(tensor: PlannedTensor) -> None:
                         source = sources[tensor.name]
+                        if (
+                            source
+                            and _copied_raw(tensor, dtype)
+                            and has_non_finite(ckpt.read(source))
+                        ):
+                            non_finite.append(ckpt[source].source_path)  # kernel-copied bytes
                         if source:
                             ckpt.release(source)
                         step.advance(tensor.nbytes(dtype))
 
                     write_model_files(tmp, tensors, dtype, shard_bytes, written)
                 hf_files.result()
+                ckpt.check_unchanged()
                 digest = hasher.digest(progress)
                 record = conversion_record(ckpt, spec, plan, digest, dtype)
                 (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
                 files_written = sorted(p.name for p in tmp.iterdir())
         except OSError as exc:  # disk full, quota, vanished directory: the user's to fix
             raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from exc
+    if non_finite:
+        warnings.append(non_finite_warning(sorted(set(non_finite))))
     seconds = time.perf_counter() - started
     return ConversionResult(output, files_written, record, seconds, warnings)

@@ -88,8 +88,8 @@ def spec_from_shapes(shapes: Mapping[str, tuple[int, ...]]) -> ModelSpec:
     get = _ShapeGetter(shapes)
     patch, patch2, channels, width = get(f"{VISUAL}/conv1/kernel", 4)
     positions, _ = get(f"{VISUAL}/positional_embedding", 2)
-    grid = math.isqrt(positions - 1)
-    if patch != patch2 or channels != 3 or grid * grid != positions - 1:
+    grid = math.isqrt(max(positions - 1, 0))
+    if positions < 1 or patch != patch2 or channels != 3 or grid * grid != positions - 1:
         raise CheckpointError(
             f"vision stem shapes do not fit a ViT: conv1 {[patch, patch2, channels, width]}, "
             f"{positions} position rows (expected 1 + a square number)"
@@ -113,7 +113,44 @@ def spec_from_shapes(shapes: Mapping[str, tuple[int, ...]]) -> ModelSpec:
         max_position_embeddings=context,
         vocab_size=vocab,
     )
-    return ModelSpec(vision, text, embed, any(p.startswith("objectness_head/") for p in shapes))
+    spec = ModelSpec(vision, text, embed, any(p.startswith("objectness_head/") for p in shapes))
+    problems = spec_problems(spec)
+    if problems:
+        raise CheckpointError("; ".join(problems))
+    return spec
+
+
+def spec_problems(spec: ModelSpec) -> list[str]:
+    """Shapes that index cleanly but describe no model transformers (or scenic) can run, each
+    naming the tensor it was read from and what was expected."""
+    v, t = spec.vision, spec.text
+    problems = []
+    if v.patch_size <= 0:
+        problems.append(f"{VISUAL}/conv1/kernel has patch size {v.patch_size}; expected ≥ 1")
+    if v.image_size <= 0:
+        problems.append(
+            f"{VISUAL}/positional_embedding has no patch rows (image size 0); "
+            "expected 1 + grid² rows"
+        )
+    for tower, dims in ((VISUAL, v), (TEXT, t)):
+        kernel = f"{tower}/transformer/resblocks_0/attn/query/kernel"
+        if dims.num_attention_heads <= 0:
+            problems.append(f"{kernel} has 0 heads on its head axis; expected ≥ 1")
+        elif dims.hidden_size % dims.num_attention_heads:
+            problems.append(
+                f"{kernel}: {dims.num_attention_heads} heads do not divide the width "
+                f"{dims.hidden_size}"
+            )
+        if dims.hidden_size <= 0:
+            problems.append(f"{tower} has width 0; expected ≥ 1")
+    if t.vocab_size != OPENAI_CLIP_VOCAB:
+        problems.append(
+            f"{TEXT}/token_embedding/embedding has {t.vocab_size} rows; expected "
+            f"{OPENAI_CLIP_VOCAB} (the CLIP BPE vocabulary the tokenizer uses)"
+        )
+    if t.max_position_embeddings <= 0:
+        problems.append(f"{TEXT}/positional_embedding has 0 rows (context length); expected ≥ 1")
+    return problems
 
 
 class _ShapeGetter:
@@ -141,7 +178,14 @@ def _count_layers(shapes: Mapping[str, tuple[int, ...]], tower: str) -> int:
 
 def _heads(get: _ShapeGetter, tower: str) -> int:
     """Flax keeps heads as their own kernel axis: [width, heads, head_dim]."""
-    return get(f"{tower}/transformer/resblocks_0/attn/query/kernel", 3)[1]
+    path = f"{tower}/transformer/resblocks_0/attn/query/kernel"
+    width, heads, head_dim = get(path, 3)
+    if heads and heads * head_dim != width:
+        raise CheckpointError(
+            f"tensor {path} has shape {[width, heads, head_dim]}; expected "
+            f"[width, heads, width / heads]"
+        )
+    return heads
 
 
 def expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:

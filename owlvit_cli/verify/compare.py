@@ -47,6 +47,18 @@ class Comparison:
     note: str = ""
 
 
+def finite_weights_row(checkpoint: Path) -> Comparison:
+    """NaN or Inf in any weight fails verification, even where the sample inputs never reach
+    it (an embedding row of a token no query uses): users' inputs will."""
+    from owlvit_cli.checkpoint.inspection import non_finite_tensors
+    from owlvit_cli.checkpoint.reader import open_checkpoint
+
+    with open_checkpoint(checkpoint) as ckpt:
+        bad = non_finite_tensors(ckpt)
+    note = "" if not bad else "NaN/Inf in " + ", ".join(bad[:3]) + (" …" if len(bad) > 3 else "")
+    return Comparison("finite_weights", "mapping", float(len(bad)), 0.0, not bad, note)
+
+
 def _normalized(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 

@@ -112,6 +112,9 @@ def load_pixel_array(path: Path, size: int) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise BadInputError(f"{path}: not a readable .npy array ({exc})") from exc
+    if not isinstance(array, np.ndarray):  # np.load opens an .npz archive whatever its name
+        array.close()
+        raise BadInputError(f"{path} is an .npz archive, not a .npy array; save one array")
     if array.shape != (size, size, 3) or not np.issubdtype(array.dtype, np.floating):
         raise BadInputError(
             f"{path}: expected a float array of shape [{size}, {size}, 3] in [0, 1] "

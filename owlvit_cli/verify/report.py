@@ -3,6 +3,7 @@ arrays --save-outputs writes, the picture --save-viz draws."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -154,9 +155,9 @@ def write_outputs(
     """Keep what the caller asked for: the arrays, a picture, the report inside HF_DIR (which
     `push` turns into the model card). Each file appears whole or not at all."""
     import io
-    import json
 
     from owlvit_cli.atomic import atomic_write_bytes
+    from owlvit_cli.json_text import strict_json_dumps
     from owlvit_cli.model.model_dir import VERIFICATION_FILE
 
     if result.inputs is None:  # CKPT is not HF_DIR's source: nothing ran, nothing to keep
@@ -170,15 +171,30 @@ def write_outputs(
 
         save_image(result.picture(), save_viz)
     if record:
-        text = json.dumps(result.report, indent=2, default=str) + "\n"
+        text = strict_json_dumps(result.report, indent=2, default=str) + "\n"
         atomic_write_bytes(hf_dir / VERIFICATION_FILE, text.encode())
 
 
-def check_output_paths(save_outputs: Path | None, save_viz: Path | None) -> None:
-    """Refuse unusable output names before the slow part, not after it."""
+def check_output_paths(
+    save_outputs: Path | None,
+    save_viz: Path | None,
+    record_dir: Path | None = None,
+    inputs: Sequence[Path] = (),
+) -> None:
+    """Refuse unusable or unwritable outputs before the slow part, not after it."""
+    from owlvit_cli.atomic import check_not_input, check_writable_file
+    from owlvit_cli.model.model_dir import VERIFICATION_FILE
+
     if save_outputs is not None and save_outputs.suffix != ".npz":
         raise BadInputError(f"the outputs file must be a .npz file, got {save_outputs}")
     if save_viz is not None:
         from owlvit_cli.detect.draw import output_format
 
         output_format(save_viz)
+    for path in (save_outputs, save_viz):
+        if path is not None:
+            for source in inputs:
+                check_not_input(path, source, directory=False)
+            check_writable_file(path)
+    if record_dir is not None and record_dir.is_dir():  # a missing HF_DIR is verify's to say
+        check_writable_file(record_dir / VERIFICATION_FILE)

@@ -28,14 +28,17 @@ import numpy as np
 
 from owlvit_cli.checkpoint.hashing import start_hashing
 from owlvit_cli.errors import BadInputError, ModelDirError
+from owlvit_cli.interrupts import raise_if_interrupted
 from owlvit_cli.model.model_dir import RECORD_FILE
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
+from owlvit_cli.testing.hold import hold_point
 from owlvit_cli.verify.compare import (
     FlaxOutputs,
     Tolerances,
     compare_outputs,
     describe_levels,
+    finite_weights_row,
     processor_drift,
 )
 from owlvit_cli.verify.inputs import (
@@ -169,6 +172,7 @@ def run_verification(
                 options,
             )
     rows += processor_rows
+    rows.append(finite_weights_row(checkpoint))
     report = build_report(
         checkpoint, hf_dir, spec, inputs, rows, timings, flax_top, processor_info, options
     )
@@ -329,8 +333,11 @@ def verify(
     hf_dir = Path(hf_dir)
     outputs = None if save_outputs is None else Path(save_outputs)
     viz = None if save_viz is None else Path(save_viz)
-    check_output_paths(outputs, viz)
     options = dataclasses.replace(options or VerifyOptions(), record=record)
+    inputs = [Path(checkpoint), hf_dir, *map(Path, options.images)]
+    check_output_paths(outputs, viz, hf_dir if record else None, inputs)
     result = run_verification(checkpoint, hf_dir, options, progress)
+    hold_point("verify-compared")
+    raise_if_interrupted()  # a Ctrl-C that landed in a GC callback: no report after it
     write_outputs(result, hf_dir, record, outputs, viz)
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,13 @@ from hypothesis import strategies as st
 
 from owlvit_cli.checkpoint.reader import open_checkpoint
 from owlvit_cli.errors import CheckpointError, OwlvitError
+from owlvit_cli.model.model_dir import RECORD_FILE, VERIFICATION_FILE
 from owlvit_cli.model.spec import VARIANTS
 from owlvit_cli.testing.fixtures import checkpoint_tree, random_params, write_checkpoint
+from owlvit_cli.testing.hold import ENV as HOLD_ENV
+from tests.helpers import run_console_script
+
+CONVERT_HOLD = "convert-before-rename"
 
 
 def _bad_inputs(tmp_path: Path, good: bytes) -> dict[str, Path]:
@@ -80,8 +86,7 @@ def _assert_one_line_error(result: object, code: int = 2) -> None:
 
 @pytest.mark.parametrize("case", BAD)
 def test_inspect_and_convert_reject_bad_input(cli, bad_inputs, tmp_path: Path, case: str):
-    if case not in ("corrupt_shape", "missing_tensor", "extra_tensor"):
-        _assert_one_line_error(cli("inspect", bad_inputs[case]))
+    _assert_one_line_error(cli("inspect", bad_inputs[case]))
     out = tmp_path / "out"
     _assert_one_line_error(cli("convert", bad_inputs[case], out))
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -91,6 +96,70 @@ def test_inspect_and_convert_reject_bad_input(cli, bad_inputs, tmp_path: Path, c
 def test_verify_rejects_bad_checkpoints(cli, bad_inputs, converted, tiny_checkpoint, case: str):
     hf_dir = converted(tiny_checkpoint())
     _assert_one_line_error(cli("verify", bad_inputs[case], hf_dir))
+
+
+@pytest.mark.parametrize("case", ["corrupt_shape", "missing_tensor", "extra_tensor"])
+def test_inspect_shows_the_tree_then_every_problem(cli, bad_inputs, case: str):
+    shown = cli("inspect", bad_inputs[case])
+    _assert_one_line_error(shown)
+    assert "backbone" in shown.stdout and "problems" in shown.stdout
+    report = json.loads(cli("inspect", bad_inputs[case], "--json").stdout)
+    assert report["params"] and len(report["problems"]) == 1
+
+
+def _degenerate(tmp_path: Path, case: str) -> Path:
+    params = random_params(VARIANTS["v1-tiny"])
+    visual, text = "backbone/clip/visual", "backbone/clip/text"
+    query = f"{visual}/transformer/resblocks_0/attn/query/kernel"
+    if case == "zero_heads":
+        params[query] = np.zeros((128, 0, 64), np.float32)
+    elif case == "zero_patch":
+        params[f"{visual}/conv1/kernel"] = np.zeros((0, 0, 3, 128), np.float32)
+    elif case == "heads_do_not_divide":
+        params[query] = np.zeros((128, 3, 42), np.float32)
+    elif case == "vocab":
+        params[f"{text}/token_embedding/embedding"] = np.zeros((1000, 32), np.float32)
+    elif case == "context_0":
+        params[f"{text}/positional_embedding"] = np.zeros((0, 32), np.float32)
+    elif case == "image_0":
+        params[f"{visual}/positional_embedding"] = np.zeros((1, 128), np.float32)
+    elif case == "no_positions":
+        params[f"{visual}/positional_embedding"] = np.zeros((0, 128), np.float32)
+    path = write_checkpoint(tmp_path / case, checkpoint_tree(params))
+    if case in ("S0", "U1", "object"):  # a leaf record written by hand: no writer makes these
+        tree = msgpack.unpackb(path.read_bytes(), ext_hook=msgpack.ExtType)
+        data = {"S0": b"", "U1": b"\0" * 4, "object": b"\0" * 8}[case]
+        leaf = msgpack.ExtType(1, msgpack.packb([[1], case, data]))
+        tree["params"]["class_head"]["logit_shift"]["bias"] = leaf
+        path.write_bytes(msgpack.packb(tree))
+    return path
+
+
+DEGENERATE = {
+    "S0": "not floating point", "U1": "not floating point", "object": "not floating point",
+    "zero_heads": "0 heads",
+    "zero_patch": "patch size 0", "heads_do_not_divide": "width / heads", "vocab": "49408",
+    "context_0": "context length", "image_0": "image size 0", "no_positions": "position rows",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(DEGENERATE))
+def test_degenerate_tensors_are_named_at_inspect_and_convert(cli, tmp_path: Path, case: str):
+    ckpt = _degenerate(tmp_path, case)
+    for args in (["inspect", ckpt], ["convert", ckpt, tmp_path / "out"]):
+        result = cli(*args)
+        _assert_one_line_error(result)
+        assert DEGENERATE[case] in result.stdout + result.stderr, (case, result.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_key_names_are_printed_literally(cli, tmp_path: Path):
+    params = random_params(VARIANTS["v1-tiny"])
+    params["[/bold]"] = np.zeros(2, np.float32)
+    params["[blink]x[/blink]"] = np.zeros(2, np.float32)
+    result = cli("inspect", write_checkpoint(tmp_path / "markup", checkpoint_tree(params)))
+    _assert_one_line_error(result)
+    assert "[/bold]" in result.stdout and "[blink]x[/blink]" in result.stdout
 
 
 def test_debug_shows_traceback(cli, bad_inputs):
@@ -196,51 +265,112 @@ def test_fuzzed_bytes_raise_only_our_error(small_checkpoint_bytes: bytes, tmp_pa
         pytest.fail(f"unexpected {type(exc).__name__}: {exc}")
 
 
-def test_real_ctrl_c_mid_convert(tmp_path: Path, tmp_path_factory):
-    """SIGINT to the real console script while it writes: exit 130, nothing left behind.
-    A full-size B/32 (600 MB) checkpoint keeps it writing long enough to be caught."""
+def _held(args: list[object], point: str, hold: Path, **popen: object) -> subprocess.Popen:
+    """Start the real console script and wait until it is held at `point` (see
+    owlvit_cli/testing/hold.py): whatever the test does next happens at that point, however
+    fast or slow the machine is."""
     import os
-    import signal
     import sys
     import time
 
-    from owlvit_cli.testing.fixtures import build_checkpoint
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", HOLD_ENV: f"{point}:{hold}"}
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "owlvit_cli", *map(str, args)], text=True, env=env, **popen
+    )
+    deadline = time.monotonic() + 300
+    while not hold.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"never reached {point}: {proc.communicate()}")
+        time.sleep(0.01)
+    return proc
 
-    ckpt = build_checkpoint(tmp_path_factory.mktemp("b32") / "b32", VARIANTS["v1-b32"])
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_termination_signals_mid_convert_clean_up(tiny_checkpoint, tmp_path: Path, signum: int):
+    """Ctrl-C, CI cancellation / docker stop, a closed terminal: all end like Ctrl-C, with
+    128+N, one line, and nothing left (the temporary directory exists when the signal comes)."""
     out_parent = tmp_path / "outputs"
     out_parent.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "owlvit_cli", "convert", str(ckpt), str(out_parent / "model")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    deadline = time.monotonic() + 120
-    while not any(".owlvit-tmp-" in p.name for p in out_parent.iterdir()):
-        assert proc.poll() is None and time.monotonic() < deadline, "never started writing"
-        time.sleep(0.002)
+    proc = _held(["convert", tiny_checkpoint(), out_parent / "model"], CONVERT_HOLD, tmp_path / "h")
+    assert any(".owlvit-tmp-" in p.name for p in out_parent.iterdir())
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+    assert err.strip().splitlines() == [f"error: interrupted{name}"]
+    assert list(out_parent.iterdir()) == []
+
+
+def test_two_runs_racing_for_one_output_exactly_one_wins(tiny_checkpoint, tmp_path: Path):
+    """The first run is held after writing, before its rename; a second run takes OUT; the
+    first then fails and leaves the second's output as it is."""
+    out = tmp_path / "model"
+    hold = tmp_path / "h"
+    first = _held(["convert", tiny_checkpoint(seed=1), out], CONVERT_HOLD, hold)
+    second = run_console_script("convert", tiny_checkpoint(), out)
+    assert second.returncode == 0, second.stderr
+    winner = (out / RECORD_FILE).read_text()
+    hold.unlink()
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 2 and "filled by someone else" in err, err
+    assert (out / RECORD_FILE).read_text() == winner
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_ctrl_c_inside_a_gc_callback_still_ends_verify(converted, tiny_checkpoint, tmp_path):
+    """jax registers a GC callback; a KeyboardInterrupt raised there is printed and dropped by
+    Python. The run is held inside a GC callback when Ctrl-C comes: it must still end with
+    130 and write no report."""
+    import shutil
+
+    ckpt = tiny_checkpoint()
+    hf_dir = tmp_path / "model"
+    shutil.copytree(converted(ckpt), hf_dir)
+    proc = _held(["verify", ckpt, hf_dir, "--record"], "verify-compared@gc", tmp_path / "h")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    ckpt.unlink()
     assert proc.returncode == 130, err
-    assert err.strip().splitlines() == ["error: interrupted"]
-    assert list(out_parent.iterdir()) == []
+    assert not (hf_dir / VERIFICATION_FILE).exists()
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_closed_stdout_exits_0_quietly(tiny_checkpoint, json_flag: list[str]):
+    """`owlvit inspect CKPT | head -1`: the reader is gone before owlvit writes (its end of
+    the pipe is closed before the process starts, so this cannot race)."""
+    import os
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "owlvit_cli", "inspect", str(tiny_checkpoint()), *json_flag],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
 def test_permission_denied_is_one_line(cli, tiny_checkpoint, monkeypatch):
     """Root reads anything, so the kernel's EACCES is injected where the file is opened."""
     from owlvit_cli.checkpoint import reader as checkpoint
 
-    real_open = Path.open
+    real_open = checkpoint.os.open
     target = tiny_checkpoint()
 
-    def denied(self: Path, *args, **kwargs):
-        if self == target:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)
+    def denied(path, *args, **kwargs):
+        if Path(path) == target:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint.Path, "open", denied)
+    monkeypatch.setattr(checkpoint.os, "open", denied)
     result = cli("inspect", target)
     _assert_one_line_error(result)
     assert "permission denied" in result.stderr
@@ -259,3 +389,74 @@ def test_model_dir_whose_config_does_not_fit_its_weights(cli, tiny_checkpoint, c
     result = cli("verify", ckpt, broken)
     _assert_one_line_error(result)
     assert "cannot load the model" in result.stderr
+
+
+def test_verify_refuses_unwritable_outputs_before_running(
+    cli, converted, tiny_checkpoint, tmp_path
+):
+    ckpt = tiny_checkpoint()
+    hf_dir = converted(ckpt)
+    missing = tmp_path / "missing" / "out.npz"
+    result = cli("verify", ckpt, hf_dir, "--save-outputs", missing)
+    _assert_one_line_error(result)
+    assert "no such directory" in result.stderr and "timings" not in result.stdout
+
+
+def test_outputs_never_overwrite_an_input_image(cli, converted, tiny_checkpoint, tmp_path):
+    import shutil
+
+    from tests.helpers import SAMPLE
+
+    ckpt = tiny_checkpoint()
+    photo = tmp_path / "photo.png"
+    shutil.copy(SAMPLE, photo)
+    hf_dir = converted(ckpt)
+    verify = cli("verify", ckpt, hf_dir, "--image", photo, "--save-viz", photo)
+    detect = cli("detect", hf_dir, photo, "--query", "a cat", "--output", photo)
+    for result in (verify, detect):
+        _assert_one_line_error(result)
+        assert "input" in result.stderr
+    assert photo.read_bytes() == SAMPLE.read_bytes()
+
+
+def test_verify_record_into_read_only_model_dir(cli, converted, tiny_checkpoint, tmp_path):
+    import shutil
+
+    ckpt = tiny_checkpoint()
+    hf_dir = tmp_path / "model"
+    shutil.copytree(converted(ckpt), hf_dir)
+    bind = subprocess.run(["mount", "--bind", "-o", "ro", str(hf_dir), str(hf_dir)],
+                          capture_output=True, check=False)  # fmt: skip
+    if bind.returncode != 0:
+        pytest.skip("cannot bind-mount read-only here (needs root)")
+    try:
+        result = cli("verify", ckpt, hf_dir, "--record")
+    finally:
+        subprocess.run(["umount", str(hf_dir)], check=False)
+    _assert_one_line_error(result)
+    assert "cannot write here" in result.stderr
+
+
+def test_npz_named_npy_is_one_line(cli, converted, tiny_checkpoint, tmp_path: Path):
+    ckpt = tiny_checkpoint()
+    fake = tmp_path / "pixels.npy"
+    with fake.open("wb") as handle:
+        np.savez(handle, pixels=np.zeros((64, 64, 3), np.float32))
+    result = cli("verify", ckpt, converted(ckpt), "--image", fake)
+    _assert_one_line_error(result)
+    assert ".npz archive" in result.stderr
+
+
+def test_overwrite_of_the_directory_holding_the_checkpoint_is_refused(tiny_checkpoint, tmp_path):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    ckpt = downloads / "ckpt"
+    ckpt.write_bytes(tiny_checkpoint().read_bytes())
+    (downloads / "notes.txt").write_text("mine")
+    for flag in ("--overwrite", "--force-overwrite"):
+        result = run_console_script("convert", ckpt, downloads, flag)
+        assert result.returncode == 2 and "destroy" in result.stderr, result.stderr
+    assert sorted(p.name for p in downloads.iterdir()) == ["ckpt", "notes.txt"]
+    nested = run_console_script("convert", ckpt, tmp_path / "new" / "dirs" / "model")
+    assert nested.returncode == 0, nested.stderr
+    assert (tmp_path / "new" / "dirs" / "model" / RECORD_FILE).exists()

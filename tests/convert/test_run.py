@@ -213,8 +213,12 @@ def test_refuses_non_empty_output_and_overwrites_when_asked(tmp_path: Path, tiny
     with pytest.raises(BadInputError, match="not empty"):
         convert_checkpoint(tiny_checkpoint(), out)
     assert (out / "keep.txt").read_text() == "mine"
-    convert_checkpoint(tiny_checkpoint(), out, overwrite=True)
+    with pytest.raises(BadInputError, match="not written by owlvit"):
+        convert_checkpoint(tiny_checkpoint(), out, overwrite=True)
+    assert (out / "keep.txt").read_text() == "mine"
+    convert_checkpoint(tiny_checkpoint(), out, force_overwrite=True)
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
+    convert_checkpoint(tiny_checkpoint(), out, overwrite=True)  # an owlvit output: replaced
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 

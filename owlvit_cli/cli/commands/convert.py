@@ -51,7 +51,7 @@ def convert_command(
         Path,
         typer.Argument(
             metavar="OUT",
-            help="The model directory to write (absent or empty).",
+            help="The model directory to write (absent or empty; missing parents are created).",
             autocompletion=complete_directories,
             show_default=False,
         ),
@@ -69,7 +69,17 @@ def convert_command(
     overwrite: Annotated[
         bool,
         typer.Option(
-            "--overwrite", help="Replace a non-empty OUT (only once the new one is complete)."
+            "--overwrite",
+            help="Replace OUT if it is an earlier owlvit output (never anything else); the old one "
+            "goes only once the new one is complete.",
+        ),
+    ] = False,
+    force_overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--force-overwrite",
+            help="Replace OUT even if owlvit did not write it, deleting everything in it "
+            "(never an input).",
         ),
     ] = False,
     verify: Annotated[
@@ -102,6 +112,7 @@ def convert_command(
                 dtype=dtype,
                 max_shard_size=max_shard_size,
                 overwrite=overwrite,
+                force_overwrite=force_overwrite,
                 progress=out,
             )
         for warning in result.warnings:

@@ -115,7 +115,12 @@ def detect_command(
         from owlvit_cli.scenic.preprocess import load_image
 
         if output is not None:
+            from owlvit_cli.atomic import check_not_input
+
             output_format(output)  # refuse a bad suffix before loading anything
+            for source in (image, hf_dir, image_query):
+                if source is not None:
+                    check_not_input(output, source, directory=False)  # never over the photo
         result = detect(
             hf_dir,
             image,

@@ -9,6 +9,7 @@ from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from owlvit_cli.cli.commands.common import (
@@ -23,6 +24,7 @@ from owlvit_cli.cli.commands.common import (
 )
 from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.render import human_bytes, key_value_grid
+from owlvit_cli.errors import ExitCode
 from owlvit_cli.model.model_dir import LAYOUT_DESCRIPTIONS
 
 HELP = (
@@ -80,7 +82,7 @@ def inspect_command(
 ) -> None:
     out = make_output(json_mode, debug, quiet)
 
-    def action() -> None:
+    def action() -> int:
         source = checkpoint_path(out, checkpoint, step)
         from owlvit_cli.checkpoint.inspection import inspect_report
         from owlvit_cli.checkpoint.reader import open_checkpoint
@@ -90,13 +92,18 @@ def inspect_command(
             if mapping:
                 from owlvit_cli.convert.mapping import mapping_rows
 
-                report["mapping"] = mapping_rows(ckpt, filter_)
+                if not report["problems"]:
+                    report["mapping"] = mapping_rows(ckpt, filter_)
         if filter_ and not report.get("mapping", report["params"]):
             out.warn(
                 f"no tensor matches --filter {escape(repr(filter_))} "
                 f"(tried the file's own names and current scenic names)"
             )
         out.result(report, lambda console: render(console, report, depth))
+        if report["problems"]:
+            out.error(f"{len(report['problems'])} problem(s): convert would refuse this checkpoint")
+            return ExitCode.BAD_INPUT
+        return ExitCode.OK
 
     run_guarded(out, action)
 
@@ -109,11 +116,22 @@ def render(console: Console, report: dict[str, Any], depth: int | None) -> None:
         _print_mapping(console, report["mapping"])
     elif report["params"]:
         console.print(_param_tree(report, depth))
-    console.print(_summary(report))
+    if report["config"] is not None:
+        console.print(_summary(report))
+    if report["problems"]:
+        _print_problems(console, report["problems"])
+
+
+def _print_problems(console: Console, problems: list[str]) -> None:
+    """What convert would refuse, one unwrapped line each (grep finds a tensor's name), and
+    printed literally (tensor names are never markup)."""
+    console.print(Text("problems (convert would refuse this checkpoint):", style="bold red"))
+    for problem in problems:
+        console.print(Text(f"  • {problem}"), soft_wrap=True)
 
 
 def _param_tree(report: dict[str, Any], depth: int | None) -> Tree:
-    tree = Tree(f"[bold]{report['file']}[/bold]")
+    tree = Tree(f"[bold]{escape(report['file'])}[/bold]")
     nodes: dict[str, Tree] = {}
     collapsed: dict[str, list[int]] = {}
     for row in report["params"]:
@@ -131,12 +149,13 @@ def _param_tree(report: dict[str, Any], depth: int | None) -> Tree:
         for i, part in enumerate(parts[:-1] if leaf else parts):
             key = "/".join(parts[: i + 1])
             if key not in nodes:
-                nodes[key] = parent.add(f"[bold blue]{part}[/bold blue]")
+                nodes[key] = parent.add(f"[bold blue]{escape(part)}[/bold blue]")
             parent = nodes[key]
         if leaf:
             shape = "×".join(map(str, leaf["shape"])) or "scalar"
             parent.add(
-                f"{parts[-1]}  [cyan]{shape}[/cyan]  [magenta]{leaf['dtype']}[/magenta]  "
+                f"{escape(parts[-1])}  [cyan]{shape}[/cyan]  "
+                f"[magenta]{escape(leaf['dtype'])}[/magenta]  "
                 f"[dim]{human_bytes(leaf['nbytes'])}[/dim]"
             )
     for key, (count, size) in collapsed.items():
@@ -202,5 +221,5 @@ def _summary(report: dict[str, Any]) -> Panel:
     table.add_row("bytes", by_dtype)
     table.add_row("file size", human_bytes(report["file_size"]))
     if report["other_top_level_keys"]:
-        table.add_row("ignored keys", ", ".join(report["other_top_level_keys"]))
+        table.add_row("ignored keys", escape(", ".join(report["other_top_level_keys"])))
     return Panel(Group(table), title="checkpoint", expand=False)

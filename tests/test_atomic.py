@@ -1,0 +1,160 @@
+"""The output rules: nothing a user owns is lost, exactly one racer wins, names that fit."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from owlvit_cli.atomic import (
+    atomic_directory,
+    atomic_write_bytes,
+    check_output_dir,
+    check_writable_file,
+)
+from owlvit_cli.errors import BadInputError, OutputError
+from owlvit_cli.model.model_dir import RECORD_FILE, TOOL_NAME
+
+
+def _fill(directory: Path, record: bool = True) -> None:
+    (directory / "model.safetensors").write_bytes(b"x")
+    if record:
+        (directory / RECORD_FILE).write_text(json.dumps({"tool": TOOL_NAME}))
+
+
+def _write(out: Path, **rules: object) -> None:
+    with atomic_directory(out, **rules) as tmp:
+        _fill(tmp)
+
+
+def test_overwrite_never_deletes_a_directory_holding_the_input(tmp_path: Path):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    ckpt = downloads / "ckpt"
+    ckpt.write_bytes(b"weights")
+    (downloads / "photo.jpg").write_bytes(b"mine")
+    for out in (downloads, ckpt, tmp_path):
+        for rules in ({"overwrite": True}, {"force": True}):
+            with pytest.raises(BadInputError, match="input"):
+                _write(out, inputs=[ckpt], **rules)
+    assert sorted(p.name for p in downloads.iterdir()) == ["ckpt", "photo.jpg"]
+    assert ckpt.read_bytes() == b"weights"
+
+
+def test_output_inside_an_input_directory_is_refused(tmp_path: Path):
+    hf_dir = tmp_path / "model"
+    hf_dir.mkdir()
+    with pytest.raises(BadInputError, match="input"):
+        check_output_dir(hf_dir / "sub", False, inputs=[hf_dir])
+
+
+def test_overwrite_replaces_only_owlvit_outputs_unless_forced(tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(BadInputError, match=r"not written by owlvit.*--force-overwrite"):
+        _write(out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / RECORD_FILE).write_text("{not json")  # a record that is not owlvit's
+    with pytest.raises(BadInputError, match="not written by owlvit"):
+        _write(out, overwrite=True)
+    _write(out, force=True)
+    assert not (out / "notes.txt").exists()
+    (out / "model.safetensors").write_bytes(b"old")
+    _write(out, overwrite=True)  # now an owlvit output: replaced
+    assert (out / "model.safetensors").read_bytes() == b"x"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_symlinked_output_is_written_where_it_points(tmp_path: Path):
+    real = tmp_path / "elsewhere" / "model"
+    real.parent.mkdir()
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    _write(link)
+    assert link.is_symlink() and (real / RECORD_FILE).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "link"]
+    assert [p.name for p in real.parent.iterdir()] == ["model"]
+
+
+def test_current_directory_and_mount_points_are_refused_before_work(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for out in (Path("."), tmp_path, Path("/")):
+        with pytest.raises(BadInputError, match="current directory or a mount point"):
+            check_output_dir(out, False)
+
+
+def test_of_two_racing_writers_exactly_one_wins(tmp_path: Path):
+    out = tmp_path / "out"
+    both_inside = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def writer(tag: str) -> None:
+        try:
+            with atomic_directory(out) as tmp:
+                (tmp / RECORD_FILE).write_text(tag)
+                both_inside.wait(timeout=30)  # both checked OUT as absent; both finished
+            outcomes.append(f"won {tag}")
+        except BadInputError as exc:
+            assert "filled by someone else" in str(exc)
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=writer, args=(tag,)) for tag in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes)[0] == "refused" and len(outcomes) == 2, outcomes
+    winner = outcomes[0] if outcomes[0] != "refused" else outcomes[1]
+    assert (out / RECORD_FILE).read_text() == winner[-1]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_missing_parents_are_created_and_removed_again_on_failure(tmp_path: Path):
+    out = tmp_path / "a" / "b" / "out"
+    with pytest.raises(RuntimeError), atomic_directory(out):
+        raise RuntimeError("conversion failed")
+    assert list(tmp_path.iterdir()) == []
+    _write(out)
+    assert (out / RECORD_FILE).exists()
+
+
+def test_parents_that_existed_are_kept_on_failure(tmp_path: Path):
+    (tmp_path / "a").mkdir()
+    with pytest.raises(KeyboardInterrupt), atomic_directory(tmp_path / "a" / "b" / "out"):
+        raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.iterdir()] == ["a"] and not any((tmp_path / "a").iterdir())
+
+
+@pytest.mark.parametrize("length", [240, 250, 255])
+def test_long_names_that_mkdir_accepts_work(tmp_path: Path, length: int):
+    out = tmp_path / ("n" * length)
+    _write(out)
+    atomic_write_bytes(tmp_path / ("f" * length), b"data")
+    assert (out / RECORD_FILE).exists() and (tmp_path / ("f" * length)).read_bytes() == b"data"
+
+
+def test_too_long_names_are_one_clear_error(tmp_path: Path):
+    with pytest.raises(BadInputError, match="longer than 255 bytes"):
+        check_output_dir(tmp_path / ("n" * 256), False)
+    with pytest.raises(BadInputError, match="longer than 255 bytes"):
+        check_writable_file(tmp_path / ("é" * 128))
+
+
+def test_non_utf8_names_work(tmp_path: Path):
+    out = tmp_path / os.fsdecode(b"mod\xffel")
+    _write(out)
+    assert (out / RECORD_FILE).exists()
+
+
+def test_unwritable_file_outputs_are_refused_up_front(tmp_path: Path):
+    with pytest.raises(OutputError, match="no such directory"):
+        check_writable_file(tmp_path / "missing" / "out.npz")
+    with pytest.raises(OutputError, match="is a directory"):
+        check_writable_file(tmp_path)
+    check_writable_file(tmp_path / "fine.npz")
+    assert list(tmp_path.iterdir()) == []
