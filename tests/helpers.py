@@ -41,6 +41,7 @@ def run_console_script(
         [sys.executable, "-m", "owlvit_cli", *map(str, args)],
         capture_output=True,
         text=True,
+        errors="surrogateescape",  # file names are bytes on Linux and are printed as they are
         timeout=timeout,
         env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
         check=False,

@@ -24,7 +24,6 @@ from owlvit_cli.atomic import atomic_directory, check_output_dir
 from owlvit_cli.checkpoint.hashing import start_hashing
 from owlvit_cli.checkpoint.inspection import checkpoint_spec, has_non_finite
 from owlvit_cli.checkpoint.reader import Checkpoint, open_checkpoint
-from owlvit_cli.convert.dtypes import normalize_dtype
 from owlvit_cli.convert.hf_files import write_hf_files
 from owlvit_cli.convert.mapping import (
     TRANSFORMS,
@@ -40,6 +39,7 @@ from owlvit_cli.convert.safetensors_writer import (
     write_model_files,
 )
 from owlvit_cli.errors import OutputError
+from owlvit_cli.model.dtypes import normalize_dtype
 from owlvit_cli.model.model_dir import FLAVORS, RECORD_FILE, TOOL_NAME
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
@@ -155,7 +155,7 @@ def convert_checkpoint(
     progress: Progress = NO_PROGRESS,
 ) -> ConversionResult:
     """Convert `checkpoint` into the transformers model directory `output`; `dtype` takes any
-    spelling in `owlvit_cli.convert.dtypes.DTYPE_ALIASES` (fp16, bf16, ...).
+    spelling in `owlvit_cli.model.dtypes.DTYPE_ALIASES` (fp16, bf16, ...).
 
     `overwrite` replaces only an earlier owlvit output; `force_overwrite` any directory (see
     `owlvit_cli.atomic` for the rules that keep the user's files safe)."""

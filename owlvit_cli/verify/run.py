@@ -61,11 +61,11 @@ from owlvit_cli.verify.tolerances import STOCK_TOLERANCES
 
 def check_same_architecture(spec: ModelSpec, hf_dir: Path) -> None:
     """Different architectures are bad input (exit 2), not a numerical mismatch."""
-    from owlvit_cli.convert.hf_files import hf_config
+    from owlvit_cli.convert.hf_files import config_dict
     from owlvit_cli.verify.hf_model import check_model_dir
 
     found = check_model_dir(hf_dir)
-    expected = hf_config(spec).to_dict()
+    expected = config_dict(spec)
     keys = {
         "vision_config": (
             "hidden_size",

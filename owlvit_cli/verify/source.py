@@ -93,9 +93,10 @@ def check_source(
     Size first (a stat), so a wrong file of another size is told apart at once; the sha256
     only when the sizes agree and the record has one (remembered per file identity, so a
     `convert --verify` that just hashed the file does not hash it again)."""
-    from owlvit_cli.checkpoint.hashing import start_hashing
+    from owlvit_cli.checkpoint.hashing import start_hashing, total_size
 
-    actual: dict[str, Any] = {"file": checkpoint.name, "size": checkpoint.stat().st_size}
+    # A directory (Orbax) counts as its files together, as convert recorded it.
+    actual: dict[str, Any] = {"file": checkpoint.name, "size": total_size(checkpoint)}
     block: dict[str, Any] = {
         "record": RECORD_FILE if record is not None else None,
         "checkpoint": actual,

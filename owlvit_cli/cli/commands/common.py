@@ -13,8 +13,8 @@ from typer._click.shell_completion import CompletionItem
 from typer._click.types import ParamType
 
 from owlvit_cli.cli.output import Output
-from owlvit_cli.convert.dtypes import DTYPE_ALIASES, DTYPES, normalize_dtype
 from owlvit_cli.errors import BadInputError
+from owlvit_cli.model.dtypes import DTYPE_ALIASES, DTYPES, normalize_dtype
 
 # Flags that overwrite, publish or skip a check: a typo is never "corrected" into one of them.
 DANGEROUS_FLAGS = frozenset({"--force", "--overwrite", "--overwrite-card", "--save-card"})
