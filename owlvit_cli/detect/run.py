@@ -141,7 +141,8 @@ def validate_max_detections(max_detections: int | None) -> int | None:
 
 def load_detector(hf_dir: Path) -> Detector:
     """The stock model and its saved processor, offline."""
-    from owlvit_cli.verify.hf_model import check_model_dir, load_hf_model, load_processor
+    from owlvit_cli.model.model_dir import check_model_dir
+    from owlvit_cli.verify.hf_model import load_hf_model, load_processor
 
     check_model_dir(hf_dir)
     return Detector(model_dir=hf_dir, model=load_hf_model(hf_dir), processor=load_processor(hf_dir))
@@ -293,7 +294,7 @@ def detect(
     milliseconds. `progress` hears the slow parts (a spinner in the CLI); `detector` lets a caller
     reuse a loaded model.
     """
-    from owlvit_cli.verify.hf_model import check_model_dir
+    from owlvit_cli.model.model_dir import check_model_dir
 
     start = time.perf_counter()
     hf_dir, image_path = Path(hf_dir), Path(image_path)

@@ -97,25 +97,7 @@ def read_model_dir(hf_dir: Path, *, force: bool = False) -> ModelDir:
     point of publishing through this tool; a directory without it may still be a valid
     transformers model (e.g. converted by hand), hence the escape hatch.
     """
-    if not hf_dir.exists():
-        raise ModelDirError(f"{hf_dir} does not exist")
-    if not hf_dir.is_dir():
-        raise ModelDirError(f"{hf_dir} is not a directory")
-
-    config_path = hf_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise ModelDirError(
-            f"{hf_dir} has no {CONFIG_FILE}; it is not a directory written by `owlvit convert`"
-        )
-    config = read_json(config_path, ModelDirError)
-    model_type = config.get("model_type")
-    if model_type not in MODEL_TYPES:
-        raise ModelDirError(
-            f"{config_path} has model_type {model_type!r}; expected one of {sorted(MODEL_TYPES)}"
-        )
-    version = MODEL_TYPES[model_type]
-    weights = _weight_files(hf_dir)
-    check_complete(hf_dir, weights)
+    config, version, weights = check_model_dir(hf_dir)
 
     warnings_: list[str] = []
     record_path = hf_dir / RECORD_FILE
@@ -147,6 +129,29 @@ def read_model_dir(hf_dir: Path, *, force: bool = False) -> ModelDir:
     model_dir = ModelDir(hf_dir, config, version, weights, record, verification, warnings_)
     model_dir.warnings += verification_warnings(model_dir)
     return model_dir
+
+
+def check_model_dir(hf_dir: Path) -> tuple[dict[str, Any], int, list[str]]:
+    """(config, OWL version, weight files) of a directory transformers can load as an OWL
+    model, or one line saying what is missing: every command's first look at HF_DIR."""
+    if not hf_dir.exists():
+        raise ModelDirError(f"{hf_dir}: no such directory")
+    if not hf_dir.is_dir():
+        raise ModelDirError(f"{hf_dir} is not a directory")
+    config_path = hf_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelDirError(
+            f"{hf_dir} has no {CONFIG_FILE}; it is not a directory written by `owlvit convert`"
+        )
+    config = read_json(config_path, ModelDirError)
+    model_type = config.get("model_type")
+    if model_type not in MODEL_TYPES:
+        raise ModelDirError(
+            f"{config_path} has model_type {model_type!r}; expected one of {sorted(MODEL_TYPES)}"
+        )
+    weights = _weight_files(hf_dir)
+    check_complete(hf_dir, weights)
+    return config, MODEL_TYPES[model_type], weights
 
 
 def read_json(path: Path, error: type[OwlvitError]) -> dict[str, Any]:

@@ -18,33 +18,8 @@ from typing import Any
 import numpy as np
 
 from owlvit_cli.errors import ModelDirError, first_line
-from owlvit_cli.model.model_dir import CONFIG_FILE, MODEL_TYPES
+from owlvit_cli.model.model_dir import CONFIG_FILE, check_model_dir
 from owlvit_cli.scenic.semantics import MERGED_LAYERNORM_EPSILON
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
-
-
-def check_model_dir(directory: Path) -> dict[str, Any]:
-    """Fail with one line naming what is missing before transformers gets a chance to."""
-    if not directory.exists():
-        raise ModelDirError(f"{directory}: no such directory")
-    if not directory.is_dir():
-        raise ModelDirError(f"{directory} is not a directory (expected a converted model)")
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise ModelDirError(f"{directory}: no config.json (not a transformers model directory)")
-    if not any((directory / name).is_file() for name in WEIGHT_FILES):
-        raise ModelDirError(f"{directory}: no model.safetensors weights")
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelDirError(f"{config_path}: unreadable config ({exc})") from exc
-    if config.get("model_type") not in MODEL_TYPES:
-        raise ModelDirError(
-            f"{directory}: model_type is {config.get('model_type')!r}, not an OWL-ViT model"
-        )
-    return config
-
 
 # transformers' Owlv2 image processor pads every image to a square before resizing it, so a
 # sliver (10000×10) costs the square (1.1 GiB of float32 and minutes of blurring). Such an image
@@ -76,7 +51,7 @@ def load_hf_model(
     from transformers import AutoModelForZeroShotObjectDetection
     from transformers.utils import logging as hf_logging
 
-    check_model_dir(directory)
+    check_model_dir(directory)  # one line naming what is missing, before transformers tries
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

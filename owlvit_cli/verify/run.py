@@ -62,9 +62,9 @@ from owlvit_cli.verify.tolerances import STOCK_TOLERANCES
 def check_same_architecture(spec: ModelSpec, hf_dir: Path) -> None:
     """Different architectures are bad input (exit 2), not a numerical mismatch."""
     from owlvit_cli.convert.hf_files import config_dict
-    from owlvit_cli.verify.hf_model import check_model_dir
+    from owlvit_cli.model.model_dir import check_model_dir
 
-    found = check_model_dir(hf_dir)
+    found, _, _ = check_model_dir(hf_dir)
     expected = config_dict(spec)
     keys = {
         "vision_config": (
@@ -222,7 +222,7 @@ def check_pairing(checkpoint: Path, hf_dir: Path, ignore_source: bool = False) -
     from owlvit_cli.checkpoint.inspection import checkpoint_spec
     from owlvit_cli.checkpoint.reader import open_checkpoint
     from owlvit_cli.convert.mapping import plan_mapping
-    from owlvit_cli.verify.hf_model import check_model_dir
+    from owlvit_cli.model.model_dir import check_model_dir
 
     # Headers only (no payload read, no jax): a file that is no usable checkpoint is bad
     # input with the reader's own message, not a pairing failure.

@@ -610,7 +610,7 @@ def test_json_prints_exactly_one_object(
 
 
 BREAKAGES = {
-    "missing": "does not exist",
+    "missing": "no such directory",
     "file": "is not a directory",
     "no_config": "has no config.json",
     "not_owl": "model_type 'bert'",
