@@ -21,7 +21,7 @@ demo: install
 	$(PY) -m owlvit_cli.testing.demo
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 lint: install
 	$(VENV)/bin/ruff format --check .

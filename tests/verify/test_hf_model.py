@@ -72,6 +72,6 @@ def test_config_field_transformers_rewrites_is_named(
 
 def test_detect_refuses_a_model_that_does_not_load_strictly(model_dir: Path):
     rename_tensor(model_dir, RENAMED, "owlv2.text_model.final_norm.weight")
-    proc = run_console_script("detect", model_dir, sample_image_path(), "-q", "a cat")
+    proc = run_console_script("detect", model_dir, sample_image_path(), "--query", "a cat")
     assert proc.returncode == 2, proc.stderr
     assert RENAMED in proc.stderr and "Traceback" not in proc.stderr
