@@ -136,11 +136,9 @@ class Output:
         if not self.quiet:
             self._print_after_display(message)
 
-    def warn(self, message: str, now: bool = False) -> None:
-        """A warning, once the display has stopped. `now` stops it at once: for a warning
-        about what the next step is going to do, so that it is read before it happens."""
-        if now:
-            self.end_display()
+    def warn(self, message: str) -> None:
+        """A warning, once the display has stopped (push says what the card will state before
+        its first request, so no display is running then)."""
         if not self.quiet:
             self._print_after_display(f"[yellow]warning:[/yellow] {message}")
 
