@@ -124,11 +124,9 @@ class Checkpoint:
     def stream(self) -> None:
         """About to read every tensor once, in order (convert): a hint, never required."""
 
-    def release(self, path: str) -> None:
-        """Done with this tensor: a hint that its memory may go."""
-
     def raw_location(self, path: str) -> tuple[Path, tuple[tuple[int, int], ...]] | None:
-        """The file and byte ranges holding the tensor's C-order bytes as they are, if any."""
+        """The file and byte ranges holding the tensor's C-order bytes, where they lie as they
+        are (not compressed): convert then reads them itself, into buffers it reuses."""
         return None
 
     def check_unchanged(self) -> None:
@@ -178,14 +176,17 @@ class MsgpackCheckpoint(Checkpoint):
         view = memoryview(flat.view(np.uint8))
         done = 0
         for offset, length in record.segments:
-            self._pread_into(view[done : done + length], offset)
+            self.read_into(view[done : done + length], offset)
             done += length
         flat.flags.writeable = False  # checkpoint values, as they were through the memory map
         array = flat.reshape(record.shape)
         return array if dtype is None else array.astype(dtype, copy=False)
 
-    def _pread_into(self, view: memoryview, offset: int) -> None:
-        assert self._fd is not None
+    def read_into(self, view: memoryview, offset: int) -> None:
+        """Fill `view` with the file's bytes from `offset` (convert's workers and its hasher
+        read payloads straight into buffers they reuse)."""
+        if self._fd is None:
+            raise CheckpointError(f"{self.path} is closed")
         while view:
             count = os.preadv(self._fd, [view], offset)
             if count == 0:
@@ -202,19 +203,12 @@ class MsgpackCheckpoint(Checkpoint):
 
     def stream(self) -> None:
         """About to read every payload in file order: read ahead, and let the kernel know."""
-        if self._map is not None:
-            _advise(self._map, "MADV_SEQUENTIAL")
+        if self._fd is not None:
+            if hasattr(os, "posix_fadvise"):  # a larger read-ahead window for the preads
+                with contextlib.suppress(OSError):
+                    os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
             if self._prefetcher is None:
                 self._prefetcher = start_prefetch(self.path)
-
-    def release(self, path: str) -> None:
-        """Drop the tensor's pages from this process so streaming a large file stays small."""
-        if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        for offset, length in self.tensors[path].record.segments:
-            start = offset - offset % mmap.PAGESIZE
-            if length:
-                self._map.madvise(mmap.MADV_DONTNEED, start, offset + length - start)
 
     def raw_location(self, path: str) -> tuple[Path, tuple[tuple[int, int], ...]] | None:
         record = self.tensors[path].record

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from owlvit_cli.convert import tokenizer_files as tok
 from owlvit_cli.model.model_dir import (
     CONFIG_FILE,
     FLAVORS,
@@ -30,7 +28,7 @@ from owlvit_cli.model.model_dir import (
     VOCAB_FILE,
 )
 from owlvit_cli.model.spec import ModelSpec
-from owlvit_cli.scenic.preprocess import CLIP_MEAN, CLIP_STD
+from owlvit_cli.scenic.semantics import CLIP_MEAN, CLIP_STD
 
 # transformers' defaults for what the checkpoint does not determine (CLIP's values).
 INITIALIZER = {"initializer_factor": 1.0, "initializer_range": 0.02}
@@ -47,6 +45,8 @@ FORMAT_VERSION = "5.24.0"  # the transformers whose files these match, if none i
 
 def transformers_version() -> str:
     """The installed transformers' version (from its metadata: no import)."""
+    from importlib import metadata  # 40 ms of imports: paid in convert's side thread
+
     try:
         return metadata.version("transformers")
     except metadata.PackageNotFoundError:
@@ -134,6 +134,8 @@ def legacy_image_processor_dict(spec: ModelSpec) -> dict[str, Any]:
 
 def model_file_writers(spec: ModelSpec, dtype: str) -> dict[str, Callable[[], str]]:
     """{file name: what makes its text}; the tokenizer's are the slow ones (~0.2 s)."""
+    from owlvit_cli.convert import tokenizer_files as tok  # imported in the thread that uses it
+
     processor_class = FLAVORS[spec.version].processor_class
     return {
         CONFIG_FILE: lambda: _json(config_dict(spec, dtype)),

@@ -25,29 +25,19 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True)
 class Transform:
-    """A Flax → PyTorch layout change, with its effect on shapes (for planning without data)."""
+    """A Flax → PyTorch layout change, with its effect on shapes (for planning without data).
+
+    `apply` returns a view (strides only, no copy): the writer copies each view once, straight
+    into its output buffer in the target dtype, so no transform costs a pass of its own."""
 
     name: str
     apply: Callable[[np.ndarray], np.ndarray]
     shape: Callable[[Shape], Shape]
-    keeps_bytes: bool = False  # C-order bytes unchanged: the writer may copy them file to file
+    keeps_bytes: bool = False  # C-order bytes unchanged: the writer may split the tensor
 
 
 def _merge_heads(shape: Shape) -> Shape:
     return (shape[0], shape[1] * shape[2])
-
-
-TRANSPOSE_ROWS = 64
-
-
-def transpose_2d(array: np.ndarray) -> np.ndarray:
-    """`array.T` as a new C-ordered array, a band of rows at a time: numpy's own transposed
-    copy strides through memory and is about 4× slower on large kernels (convert's hot path)."""
-    rows, cols = array.shape
-    out = np.empty((cols, rows), array.dtype)
-    for start in range(0, rows, TRANSPOSE_ROWS):
-        out[:, start : start + TRANSPOSE_ROWS] = array[start : start + TRANSPOSE_ROWS].T
-    return out
 
 
 TRANSFORMS: dict[str, Transform] = {
@@ -55,11 +45,11 @@ TRANSFORMS: dict[str, Transform] = {
     for t in (
         Transform("copy", lambda a: a, lambda s: s, keeps_bytes=True),
         # Dense kernel [in, out] → Linear weight [out, in].
-        Transform("transpose", transpose_2d, lambda s: s[::-1]),
+        Transform("transpose", lambda a: a.T, lambda s: s[::-1]),
         # q/k/v kernel [width, heads, head_dim] → [heads·head_dim, width], heads kept in order.
         Transform(
             "merge_heads_in",
-            lambda a: transpose_2d(a.reshape(a.shape[0], -1)),
+            lambda a: a.reshape(a.shape[0], -1).T,
             lambda s: _merge_heads(s)[::-1],
         ),
         # q/k/v bias [heads, head_dim] → [heads·head_dim].
@@ -69,7 +59,7 @@ TRANSFORMS: dict[str, Transform] = {
         # out kernel [heads, head_dim, width] → [width, heads·head_dim].
         Transform(
             "merge_heads_out",
-            lambda a: transpose_2d(a.reshape(-1, a.shape[-1])),
+            lambda a: a.reshape(-1, a.shape[-1]).T,
             lambda s: (s[2], s[0] * s[1]),
         ),
         # Conv kernel [kh, kw, in, out] → [out, in, kh, kw].

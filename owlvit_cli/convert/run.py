@@ -11,19 +11,23 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from owlvit_cli import __version__
 from owlvit_cli.atomic import atomic_directory, check_output_dir
-from owlvit_cli.checkpoint.hashing import start_hashing
+from owlvit_cli.checkpoint.hashing import (
+    KnownDigest,
+    OrderedHasher,
+    file_identity,
+    remembered_digest,
+    start_hashing,
+)
 from owlvit_cli.checkpoint.inspection import checkpoint_spec, has_non_finite
-from owlvit_cli.checkpoint.reader import Checkpoint, open_checkpoint
+from owlvit_cli.checkpoint.reader import Checkpoint, MsgpackCheckpoint, open_checkpoint
 from owlvit_cli.convert.hf_files import write_hf_files
 from owlvit_cli.convert.mapping import (
     TRANSFORMS,
@@ -33,8 +37,9 @@ from owlvit_cli.convert.mapping import (
     plan_mapping,
 )
 from owlvit_cli.convert.safetensors_writer import (
+    FileBytes,
     PlannedTensor,
-    RawBytes,
+    ReadObserver,
     parse_size,
     write_model_files,
 )
@@ -68,34 +73,59 @@ class ConversionResult:
 def planned_tensors(
     ckpt: Checkpoint, plan: MappingPlan, non_finite: list[str] | None = None
 ) -> list[PlannedTensor]:
-    """`non_finite` collects the sources of produced tensors that hold NaN or ±Inf."""
-
-    def producer(tensor: TensorMap) -> Callable[[], Any]:
-        def produce() -> Any:
-            array = tensor.build(ckpt.read)
-            if non_finite is not None and tensor.source and has_non_finite(array):
-                non_finite.append(ckpt[tensor.source].source_path)
-            return array
-
-        return produce
-
-    return [PlannedTensor(t.target, t.shape, producer(t), raw_bytes(ckpt, t)) for t in plan.tensors]
+    """`non_finite` collects the sources of tensors that hold NaN or ±Inf."""
+    return [_planned(ckpt, tensor, non_finite) for tensor in plan.tensors]
 
 
-def raw_bytes(ckpt: Checkpoint, tensor: TensorMap) -> RawBytes | None:
-    """Where the tensor's converted bytes already lie in the checkpoint, if they need no change."""
-    if tensor.source is None or not TRANSFORMS[tensor.transform].keeps_bytes:
+def _planned(ckpt: Checkpoint, tensor: TensorMap, non_finite: list[str] | None) -> PlannedTensor:
+    if tensor.source is None:
+        return PlannedTensor(tensor.target, tensor.shape, produce=lambda: tensor.build(ckpt.read))
+    entry = ckpt[tensor.source]
+    transform = TRANSFORMS[tensor.transform]
+
+    def inspect(values: Any) -> None:
+        if non_finite is not None and has_non_finite(values):
+            non_finite.append(entry.source_path)  # list.append: safe from worker threads
+
+    return PlannedTensor(
+        tensor.target,
+        tensor.shape,
+        produce=lambda: ckpt.read(tensor.source),
+        source=file_bytes(ckpt, tensor.source),
+        layout=transform.apply,
+        keeps_order=transform.keeps_bytes,
+        inspect=inspect,
+    )
+
+
+def file_bytes(ckpt: Checkpoint, source: str) -> FileBytes | None:
+    """Where the tensor's bytes lie as they are, for the writer to read itself (msgpack); None
+    where only the checkpoint can decode them (Orbax's compressed chunks)."""
+    location = ckpt.raw_location(source)
+    if location is None or not isinstance(ckpt, MsgpackCheckpoint):
         return None
-    location = ckpt.raw_location(tensor.source)  # None where bytes are compressed (Orbax)
-    if location is None:
-        return None
-    file, segments = location
-    return RawBytes(file, segments, ckpt[tensor.source].dtype_name)
+    entry = ckpt[source]
+    return FileBytes(location[1], entry.dtype, entry.shape, ckpt.read_into)
 
 
-def _copied_raw(tensor: PlannedTensor, dtype: str) -> bool:
-    """Copied file to file by the kernel, so never seen (hence never checked) by a producer."""
-    return tensor.raw is not None and tensor.raw.dtype == dtype
+def source_hasher(
+    ckpt: Checkpoint, tensors: list[PlannedTensor]
+) -> tuple[Any, ReadObserver | None]:
+    """What computes the checkpoint's sha256, and the observer the writer feeds (if any).
+
+    A digest remembered from an earlier run costs nothing. Otherwise a msgpack file is hashed
+    from the buffers the writer reads anyway (`OrderedHasher`); an Orbax directory, whose
+    files the writer never sees as bytes, is hashed by a thread reading them."""
+    if not isinstance(ckpt, MsgpackCheckpoint):
+        return start_hashing(ckpt.path), None
+    identity = file_identity(ckpt.path)
+    known = remembered_digest(identity)
+    if known is not None:
+        return KnownDigest(known), None
+    spans = [span for t in tensors if t.source is not None for span in t.source.segments]
+    hasher = OrderedHasher(ckpt.path, ckpt.file_size, spans, ckpt.read_into, identity)
+    hasher.start()
+    return hasher, hasher
 
 
 def non_finite_warning(paths: list[str]) -> str:
@@ -107,6 +137,8 @@ def non_finite_warning(paths: list[str]) -> str:
 
 
 def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
     versions = {"python": platform.python_version()}
     for name in LIBRARIES:
         try:
@@ -169,10 +201,10 @@ def convert_checkpoint(
         spec = checkpoint_spec(ckpt)
         plan = plan_mapping({e.path: e.shape for e in ckpt}, spec)
         warnings = [f"dropped {i.source}: {i.reason}" for i in plan.ignored if i.warn]
-        hasher = start_hashing(ckpt.path)
         ckpt.stream()
-        sources = {t.target: t.source for t in plan.tensors}
         non_finite: list[str] = []
+        tensors = planned_tensors(ckpt, plan, non_finite)
+        hasher, observer = source_hasher(ckpt, tensors)
         try:
             with (
                 atomic_directory(output, overwrite, **output_rules) as tmp,
@@ -181,22 +213,8 @@ def convert_checkpoint(
                 # A few kilobytes of JSON and the tokenizer, made while the weights stream.
                 hf_files = side.submit(write_hf_files, tmp, spec, dtype)
                 with progress.step("converting tensors") as step:
-                    tensors = planned_tensors(ckpt, plan, non_finite)
                     step.set_total(sum(t.nbytes(dtype) for t in tensors), "bytes")
-
-                    def written(tensor: PlannedTensor) -> None:
-                        source = sources[tensor.name]
-                        if (
-                            source
-                            and _copied_raw(tensor, dtype)
-                            and has_non_finite(ckpt.read(source))
-                        ):
-                            non_finite.append(ckpt[source].source_path)  # kernel-copied bytes
-                        if source:
-                            ckpt.release(source)
-                        step.advance(tensor.nbytes(dtype))
-
-                    write_model_files(tmp, tensors, dtype, shard_bytes, written)
+                    write_model_files(tmp, tensors, dtype, shard_bytes, step.advance, observer)
                 hf_files.result()
                 ckpt.check_unchanged()
                 digest = hasher.digest(progress)
@@ -205,6 +223,9 @@ def convert_checkpoint(
                 files_written = sorted(p.name for p in tmp.iterdir())
         except OSError as exc:  # disk full, quota, vanished directory: the user's to fix
             raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from exc
+        finally:
+            if observer is not None:
+                observer.abort()  # a hasher still waiting for bytes nobody will read
     if non_finite:
         warnings.append(non_finite_warning(sorted(set(non_finite))))
     seconds = time.perf_counter() - started

@@ -36,9 +36,6 @@ PAD_VALUES: dict[str, float] = {"notebook": 0.5, "evaluator": 0.0}
 PAD_VALUE = PAD_VALUES["notebook"]
 # scipy.ndimage.gaussian_filter's default truncation, which skimage's resize inherits.
 GAUSSIAN_TRUNCATE = 4.0
-# CLIP's per-channel normalisation: scenic applies it inside its model, transformers before it.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 
 

@@ -5,3 +5,7 @@ from __future__ import annotations
 
 # scenic builds its merged class-token LayerNorm with Flax's default epsilon.
 MERGED_LAYERNORM_EPSILON = 1e-6
+
+# CLIP's per-channel normalisation: scenic applies it inside its model, transformers before it.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -13,7 +13,7 @@ import numpy as np
 
 from owlvit_cli.errors import BadInputError
 from owlvit_cli.model.spec import ModelSpec
-from owlvit_cli.scenic import preprocess
+from owlvit_cli.scenic import preprocess, semantics
 
 DEFAULT_QUERIES = ("a house", "a red car", "a tree", "a cat")
 # scenic's evaluator preprocessing is the one behind its published COCO/LVIS numbers (v1 and
@@ -21,10 +21,10 @@ DEFAULT_QUERIES = ("a house", "a red car", "a tree", "a cat")
 DEFAULT_PREPROCESSING: preprocess.Pipeline = "evaluator"
 
 
-CLIP_MEAN = np.array(preprocess.CLIP_MEAN, np.float32)
+CLIP_MEAN = np.array(semantics.CLIP_MEAN, np.float32)
 
 
-CLIP_STD = np.array(preprocess.CLIP_STD, np.float32)
+CLIP_STD = np.array(semantics.CLIP_STD, np.float32)
 
 
 @dataclass

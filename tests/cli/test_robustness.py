@@ -181,11 +181,11 @@ def test_interrupt_mid_convert_exits_130_and_cleans_up(
 
     real = writer.write_safetensors
 
-    def interrupted(path, tensors, dtype, on_tensor=lambda _: None):
-        def boom(tensor):
-            raise KeyboardInterrupt
+    def interrupted(path, tensors, dtype, on_written=lambda _: None, observer=None):
+        def boom(nbytes):
+            raise KeyboardInterrupt  # in the main thread, after the first piece is written
 
-        return real(path, tensors, dtype, boom)
+        return real(path, tensors, dtype, boom, observer)
 
     monkeypatch.setattr(writer, "write_safetensors", interrupted)
     result = cli("convert", tiny_checkpoint(), tmp_path / "out", *(["--json"] if json_mode else []))

@@ -142,13 +142,3 @@ def test_every_rule_is_used_or_ignoring():
         for source in expected_shapes(VARIANTS[variant]):
             used.add(match_rule(source)[0].source)
     assert {r.source for r in RULES if r.target} == used
-
-
-@pytest.mark.parametrize("shape", [(1, 1), (3, 200), (130, 7), (64, 64), (129, 65)])
-def test_blocked_transpose_equals_numpy(shape: tuple[int, int]):
-    from owlvit_cli.convert.mapping import transpose_2d
-
-    array = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    result = transpose_2d(array)
-    assert result.flags.c_contiguous
-    np.testing.assert_array_equal(result, array.T)
