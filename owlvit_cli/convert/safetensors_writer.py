@@ -267,6 +267,12 @@ def _slice_segments(
     return tuple(ranges)
 
 
+# One write at a time. A buffered write holds the file's inode lock, and a second writer
+# spins on it in the kernel while the first copies its megabytes (rwsem optimistic spinning:
+# a core burnt for nothing); waiting here sleeps instead, and its core transposes or hashes.
+_WRITING = threading.Lock()
+
+
 class _Buffers(threading.local):
     """Each worker's two buffers (what it reads, what it writes), kept across pieces."""
 
@@ -292,7 +298,8 @@ def _write_piece(
             raise ValueError(f"{tensor.name}: produced {values.shape}, planned {tensor.shape}")
     data = _as_written(values, dtype, buffers)
     at = piece.offset + piece.first * dtype.itemsize
-    _pwrite_all(piece.fd, memoryview(data.reshape(-1).view(np.uint8)), at)
+    with _WRITING:
+        _pwrite_all(piece.fd, memoryview(data.reshape(-1).view(np.uint8)), at)
     if observer is not None and piece.ranges:
         observer.wait_hashed(max(offset + size for offset, size in piece.ranges))
 
