@@ -55,3 +55,16 @@ def test_push_dry_run_imports_no_numpy(tiny_checkpoint, converted):
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert "owlvit_cli.publish.hub" in imported  # the profile did record the imports
     assert "numpy" not in imported
+
+
+@pytest.mark.parametrize("extra", [[], ["--mapping"]])
+def test_inspect_of_a_msgpack_file_imports_no_numpy(tiny_checkpoint, extra: list[str]):
+    """Listing and planning need shapes, not arrays: numpy was a fifth of inspect's time."""
+    proc = run_console_script(
+        "inspect", tiny_checkpoint("v1-tiny"), "--json", *extra,
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "owlvit_cli.convert.mapping" in imported  # the profile did record the imports
+    assert "numpy" not in imported

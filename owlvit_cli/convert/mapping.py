@@ -9,16 +9,18 @@ says, and nothing maps twice. convert, inspect --mapping and verify all use this
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from owlvit_cli.errors import MappingError
 from owlvit_cli.model.model_dir import FLAVORS
 from owlvit_cli.model.spec import ModelSpec, expected_shapes
+
+if TYPE_CHECKING:  # numpy costs `inspect` 0.1 s of import, and planning needs no arrays
+    import numpy as np
 
 Shape = tuple[int, ...]
 
@@ -53,9 +55,7 @@ TRANSFORMS: dict[str, Transform] = {
             lambda s: _merge_heads(s)[::-1],
         ),
         # q/k/v bias [heads, head_dim] → [heads·head_dim].
-        Transform(
-            "flatten", lambda a: a.reshape(-1), lambda s: (int(np.prod(s)),), keeps_bytes=True
-        ),
+        Transform("flatten", lambda a: a.reshape(-1), lambda s: (math.prod(s),), keeps_bytes=True),
         # out kernel [heads, head_dim, width] → [width, heads·head_dim].
         Transform(
             "merge_heads_out",
@@ -311,6 +311,8 @@ def _check_unique(tensors: list[TensorMap]) -> None:
 
 def generated_tensor(target: str, shape: Shape) -> np.ndarray:
     """Deterministic values for targets without a source (see VISUAL_PROJECTION_NOTE)."""
+    import numpy as np
+
     if target.endswith("visual_projection.weight"):
         return np.eye(shape[0], shape[1], dtype=np.float32)
     raise MappingError(f"no rule generates {target}")
