@@ -14,7 +14,6 @@ file name: released v1 (`optimizer/target`, `resblocks.N`, `ln_1`/`ln_2`), relea
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import re
 import stat
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from owlvit_cli.checkpoint.msgpack_index import ArrayRecord, index_msgpack
+from owlvit_cli.checkpoint.msgpack_index import ArrayRecord, PagedFile, index_msgpack
 from owlvit_cli.checkpoint.prefetch import Prefetcher, start_prefetch
 from owlvit_cli.checkpoint.workdir import directory_error, resolve_checkpoint
 from owlvit_cli.errors import CheckpointError
@@ -139,12 +138,10 @@ class Checkpoint:
 
 @dataclass
 class MsgpackCheckpoint(Checkpoint):
-    """A Flax msgpack file. The header walk uses a read-only memory map; tensor payloads are
-    read with pread(2), because a memory-mapped file that is truncated while being read kills
-    the process with SIGBUS, which no Python code can catch; pread just returns short, and
-    that becomes one clear error."""
+    """A Flax msgpack file, read with pread(2) only, never memory-mapped: a mapped file that
+    is truncated while being read kills the process with SIGBUS, which no Python code can
+    catch; pread just returns short, and that becomes one clear error."""
 
-    _map: mmap.mmap | None = None
     _prefetcher: Prefetcher | None = None
     _fd: int | None = None
     _identity: tuple[int, int, int] | None = None
@@ -153,11 +150,6 @@ class MsgpackCheckpoint(Checkpoint):
         if self._prefetcher is not None:
             self._prefetcher.stop()
             self._prefetcher = None
-        if self._map is not None:
-            # Arrays still viewing the map keep it alive; it closes when the last one goes.
-            with contextlib.suppress(BufferError):
-                self._map.close()
-            self._map = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -233,32 +225,24 @@ def open_msgpack(path: str | os.PathLike[str]) -> MsgpackCheckpoint:
     file_path = Path(path)
     fd = _open_regular(file_path)
     try:
-        buf = _map_file(file_path, fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    _advise(buf, "MADV_RANDOM")  # headers only: no read-ahead of the payloads between them
-    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise CheckpointError(f"{file_path}: file is empty")
+        ckpt = MsgpackCheckpoint(file_path, size, layout="", root="", tensors={})
+        ckpt._fd, ckpt._identity = fd, _identity(os.fstat(fd))
+        buf = PagedFile(ckpt.read_into, size)
         _reject_known_formats(file_path, buf)
-        tree = index_msgpack(memoryview(buf))
-        ckpt = MsgpackCheckpoint(file_path, len(buf), **index_params(file_path, tree, ArrayRecord))
+        fields = index_params(file_path, index_msgpack(buf), ArrayRecord)
     except BaseException:
-        with contextlib.suppress(BufferError):  # views in the traceback; GC frees the map
-            buf.close()
         os.close(fd)
         raise
-    ckpt._map, ckpt._fd, ckpt._identity = buf, fd, _identity(os.fstat(fd))
+    ckpt.layout, ckpt.root, ckpt.tensors = fields["layout"], fields["root"], fields["tensors"]
+    ckpt.other_top_level = fields["other_top_level"]
     return ckpt
 
 
 def _identity(info: os.stat_result) -> tuple[int, int, int]:
     return (info.st_ino, info.st_size, info.st_mtime_ns)
-
-
-def _advise(buf: mmap.mmap, advice: str) -> None:
-    if hasattr(mmap, advice):  # Linux; elsewhere the kernel's default read-ahead applies
-        with contextlib.suppress(OSError):
-            buf.madvise(getattr(mmap, advice))
 
 
 def _open_regular(path: Path) -> int:
@@ -293,15 +277,6 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
-def _map_file(path: Path, fd: int) -> mmap.mmap:
-    if os.fstat(fd).st_size == 0:
-        raise CheckpointError(f"{path}: file is empty")
-    try:
-        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-
-
 _MAGIC_HINTS = (
     (b"PK\x03\x04", "a zip archive (PyTorch .pt/.bin files are zips)"),
     (b"\x89HDF", "an HDF5 file (a Keras/TF model?)"),
@@ -312,7 +287,7 @@ _MAGIC_HINTS = (
 )
 
 
-def _reject_known_formats(path: Path, buf: mmap.mmap) -> None:
+def _reject_known_formats(path: Path, buf: PagedFile) -> None:
     head = buf[:16]
     for magic, what in _MAGIC_HINTS:
         if head.startswith(magic):
