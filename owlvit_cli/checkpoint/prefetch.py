@@ -1,6 +1,6 @@
-"""Read a file into the page cache ahead of the code that consumes it through a memory map.
+"""Read a file into the page cache ahead of the code that consumes it.
 
-Page faults on a cold map wait for the disk in the very threads that transpose and write, so
+Reads of a cold file wait for the disk in the very threads that transpose and write, so
 reading and working take turns. A thread that reads the file in large sequential `preadv`
 calls keeps the disk busy on its own, the way `cat` does, and the consumers find their pages
 cached. Before each chunk it probes one byte with `RWF_NOWAIT`, which fails instead of waiting

@@ -1,7 +1,7 @@
 """Open a scenic OWL-ViT checkpoint: find its params, name its layout, read tensors lazily.
 
 Two formats, one interface (`Checkpoint`): a Flax msgpack file (what scenic's trainer and the
-released checkpoints are), read here from a memory map, and an Orbax checkpoint directory (what
+released checkpoints are), read here with pread, and an Orbax checkpoint directory (what
 flax writes by default), read by `orbax_reader` with tensorstore. Finding the params, naming the
 layout and the strict per-tensor accounting below are shared by both.
 
@@ -170,7 +170,7 @@ class MsgpackCheckpoint(Checkpoint):
         for offset, length in record.segments:
             self.read_into(view[done : done + length], offset)
             done += length
-        flat.flags.writeable = False  # checkpoint values, as they were through the memory map
+        flat.flags.writeable = False  # checkpoint values: nobody edits them by accident
         array = flat.reshape(record.shape)
         return array if dtype is None else array.astype(dtype, copy=False)
 
