@@ -45,14 +45,16 @@ def test_checkpoint_and_model_import_no_ml_framework(package: str):
     assert not {m.split(".")[0] for m in modules} & {"jax", "torch", "transformers"}
 
 
+def imported_by_command(*args: object) -> set[str]:
+    """Every module a successful console-script run imported (from -X importtime's profile)."""
+    proc = run_console_script(*args, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert proc.returncode == 0, proc.stderr
+    return {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+
+
 def test_push_dry_run_imports_no_numpy(tiny_checkpoint, converted):
     hf_dir = converted(tiny_checkpoint("v1-tiny"))
-    proc = run_console_script(
-        "push", hf_dir, "org/model", "--dry-run", "--json",
-        env={"PYTHONPROFILEIMPORTTIME": "1"},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    imported = imported_by_command("push", hf_dir, "org/model", "--dry-run", "--json")
     assert "owlvit_cli.publish.hub" in imported  # the profile did record the imports
     assert "numpy" not in imported
 
@@ -60,11 +62,6 @@ def test_push_dry_run_imports_no_numpy(tiny_checkpoint, converted):
 @pytest.mark.parametrize("extra", [[], ["--mapping"]])
 def test_inspect_of_a_msgpack_file_imports_no_numpy(tiny_checkpoint, extra: list[str]):
     """Listing and planning need shapes, not arrays: numpy was a fifth of inspect's time."""
-    proc = run_console_script(
-        "inspect", tiny_checkpoint("v1-tiny"), "--json", *extra,
-        env={"PYTHONPROFILEIMPORTTIME": "1"},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    imported = imported_by_command("inspect", tiny_checkpoint("v1-tiny"), "--json", *extra)
     assert "owlvit_cli.convert.mapping" in imported  # the profile did record the imports
     assert "numpy" not in imported
