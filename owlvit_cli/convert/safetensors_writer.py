@@ -63,6 +63,9 @@ _UNITS = {
 
 # A tensor that keeps its byte order is read and written in pieces of about this size.
 PIECE_BYTES = 16 << 20
+# Bytes per pwrite. One 16 MiB write into the page cache took 4-5x as long as sixteen 1 MiB
+# ones (600 MB: 0.9-1.4 s against 0.2-0.26 s, Linux 6.18, ext4, measured side by side).
+WRITE_CHUNK = 1 << 20
 # Source rows per band when copying a transposed view (12: measured best on float32 kernels
 # of every OWL-ViT shape, 1.2-2.3 GB/s against 0.8 for 64; 16 falls into cache-set aliasing).
 TRANSPOSE_BAND = 12
@@ -357,5 +360,5 @@ def _encoded_header(tensors: Sequence[PlannedTensor], dtype: str) -> bytes:
 def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
-        written = os.pwrite(fd, view, offset)
+        written = os.pwrite(fd, view[:WRITE_CHUNK], offset)
         view, offset = view[written:], offset + written

@@ -147,3 +147,20 @@ def test_only_the_console_script_holds_objects_until_exit():
 
     process.hold_until_exit(object())
     assert process._held == [] and not process.should_exit_now()
+
+
+def test_convert_ends_its_console_script_without_teardown(
+    cli, tiny_checkpoint, tmp_path, monkeypatch
+):
+    """The tokenizer's objects need no final collection: convert asks the console script to
+    end directly, and its one JSON object must still arrive whole."""
+    from owlvit_cli.cli import process
+
+    monkeypatch.setattr(process, "_skip_teardown", False)
+    assert cli("convert", tiny_checkpoint(), tmp_path / "out", "-q").exit_code == 0
+    assert process._skip_teardown
+    monkeypatch.setattr(process, "_ends_after_command", True)
+    assert process.should_exit_now()
+    proc = run_console_script("convert", tiny_checkpoint(), tmp_path / "again", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["output"] == str(tmp_path / "again")

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from owlvit_cli.cli import process
 from owlvit_cli.cli.commands.common import (
     CheckpointArg,
     DebugOption,
@@ -108,6 +109,7 @@ def convert_command(
         # collector to scan everything (0.2 s of a B/32 conversion, freeing nothing); this
         # process is short and its memory is buffers, so reference counting is enough.
         gc.disable()
+        process.skip_teardown()  # nor one final collection at exit
         try:
             with prefetching(source):  # the disk reads while numpy and the core import
                 from owlvit_cli.convert.run import convert_checkpoint
