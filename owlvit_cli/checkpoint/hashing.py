@@ -282,11 +282,15 @@ def _memo_path(identity: Identity) -> Path:
     return cache_root() / "sha256" / hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def start_hashing(path: Path) -> FileHasher | KnownDigest:
+def start_hashing(
+    path: Path, make: Callable[[Identity | None], FileHasher] | None = None
+) -> FileHasher | KnownDigest:
+    """The digest remembered for `path`, else a started hasher: a `FileHasher` reading the
+    file, or what `make` builds for the identity (convert's `OrderedHasher`)."""
     identity = file_identity(path)
     known = remembered_digest(identity)
     if known is not None:
         return KnownDigest(known)
-    hasher = FileHasher(path, identity)
+    hasher = make(identity) if make is not None else FileHasher(path, identity)
     hasher.start()
     return hasher

@@ -14,6 +14,7 @@ file name: released v1 (`optimizer/target`, `resblocks.N`, `ln_1`/`ln_2`), relea
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import stat
@@ -123,11 +124,6 @@ class Checkpoint:
     def stream(self) -> None:
         """About to read every tensor once, in order (convert): a hint, never required."""
 
-    def raw_location(self, path: str) -> tuple[Path, tuple[tuple[int, int], ...]] | None:
-        """The file and byte ranges holding the tensor's C-order bytes, where they lie as they
-        are (not compressed): convert then reads them itself, into buffers it reuses."""
-        return None
-
     def check_unchanged(self) -> None:
         """Refuse a result made from a checkpoint that was modified while it was read."""
 
@@ -179,14 +175,7 @@ class MsgpackCheckpoint(Checkpoint):
         read payloads straight into buffers they reuse)."""
         if self._fd is None:
             raise CheckpointError(f"{self.path} is closed")
-        while view:
-            count = os.preadv(self._fd, [view], offset)
-            if count == 0:
-                raise CheckpointError(
-                    f"{self.path} changed while being read: it ends before byte "
-                    f"{offset + len(view):,} (truncated or overwritten?)"
-                )
-            view, offset = view[count:], offset + count
+        _pread_exactly(self._fd, self.path, view, offset)
 
     def check_unchanged(self) -> None:
         """Refuse a result made from a file that was modified while it was read."""
@@ -202,10 +191,12 @@ class MsgpackCheckpoint(Checkpoint):
             if self._prefetcher is None:
                 self._prefetcher = start_prefetch(self.path)
 
-    def raw_location(self, path: str) -> tuple[Path, tuple[tuple[int, int], ...]] | None:
+    def segments(self, path: str) -> tuple[tuple[int, int], ...]:
+        """The byte ranges of the file holding the tensor's C-order bytes as they are:
+        convert reads them itself, with `read_into`, into buffers it reuses."""
         record = self.tensors[path].record
         assert isinstance(record, ArrayRecord)
-        return self.path, record.segments
+        return record.segments
 
 
 def open_checkpoint(path: str | os.PathLike[str], step: int | None = None) -> Checkpoint:
@@ -225,20 +216,30 @@ def open_msgpack(path: str | os.PathLike[str]) -> MsgpackCheckpoint:
     file_path = Path(path)
     fd = _open_regular(file_path)
     try:
-        size = os.fstat(fd).st_size
-        if size == 0:
+        info = os.fstat(fd)
+        if info.st_size == 0:
             raise CheckpointError(f"{file_path}: file is empty")
-        ckpt = MsgpackCheckpoint(file_path, size, layout="", root="", tensors={})
-        ckpt._fd, ckpt._identity = fd, _identity(os.fstat(fd))
-        buf = PagedFile(ckpt.read_into, size)
+        buf = PagedFile(functools.partial(_pread_exactly, fd, file_path), info.st_size)
         _reject_known_formats(file_path, buf)
         fields = index_params(file_path, index_msgpack(buf), ArrayRecord)
     except BaseException:
         os.close(fd)
         raise
-    ckpt.layout, ckpt.root, ckpt.tensors = fields["layout"], fields["root"], fields["tensors"]
-    ckpt.other_top_level = fields["other_top_level"]
+    ckpt = MsgpackCheckpoint(file_path, info.st_size, **fields)
+    ckpt._fd, ckpt._identity = fd, _identity(info)
     return ckpt
+
+
+def _pread_exactly(fd: int, path: Path, view: memoryview, offset: int) -> None:
+    """Fill `view` from `offset`; a file that ends first changed while being read."""
+    while view:
+        count = os.preadv(fd, [view], offset)
+        if count == 0:
+            raise CheckpointError(
+                f"{path} changed while being read: it ends before byte "
+                f"{offset + len(view):,} (truncated or overwritten?)"
+            )
+        view, offset = view[count:], offset + count
 
 
 def _identity(info: os.stat_result) -> tuple[int, int, int]:

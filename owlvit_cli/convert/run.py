@@ -20,10 +20,9 @@ from typing import Any
 from owlvit_cli import __version__
 from owlvit_cli.atomic import atomic_directory, check_output_dir
 from owlvit_cli.checkpoint.hashing import (
+    FileHasher,
     KnownDigest,
     OrderedHasher,
-    file_identity,
-    remembered_digest,
     start_hashing,
 )
 from owlvit_cli.checkpoint.inspection import checkpoint_spec, has_non_finite
@@ -101,16 +100,15 @@ def _planned(ckpt: Checkpoint, tensor: TensorMap, non_finite: list[str] | None) 
 def file_bytes(ckpt: Checkpoint, source: str) -> FileBytes | None:
     """Where the tensor's bytes lie as they are, for the writer to read itself (msgpack); None
     where only the checkpoint can decode them (Orbax's compressed chunks)."""
-    location = ckpt.raw_location(source)
-    if location is None or not isinstance(ckpt, MsgpackCheckpoint):
+    if not isinstance(ckpt, MsgpackCheckpoint):
         return None
     entry = ckpt[source]
-    return FileBytes(location[1], entry.dtype, entry.shape, ckpt.read_into)
+    return FileBytes(ckpt.segments(source), entry.dtype, entry.shape, ckpt.read_into)
 
 
 def source_hasher(
     ckpt: Checkpoint, tensors: list[PlannedTensor]
-) -> tuple[Any, ReadObserver | None]:
+) -> tuple[FileHasher | KnownDigest, ReadObserver | None]:
     """What computes the checkpoint's sha256, and the observer the writer feeds (if any).
 
     A digest remembered from an earlier run costs nothing. Otherwise a msgpack file is hashed
@@ -118,14 +116,12 @@ def source_hasher(
     files the writer never sees as bytes, is hashed by a thread reading them."""
     if not isinstance(ckpt, MsgpackCheckpoint):
         return start_hashing(ckpt.path), None
-    identity = file_identity(ckpt.path)
-    known = remembered_digest(identity)
-    if known is not None:
-        return KnownDigest(known), None
     spans = [span for t in tensors if t.source is not None for span in t.source.segments]
-    hasher = OrderedHasher(ckpt.path, ckpt.file_size, spans, ckpt.read_into, identity)
-    hasher.start()
-    return hasher, hasher
+    hasher = start_hashing(
+        ckpt.path,
+        lambda identity: OrderedHasher(ckpt.path, ckpt.file_size, spans, ckpt.read_into, identity),
+    )
+    return hasher, hasher if isinstance(hasher, OrderedHasher) else None
 
 
 def non_finite_warning(paths: list[str]) -> str:
