@@ -104,8 +104,12 @@ class PlannedTensor:
     keeps_order: bool = False  # layout leaves the C-order bytes as they are: may be split
     inspect: Callable[[np.ndarray], None] = _ignore
 
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
     def nbytes(self, dtype: str) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * numpy_dtype(dtype).itemsize
+        return self.size * numpy_dtype(dtype).itemsize
 
 
 class ReadObserver(Protocol):
@@ -132,7 +136,7 @@ class _Piece:
 
     @property
     def whole(self) -> bool:
-        return self.first == 0 and self.count == int(np.prod(self.tensor.shape, dtype=np.int64))
+        return self.first == 0 and self.count == self.tensor.size
 
 
 def parse_size(text: str) -> int:
@@ -225,10 +229,15 @@ def _run_pieces(
     observer: ReadObserver | None,
 ) -> None:
     buffers = _Buffers()
+    # One write at a time: a buffered write holds the file's inode lock, and a second writer
+    # spins on it in the kernel while the first copies its megabytes (rwsem optimistic
+    # spinning: a core burnt for nothing); waiting here sleeps, and that core transposes or
+    # hashes. One lock per conversion, so parallel conversions in one process do not queue.
+    writing = threading.Lock()
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         # Pieces go to workers in file order and each worker holds one at a time, so the
         # observer (which needs the bytes in order) never waits on a piece nobody holds.
-        futures = [pool.submit(_write_piece, p, dtype, buffers, observer) for p in pieces]
+        futures = [pool.submit(_write_piece, p, dtype, buffers, writing, observer) for p in pieces]
         try:
             for piece, future in zip(pieces, futures, strict=True):
                 future.result()
@@ -242,7 +251,7 @@ def _run_pieces(
 
 
 def _pieces(tensor: PlannedTensor, fd: int, offset: int) -> Iterator[_Piece]:
-    count = int(np.prod(tensor.shape, dtype=np.int64))
+    count = tensor.size
     source = tensor.source
     if source is None or not tensor.keeps_order:
         ranges = source.segments if source is not None else ()
@@ -270,12 +279,6 @@ def _slice_segments(
     return tuple(ranges)
 
 
-# One write at a time. A buffered write holds the file's inode lock, and a second writer
-# spins on it in the kernel while the first copies its megabytes (rwsem optimistic spinning:
-# a core burnt for nothing); waiting here sleeps instead, and its core transposes or hashes.
-_WRITING = threading.Lock()
-
-
 class _Buffers(threading.local):
     """Each worker's two buffers (what it reads, what it writes), kept across pieces."""
 
@@ -290,7 +293,11 @@ class _Buffers(threading.local):
 
 
 def _write_piece(
-    piece: _Piece, dtype: np.dtype, buffers: _Buffers, observer: ReadObserver | None
+    piece: _Piece,
+    dtype: np.dtype,
+    buffers: _Buffers,
+    writing: threading.Lock,
+    observer: ReadObserver | None,
 ) -> None:
     tensor = piece.tensor
     values = _source_values(piece, buffers, observer)
@@ -301,7 +308,7 @@ def _write_piece(
             raise ValueError(f"{tensor.name}: produced {values.shape}, planned {tensor.shape}")
     data = _as_written(values, dtype, buffers)
     at = piece.offset + piece.first * dtype.itemsize
-    with _WRITING:
+    with writing:
         _pwrite_all(piece.fd, memoryview(data.reshape(-1).view(np.uint8)), at)
     if observer is not None and piece.ranges:
         observer.wait_hashed(max(offset + size for offset, size in piece.ranges))
