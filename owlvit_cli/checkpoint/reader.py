@@ -203,7 +203,7 @@ def open_checkpoint(path: str | os.PathLike[str], step: int | None = None) -> Ch
     """Open and index a checkpoint (a msgpack file, an Orbax directory, or a workdir of
     `checkpoint_N` entries: the latest, or `step`), or raise `CheckpointError` saying what
     was found instead."""
-    resolved = resolve_checkpoint(Path(path), step)
+    resolved = resolve_checkpoint(path, step)
     if resolved.is_orbax:
         from owlvit_cli.checkpoint.orbax_reader import open_orbax  # tensorstore: only when needed
 
