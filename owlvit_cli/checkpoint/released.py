@@ -100,5 +100,7 @@ def refuse_remote(source: str | os.PathLike[str]) -> None:
     if _URL_RE.match(text):
         what = f"{text} is a URL, and checkpoints are read from local files only"
     else:
-        what = f"{text}: no such file; {os.path.basename(text)} is a released checkpoint"
+        name = os.path.basename(text)
+        which = "it" if name == text else name
+        what = f"{text}: no such file; {which} is the name of a released checkpoint"
     raise CheckpointError(f"{what}; download it first: {command}")
