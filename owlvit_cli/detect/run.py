@@ -74,6 +74,7 @@ class DetectionResult:
     queries: list[str]
     threshold: float
     detections: list[Detection]
+    total: int = 0  # boxes above the threshold, before `max_detections` kept the best
     query_image: Path | None = None
     max_detections: int | None = None
     nms_threshold: float | None = None
@@ -96,6 +97,7 @@ class DetectionResult:
             "nms_threshold": self.nms_threshold,
             "preprocessing": self.preprocessing,
             "clip_to_image": self.clip_to_image,
+            "total": self.total,
             "detections": [d.to_json() for d in self.detections],
             "seconds": round(self.seconds, 3),
             "warnings": list(self.warnings),
@@ -324,6 +326,7 @@ def detect(
         else:
             warnings += _truncation_warnings(detector, queries)
             found = detect_text(detector, image, queries, threshold, **how)
+    total = len(found)
     if max_detections is not None:
         found = found[:max_detections]
     height, width = image.shape[:2]
@@ -335,6 +338,7 @@ def detect(
         queries=queries,
         threshold=threshold,
         detections=found,
+        total=total,
         query_image=image_query,
         max_detections=max_detections,
         nms_threshold=nms_threshold if image_query is not None else None,

@@ -32,6 +32,10 @@ HELP = (
     )
 )
 
+# Boxes drawn on the picture when --max-detections does not say: at a low threshold thousands
+# pass, and thousands of labels bury the picture; the best few are what a look at it is for.
+DEFAULT_MAX_DRAWN = 25
+
 
 def register(app: typer.Typer) -> None:
     app.command(
@@ -75,7 +79,12 @@ def detect_command(
     ] = 0.1,
     max_detections: Annotated[
         int | None,
-        typer.Option("--max-detections", metavar="N", help="Report at most the N best boxes."),
+        typer.Option(
+            "--max-detections",
+            metavar="N",
+            help="Report (and draw) at most the N best boxes. Without it every box above "
+            f"--threshold is reported and the best {DEFAULT_MAX_DRAWN} are drawn.",
+        ),
     ] = None,
     preprocessing: Annotated[
         str,
@@ -136,9 +145,12 @@ def detect_command(
             out.warn(warning)
         payload = result.to_json()
         if output is not None:
+            # With --max-detections the list is already the N asked for.
+            drawn = result.detections[: max_detections or DEFAULT_MAX_DRAWN]
             with out.step("drawing"):
-                save_image(draw_detections(load_image(image), result.detections), output)
+                save_image(draw_detections(load_image(image), drawn), output)
             payload["output"] = str(output)
+            payload["drawn"] = len(drawn)
         out.result(payload, lambda console: render(console, payload))
 
     run_guarded(out, action)
@@ -159,7 +171,8 @@ def render(console: Console, payload: dict[str, Any]) -> None:
             "y0",
             "x1",
             "y1",
-            title=f"{len(detections)} detections above {payload['threshold']:g} in {where}",
+            title=f"{counted(len(detections), payload['total'])} above "
+            f"{payload['threshold']:g} in {where}",
         )
         for column in table.columns[2:]:
             column.justify = "right"
@@ -173,4 +186,18 @@ def render(console: Console, payload: dict[str, Any]) -> None:
             )
         console.print(table)
     if "output" in payload:
-        console.print(f"[green]✓[/green] wrote {escape(payload['output'])}")
+        console.print(f"[green]✓[/green] wrote {escape(payload['output'])}{drawn_note(payload)}")
+
+
+def counted(shown: int, total: int) -> str:
+    """ "5 of 3,365 detections" when a cap kept the best few, "3,365 detections" otherwise."""
+    noun = "detection" if total == 1 else "detections"
+    return f"{shown:,} of {total:,} {noun}" if shown < total else f"{total:,} {noun}"
+
+
+def drawn_note(payload: dict[str, Any]) -> str:
+    """What the picture shows when it is not every detection (the default cap)."""
+    drawn, listed = payload["drawn"], len(payload["detections"])
+    if drawn >= listed:
+        return ""
+    return f" with the best {drawn} of {listed:,} boxes (--max-detections N draws N)"
