@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import fnmatch
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from owlvit_cli.checkpoint.reader import Checkpoint
+from owlvit_cli.checkpoint.reader import BLOCK_RE, Checkpoint
 from owlvit_cli.errors import CheckpointError, MappingError
 from owlvit_cli.model.spec import ModelSpec, spec_from_shapes
 
@@ -92,6 +93,66 @@ def param_rows(ckpt: Checkpoint, pattern: str | None = None) -> list[dict[str, A
             }
         )
     return rows
+
+
+@dataclass(frozen=True)
+class FoldedRows:
+    """`param_rows` with each run of identical repeated blocks shown once: `rows` carry
+    `repeat` (how many blocks a row stands for), `blocks` maps each folded block's path (as
+    in `rows`, e.g. `…/resblocks.{0..11}`) to its count."""
+
+    rows: list[dict[str, Any]]
+    blocks: dict[str, int]
+
+
+def fold_repeated_blocks(rows: list[dict[str, Any]]) -> FoldedRows:
+    """Fold consecutive transformer blocks whose tensors are the same (names below the block,
+    shapes, dtypes) into one block named with the range of its numbers, in file order; a
+    block that differs from its neighbours stays on its own. For people, not for scripts:
+    the rows no longer name real tensors."""
+    signatures: dict[tuple[str, str], dict[int, list[tuple[Any, ...]]]] = defaultdict(dict)
+    for row in rows:
+        found = BLOCK_RE.search(row["path"])
+        if found:
+            head, rest = row["path"][: found.start()], row["path"][found.end() :]
+            block = signatures[(head, found.group(1))].setdefault(int(found.group(2)), [])
+            block.append((rest, tuple(row["shape"]), row["dtype"]))
+    runs: dict[tuple[str, str, int], tuple[int, int]] = {}  # (head, sep, index) → run
+    for (head, sep), blocks in signatures.items():
+        for first, last in _runs(blocks):
+            for index in range(first, last + 1):
+                runs[(head, sep, index)] = (first, last)
+    folded, counts = [], {}
+    for row in rows:
+        found = BLOCK_RE.search(row["path"])
+        key = (row["path"][: found.start()], found.group(1), int(found.group(2))) if found else None
+        if key is None or key not in runs:
+            folded.append({**row, "repeat": 1})
+            continue
+        first, last = runs[key]
+        if key[2] != first:
+            continue  # shown once, under the run's first block
+        block = f"{key[0]}resblocks{key[1]}{{{first}..{last}}}"
+        counts[block] = last - first + 1
+        folded.append({**row, "path": block + row["path"][found.end() :], "repeat": counts[block]})
+    return FoldedRows(folded, counts)
+
+
+def _runs(blocks: dict[int, list[tuple[Any, ...]]]) -> list[tuple[int, int]]:
+    """(first, last) of each run of two or more consecutive block numbers with equal tensors."""
+    runs, order = [], sorted(blocks)
+    start = 0
+    for i in range(1, len(order) + 1):
+        ends = (
+            i == len(order)
+            or order[i] != order[i - 1] + 1
+            or sorted(blocks[order[i]]) != sorted(blocks[order[start]])
+        )
+        if ends:
+            if i - start > 1:
+                runs.append((order[start], order[i - 1]))
+            start = i
+    return runs
 
 
 def inspect_report(ckpt: Checkpoint, pattern: str | None = None) -> dict[str, Any]:
