@@ -110,32 +110,37 @@ def fold_repeated_blocks(rows: list[dict[str, Any]]) -> FoldedRows:
     shapes, dtypes) into one block named with the range of its numbers, in file order; a
     block that differs from its neighbours stays on its own. For people, not for scripts:
     the rows no longer name real tensors."""
-    signatures: dict[tuple[str, str], dict[int, list[tuple[Any, ...]]]] = defaultdict(dict)
+    tensors: dict[tuple[str, str], dict[int, list[tuple[Any, ...]]]] = defaultdict(dict)
     for row in rows:
-        found = BLOCK_RE.search(row["path"])
-        if found:
-            head, rest = row["path"][: found.start()], row["path"][found.end() :]
-            block = signatures[(head, found.group(1))].setdefault(int(found.group(2)), [])
-            block.append((rest, tuple(row["shape"]), row["dtype"]))
-    runs: dict[tuple[str, str, int], tuple[int, int]] = {}  # (head, sep, index) → run
-    for (head, sep), blocks in signatures.items():
-        for first, last in _runs(blocks):
-            for index in range(first, last + 1):
-                runs[(head, sep, index)] = (first, last)
+        if block := _block_of(row["path"]):
+            tower, index, rest = block
+            tensors[tower].setdefault(index, []).append((rest, tuple(row["shape"]), row["dtype"]))
+    run_of = {
+        (tower, index): (first, last)
+        for tower, blocks in tensors.items()
+        for first, last in _runs(blocks)
+        for index in range(first, last + 1)
+    }
     folded, counts = [], {}
     for row in rows:
-        found = BLOCK_RE.search(row["path"])
-        key = (row["path"][: found.start()], found.group(1), int(found.group(2))) if found else None
-        if key is None or key not in runs:
+        block = _block_of(row["path"])
+        run = run_of.get(block[:2]) if block else None
+        if block is None or run is None:
             folded.append({**row, "repeat": 1})
-            continue
-        first, last = runs[key]
-        if key[2] != first:
-            continue  # shown once, under the run's first block
-        block = f"{key[0]}resblocks{key[1]}{{{first}..{last}}}"
-        counts[block] = last - first + 1
-        folded.append({**row, "path": block + row["path"][found.end() :], "repeat": counts[block]})
+        elif block[1] == run[0]:  # the run's first block stands for all of them
+            (head, separator), _, rest = block
+            name = f"{head}resblocks{separator}{{{run[0]}..{run[1]}}}"
+            counts[name] = run[1] - run[0] + 1
+            folded.append({**row, "path": name + rest, "repeat": counts[name]})
     return FoldedRows(folded, counts)
+
+
+def _block_of(path: str) -> tuple[tuple[str, str], int, str] | None:
+    """((what precedes the block, its separator), block number, the path below it)."""
+    found = BLOCK_RE.search(path)
+    if found is None:
+        return None
+    return (path[: found.start()], found.group(1)), int(found.group(2)), path[found.end() :]
 
 
 def _runs(blocks: dict[int, list[tuple[Any, ...]]]) -> list[tuple[int, int]]:

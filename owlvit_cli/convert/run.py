@@ -200,6 +200,7 @@ class PreparedConversion:
 
 
 def prepare(ckpt: Checkpoint, requested_dtype: str) -> PreparedConversion:
+    """Everything a conversion and its dry run decide before the first weight is read."""
     spec = checkpoint_spec(ckpt)
     plan = plan_mapping({e.path: e.shape for e in ckpt}, spec)
     warnings = [f"dropped {i.source}: {i.reason}" for i in plan.ignored if i.warn]

@@ -25,10 +25,10 @@ from owlvit_cli.cli.commands.common import (
 from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.render import human_bytes, key_value_grid
 from owlvit_cli.errors import ExitCode
+from owlvit_cli.model.model_dir import LAYOUT_DESCRIPTIONS
 
 if TYPE_CHECKING:
     from owlvit_cli.checkpoint.inspection import FoldedRows
-from owlvit_cli.model.model_dir import LAYOUT_DESCRIPTIONS
 
 HELP = (
     "Show a checkpoint's params (path, shape, dtype, size) as a tree, and a summary: layout, "
