@@ -92,7 +92,8 @@ CheckpointArg = Annotated[
     typer.Argument(
         metavar="CKPT",
         help="A scenic OWL-ViT / OWLv2 checkpoint: a Flax msgpack file, an Orbax checkpoint "
-        "directory, or a workdir of checkpoint_N entries (the latest is read).",
+        "directory, or a workdir of checkpoint_N entries (the latest is read). Local files "
+        "only: a released checkpoint's name or a URL gets the command that downloads it.",
         autocompletion=complete_files,
         show_default=False,
     ),

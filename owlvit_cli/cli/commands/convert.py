@@ -36,6 +36,7 @@ HELP = (
     "unless --overwrite."
     + examples(
         "owlvit convert clip_vit_b32_b0203fc owlvit-b32",
+        "owlvit convert CKPT OUT --dry-run",
         "owlvit convert CKPT OUT --dtype bf16 --max-shard-size 1GB",
         "owlvit convert CKPT OUT --overwrite --verify --json",
     )
