@@ -114,6 +114,27 @@ def test_readme_puts_install_walkthrough_and_commands_first():
     assert [line for line in shown if line in NEXT_STEPS] == list(NEXT_STEPS)
 
 
+def anchor(heading: str) -> str:
+    """GitHub's id for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_pages_lead_somewhere():
+    broken = []
+    for page in [*PAGES, ROOT / "bench" / "README.md"]:
+        for target, fragment in re.findall(
+            r"\]\((?!https?:)([^)#\s]*)#?([^)\s]*)\)", page.read_text()
+        ):
+            linked = (page.parent / target).resolve() if target else page
+            if not linked.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} does not exist")
+            elif fragment and linked.suffix == ".md":
+                headings = re.findall(r"^#+ (.*)$", linked.read_text(), re.M)
+                if fragment not in {anchor(h) for h in headings}:
+                    broken.append(f"{page.relative_to(ROOT)}: no heading #{fragment} in {target}")
+    assert not broken, "\n".join(broken)
+
+
 def test_docs_and_code_cite_no_readme_section_spec_paragraph_or_issue():
     """Each text states what holds now; nothing points at a section that may move."""
     pattern = re.compile("README" + r'[ :]+("|measured|§)|spec ' + "§" + r"|\bissue \d")
