@@ -103,7 +103,7 @@ def test_tokenizer_matches_clip_for_ordinary_queries(converted, tiny_checkpoint)
 
 
 def test_tokenizer_truncation_differs_by_design(converted, tiny_checkpoint):
-    """transformers keeps EOT when truncating; scenic cuts it off (README: tokenizer)."""
+    """transformers keeps EOT when truncating; scenic cuts it off."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(converted(tiny_checkpoint()))

@@ -1,4 +1,4 @@
-"""Options and arguments every command shares, declared once: their metavars (the README's
+"""Options and arguments every command shares, declared once: their metavars (the docs'
 CKPT, OUT, HF_DIR, REPO_ID, IMAGE), help and shell completion."""
 
 from __future__ import annotations
