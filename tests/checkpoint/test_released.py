@@ -14,7 +14,7 @@ import pytest
 from owlvit_cli.checkpoint.released import BUCKET_URL, RELEASED_NAMES
 from tests.helpers import run_console_script
 
-README = Path(__file__).parents[2] / "README.md"
+CHECKPOINTS_PAGE = Path(__file__).parents[2] / "docs" / "checkpoints.md"
 NAME = "clip_vit_b32_b0203fc"
 HTTPS = BUCKET_URL + NAME
 GS = "gs://scenic-bucket/owl_vit/checkpoints/owl2-b16-960-st-ngrams_c7e1b9a"
@@ -75,13 +75,13 @@ def test_other_missing_files_still_say_no_such_file(tmp_path: Path):
     assert "download" not in result.stderr
 
 
-def test_the_readme_table_names_the_released_checkpoints():
-    """The README's table of released checkpoints and the code's agree, name for name."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Getting the released checkpoints", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_table_names_the_released_checkpoints():
+    """The docs' table of released checkpoints and the code's agree, name for name."""
+    text = CHECKPOINTS_PAGE.read_text(encoding="utf-8")
+    section = text.split("## Released checkpoints", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| OWL")]
-    in_readme = {name for row in rows for name in re.findall(r"`([^`]+)`", row)}
-    assert in_readme == RELEASED_NAMES
+    in_docs = {name for row in rows for name in re.findall(r"`([^`]+)`", row)}
+    assert in_docs == RELEASED_NAMES
 
 
 def test_the_python_api_says_the_same(tmp_path: Path):
