@@ -18,6 +18,7 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -222,6 +223,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        raise
+
+
+def atomic_write_at(dir_fd: int, name: str, data: bytes, *, shown_as: Path) -> None:
+    """`atomic_write_bytes` into the directory open as `dir_fd`, whatever holds its path now;
+    a symlink named `name` is replaced, not written through. `shown_as` names it in errors."""
+    check_name_length(Path(name))
+    tmp_name = hidden_prefix(name, TMP_MARK) + secrets.token_hex(_RANDOM_SUFFIX // 2)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp_name, flags, 0o666, dir_fd=dir_fd)  # the umask applies, as for open()
+    except OSError as exc:
+        raise OutputError(f"{shown_as}: cannot write ({_why(exc)})") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        raise_if_interrupted()
+        os.replace(tmp_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name, dir_fd=dir_fd)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{shown_as}: cannot write ({_why(exc)})") from exc
         raise
 
 

@@ -27,6 +27,7 @@ from owlvit_cli.checkpoint.hashing import (
 )
 from owlvit_cli.checkpoint.inspection import checkpoint_spec, has_non_finite
 from owlvit_cli.checkpoint.reader import Checkpoint, MsgpackCheckpoint, open_checkpoint
+from owlvit_cli.checkpoint.workdir import as_resolved, check_not_a_step
 from owlvit_cli.convert.hf_files import write_hf_files
 from owlvit_cli.convert.mapping import (
     TRANSFORMS,
@@ -177,22 +178,27 @@ def convert_checkpoint(
     output: str | os.PathLike[str],
     *,
     dtype: str = "float32",
-    max_shard_size: str = "5GB",
+    max_shard_size: str | int = "5GB",
     overwrite: bool = False,
     force_overwrite: bool = False,
+    step: int | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> ConversionResult:
-    """Convert `checkpoint` into the transformers model directory `output`; `dtype` takes any
-    spelling in `owlvit_cli.model.dtypes.DTYPE_ALIASES` (fp16, bf16, ...).
+    """Convert `checkpoint` (a file, an Orbax directory, or a workdir: its latest step, or
+    `step`) into the transformers model directory `output`; `dtype` takes any spelling in
+    `owlvit_cli.model.dtypes.DTYPE_ALIASES` (fp16, bf16, ...), `max_shard_size` a size like
+    "2GB" or a number of bytes.
 
     `overwrite` replaces only an earlier owlvit output; `force_overwrite` any directory (see
     `owlvit_cli.atomic` for the rules that keep the user's files safe)."""
     started = time.perf_counter()
-    checkpoint, output = Path(checkpoint), Path(output)
+    resolved = as_resolved(checkpoint, step)
+    checkpoint, output = resolved.path, Path(output)
     dtype = normalize_dtype(dtype)
     shard_bytes = parse_size(max_shard_size)
-    output_rules = {"force": force_overwrite, "inputs": [checkpoint]}
+    output_rules = {"force": force_overwrite, "inputs": resolved.inputs}
     check_output_dir(output, overwrite, **output_rules)
+    check_not_a_step(output)
     with open_checkpoint(checkpoint) as ckpt:
         spec = checkpoint_spec(ckpt)
         plan = plan_mapping({e.path: e.shape for e in ckpt}, spec)

@@ -23,7 +23,7 @@ DTYPE_ALIASES = {
 
 def normalize_dtype(name: str) -> str:
     """The canonical name (`float32`, `float16`, `bfloat16`) of any accepted spelling."""
-    canonical = DTYPE_ALIASES.get(name.strip().lower())
+    canonical = DTYPE_ALIASES.get(name.strip().lower()) if isinstance(name, str) else None
     if canonical is None:
         accepted = ", ".join(DTYPE_ALIASES)
         raise BadInputError(f"the dtype must be one of {accepted}; got {name!r}")
