@@ -47,6 +47,7 @@ from owlvit_cli.errors import OutputError
 from owlvit_cli.model.dtypes import normalize_dtype
 from owlvit_cli.model.model_dir import FLAVORS, RECORD_FILE, TOOL_NAME
 from owlvit_cli.model.spec import ModelSpec
+from owlvit_cli.model.written_files import WRITTEN_KEY, describe_written, unproven_files
 from owlvit_cli.progress import NO_PROGRESS, Progress
 
 LIBRARIES = ("transformers", "torch", "safetensors", "numpy", "huggingface_hub", "jax", "flax")
@@ -66,7 +67,7 @@ class ConversionResult:
             "files": self.files,
             "seconds": round(self.seconds, 3),
             "warnings": self.warnings,
-            **self.record,
+            **{key: value for key, value in self.record.items() if key != WRITTEN_KEY},
         }
 
 
@@ -196,7 +197,11 @@ def convert_checkpoint(
     checkpoint, output = resolved.path, Path(output)
     dtype = normalize_dtype(dtype)
     shard_bytes = parse_size(max_shard_size)
-    output_rules = {"force": force_overwrite, "inputs": resolved.inputs}
+    output_rules = {
+        "force": force_overwrite,
+        "inputs": resolved.inputs,
+        "replaceable": unproven_files,
+    }
     check_output_dir(output, overwrite, **output_rules)
     check_not_a_step(output)
     with open_checkpoint(checkpoint) as ckpt:
@@ -221,6 +226,7 @@ def convert_checkpoint(
                 ckpt.check_unchanged()
                 digest = hasher.digest(progress)
                 record = conversion_record(ckpt, spec, plan, digest, dtype)
+                record[WRITTEN_KEY] = describe_written(tmp, os.listdir(tmp))
                 (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
                 files_written = sorted(p.name for p in tmp.iterdir())
         except OSError as exc:  # disk full, quota, vanished directory: the user's to fix

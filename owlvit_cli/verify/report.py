@@ -162,7 +162,8 @@ def write_outputs(
 
     from owlvit_cli.atomic import atomic_write_bytes
     from owlvit_cli.json_text import strict_json_dumps
-    from owlvit_cli.model.model_dir import VERIFICATION_FILE
+    from owlvit_cli.model.model_dir import RECORD_FILE, VERIFICATION_FILE
+    from owlvit_cli.model.written_files import RECORD_DIGEST_KEY, record_digest
 
     if result.inputs is None:  # CKPT is not HF_DIR's source: nothing ran, nothing to keep
         return
@@ -175,7 +176,11 @@ def write_outputs(
 
         save_image(result.picture(), save_viz)
     if record:
-        text = strict_json_dumps(result.report, indent=2, default=str) + "\n"
+        conversion = hf_dir.read_bytes(RECORD_FILE)  # pinned: the one verified
+        report = result.report
+        if conversion is not None:  # what tells this report from a user's file of its name
+            report = {**report, RECORD_DIGEST_KEY: record_digest(conversion)}
+        text = strict_json_dumps(report, indent=2, default=str) + "\n"
         hf_dir.write(VERIFICATION_FILE, text.encode())
 
 

@@ -213,7 +213,7 @@ def test_refuses_non_empty_output_and_overwrites_when_asked(tmp_path: Path, tiny
     with pytest.raises(BadInputError, match="not empty"):
         convert_checkpoint(tiny_checkpoint(), out)
     assert (out / "keep.txt").read_text() == "mine"
-    with pytest.raises(BadInputError, match="not written by owlvit"):
+    with pytest.raises(BadInputError, match="owlvit did not write it"):
         convert_checkpoint(tiny_checkpoint(), out, overwrite=True)
     assert (out / "keep.txt").read_text() == "mine"
     convert_checkpoint(tiny_checkpoint(), out, force_overwrite=True)
