@@ -16,10 +16,17 @@ from tests.helpers import run_console_script
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """flax's `save_checkpoint` layout, msgpack: checkpoint_100 and checkpoint_200."""
-    for step in (100, 200):
-        build_checkpoint(tmp_path / "wd" / f"checkpoint_{step}", VARIANTS["v1-tiny"], seed=step)
-    return tmp_path / "wd"
+    """flax's `save_checkpoint` layout: checkpoint_100 an Orbax directory (flax since 0.7),
+    checkpoint_200 a msgpack file (before)."""
+    workdir = tmp_path / "wd"
+    build_checkpoint(workdir, VARIANTS["v1-tiny"], orbax={"writer": "flax", "step": 100})
+    build_checkpoint(workdir / "checkpoint_200", VARIANTS["v1-tiny"], seed=200)
+    return workdir
+
+
+def _contents(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*")
+            if p.is_file()}  # fmt: skip
 
 
 def _refused(*args: object) -> str:
@@ -33,7 +40,7 @@ def _refused(*args: object) -> str:
 def test_no_output_lands_in_the_workdir_read(workdir: Path, tmp_path: Path):
     from flax.training.checkpoints import latest_checkpoint
 
-    before = {p.name: p.read_bytes() for p in workdir.iterdir()}
+    before = _contents(workdir)
     step_100 = workdir / "checkpoint_100"
     # Replacing a training step (the whole workdir is the input, not just the step read).
     assert "input" in _refused("convert", workdir, step_100, "--force-overwrite")
@@ -43,7 +50,7 @@ def test_no_output_lands_in_the_workdir_read(workdir: Path, tmp_path: Path):
     assert "input" in _refused("convert", workdir, workdir / "checkpoint_999")
     assert "latest_checkpoint" in _refused("convert", step_100, workdir / "checkpoint_999")
     assert "named like a checkpoint step" in _refused("convert", step_100, workdir / "999")
-    assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
+    assert _contents(workdir) == before
     assert latest_checkpoint(workdir) == str(workdir / "checkpoint_200")
 
     # verify's file outputs: nothing inside the workdir either.
@@ -51,7 +58,7 @@ def test_no_output_lands_in_the_workdir_read(workdir: Path, tmp_path: Path):
     assert run_console_script("convert", workdir, hf_dir, "-q").returncode == 0
     npz = workdir / "outputs.npz"
     assert "input" in _refused("verify", workdir, hf_dir, "--save-outputs", npz)
-    assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
+    assert _contents(workdir) == before
 
     # A step given as a path is the input alone: an output beside it is fine.
     beside = workdir.parent / "model"
@@ -59,7 +66,7 @@ def test_no_output_lands_in_the_workdir_read(workdir: Path, tmp_path: Path):
 
 
 def test_a_step_held_twice_is_named_and_refused_unless_a_path_picks_one(workdir: Path):
-    shutil.copy(workdir / "checkpoint_100", workdir / "checkpoint_0100")
+    shutil.copytree(workdir / "checkpoint_100", workdir / "checkpoint_0100")
     state = {"params": {"unused": __import__("numpy").zeros(2, "float32")}}
     write_orbax_checkpoint(workdir / "100", state)  # orbax's CheckpointManager spelling
 
