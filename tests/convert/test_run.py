@@ -281,3 +281,51 @@ def test_console_script_convert_imports_no_transformers_torch_or_jax(
     assert imported & HEAVY == {"tokenizers"}, sorted(imported & HEAVY)
     model = load_hf_model(out)
     assert type(model).__name__ == "Owlv2ForObjectDetection"
+
+
+def _overwrite_refused(ckpt: Path, out: Path) -> str:
+    result = run_console_script("convert", ckpt, out, "--overwrite", "--json")
+    assert result.returncode == 2, result.stderr
+    assert json.loads(result.stdout)["error"]["code"] == 2
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "--force-overwrite" in line
+    return line
+
+
+def test_overwrite_replaces_only_what_owlvit_wrote(tiny_checkpoint, tmp_path: Path):
+    """Files a user added to an earlier output, or edited in it, are named and kept; the
+    report verify recorded there is owlvit's and goes."""
+    ckpt, out = tiny_checkpoint(), tmp_path / "out"
+    for args in (("convert",), ("verify", "--record"), ("convert", "--overwrite")):
+        result = run_console_script(args[0], ckpt, out, *args[1:], "-q")
+        assert result.returncode == 0, result.stderr
+    assert not (out / "owlvit_verification.json").exists()  # the old report went with it
+    assert run_console_script("verify", ckpt, out, "--record", "-q").returncode == 0
+
+    (out / "EVAL.md").write_text("my evaluation")
+    (out / "README.md").write_text("my card")
+    line = _overwrite_refused(ckpt, out)
+    assert "files owlvit did not write: EVAL.md, README.md" in line
+    (out / "EVAL.md").unlink()
+    (out / "README.md").unlink()
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "id2label": {"0": "cat"}}))
+    assert "config.json (changed since owlvit wrote it)" in _overwrite_refused(ckpt, out)
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "cat"}
+
+
+def test_a_record_copied_into_another_directory_proves_nothing(
+    tiny_checkpoint, converted, tmp_path: Path
+):
+    record = converted(tiny_checkpoint()) / RECORD_FILE
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("mine")
+    (thesis / RECORD_FILE).write_bytes(record.read_bytes())
+    assert "did not write: chapter1.tex" in _overwrite_refused(tiny_checkpoint(), thesis)
+    (thesis / RECORD_FILE).write_text(json.dumps({"tool": "owlvit"}))  # a bare claim
+    assert "lists no files" in _overwrite_refused(tiny_checkpoint(), thesis)
+    (thesis / "owlvit_verification.json").write_text("{}")  # not a report on this record
+    (thesis / RECORD_FILE).write_bytes(record.read_bytes())
+    assert "owlvit_verification.json" in _overwrite_refused(tiny_checkpoint(), thesis)
+    assert (thesis / "chapter1.tex").read_text() == "mine"
