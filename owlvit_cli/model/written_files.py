@@ -3,9 +3,10 @@
 A conversion record saying `{"tool": "owlvit"}` is only a claim: it may have been copied into
 a directory of the user's, and a user may have added files to an output (an evaluation,
 notes) or edited one (the model card). So the record lists every file convert wrote, with its
-size, its sha256 (files up to `HASHED_LIMIT`) and the identity it had when written (inode,
-mtime, ctime: what proves the weights, whose sha256 would cost a second pass over
-gigabytes). A listed file is owlvit's while its size and its identity or sha256 still match;
+size, its sha256 (the smallest files, up to `HASHED_LIMIT` bytes together) and the identity
+it had when written (inode and mtime: what proves the weights, whose sha256 would cost a
+second pass over gigabytes; not ctime, which a `chmod -R` moves). A listed file is owlvit's
+while its size and its identity or sha256 still match;
 the verification report is owlvit's when it names the sha256 of the record beside it; the
 record is owlvit's when it is the only other thing there. Everything else is the user's.
 """
@@ -30,14 +31,17 @@ NOT_OWLVIT = "it has no conversion record, so owlvit did not write it"
 
 def describe_written(directory: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The `written` block of the conversion record for files just written to `directory`."""
-    described = {}
-    for name in sorted(names):
-        info = os.lstat(directory / name)
+    stats = {name: os.lstat(directory / name) for name in names}
+    described: dict[str, dict[str, Any]] = {}
+    budget = HASHED_LIMIT
+    for name in sorted(stats, key=lambda n: (stats[n].st_size, n)):
+        info = stats[name]
         entry: dict[str, Any] = {"size": info.st_size, "identity": _identity(info)}
-        if info.st_size <= HASHED_LIMIT:
+        if info.st_size <= budget:
             entry["sha256"] = _sha256(directory / name)
+            budget -= info.st_size
         described[name] = entry
-    return described
+    return dict(sorted(described.items()))
 
 
 def record_digest(data: bytes) -> str:
@@ -91,7 +95,7 @@ def _verifies(entry: os.DirEntry[str], record_bytes: bytes) -> bool:
 
 
 def _identity(info: os.stat_result) -> str:
-    return f"{info.st_ino}:{info.st_mtime_ns}:{info.st_ctime_ns}"
+    return f"{info.st_ino}:{info.st_mtime_ns}"
 
 
 def _sha256(path: Path) -> str | None:

@@ -46,6 +46,8 @@ def test_no_output_lands_in_the_workdir_read(workdir: Path, tmp_path: Path):
     assert "input" in _refused("convert", workdir, step_100, "--force-overwrite")
     assert "input" in _refused("convert", workdir, workdir / "exported" / "hf")
     assert "input" in _refused("convert", workdir, workdir, "--force-overwrite")
+    (workdir.parent / "link").symlink_to(workdir / "new")  # a symlink into the workdir
+    assert "input" in _refused("convert", workdir, workdir.parent / "link")
     # A model directory that flax (and owlvit) would take for the newest step.
     assert "input" in _refused("convert", workdir, workdir / "checkpoint_999")
     assert "latest_checkpoint" in _refused("convert", step_100, workdir / "checkpoint_999")

@@ -329,3 +329,31 @@ def test_a_record_copied_into_another_directory_proves_nothing(
     (thesis / RECORD_FILE).write_bytes(record.read_bytes())
     assert "owlvit_verification.json" in _overwrite_refused(tiny_checkpoint(), thesis)
     assert (thesis / "chapter1.tex").read_text() == "mine"
+
+
+def test_symlinks_in_and_as_the_output_never_reach_the_users_files(tiny_checkpoint, tmp_path: Path):
+    """OUT a symlink to a user's directory, or an earlier output holding a symlink to a user's
+    file: --overwrite refuses (owlvit writes no symlinks), --force-overwrite deletes the link
+    and never what it points to."""
+    ckpt = tiny_checkpoint()
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("mine")
+    link = tmp_path / "link"
+    link.symlink_to(thesis)
+    assert "chapter1.tex" in _overwrite_refused(ckpt, link)
+    assert [p.name for p in thesis.iterdir()] == ["chapter1.tex"]
+
+    out = tmp_path / "out"
+    assert run_console_script("convert", ckpt, out, "-q").returncode == 0
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    (out / "notes.md").symlink_to(precious)
+    assert "did not write: notes.md" in _overwrite_refused(ckpt, out)
+    (out / "model.safetensors").unlink()
+    (out / "model.safetensors").symlink_to(precious)
+    assert "model.safetensors (changed" in _overwrite_refused(ckpt, out)
+    forced = run_console_script("convert", ckpt, out, "--force-overwrite", "-q")
+    assert forced.returncode == 0, forced.stderr
+    assert precious.read_text() == "mine" and not (out / "notes.md").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "out", "precious.txt", "thesis"]
