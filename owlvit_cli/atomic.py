@@ -123,7 +123,7 @@ def _check_replaceable(out: Path, real: Path, replaceable: Replaceable | None) -
     if why is not None:
         raise BadInputError(
             f"{out} is not empty and is left alone: {why}",
-            hint="move those files away, or pass --force-overwrite to delete them too",
+            hint="pass --force-overwrite to replace it and everything in it",
         )
 
 
