@@ -85,14 +85,14 @@ def test_a_file_added_while_the_run_worked_is_kept(tmp_path: Path):
 
     def vouch_once(directory: Path) -> str | None:
         checks.append(directory)
-        if len(checks) == 1:
-            (out / "EVAL.md").write_text("added meanwhile")  # after the check before work
+        if len(checks) == 2:  # the check just before OUT is moved aside
+            (out / "EVAL.md").write_text("added meanwhile")
             return None
         return None if not (directory / "EVAL.md").exists() else "it holds EVAL.md"
 
     with pytest.raises(BadInputError, match=r"holds EVAL\.md"):
         _write(out, overwrite=True, replaceable=vouch_once)
-    assert (out / "EVAL.md").read_text() == "added meanwhile"
+    assert (out / "EVAL.md").read_text() == "added meanwhile" and len(checks) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
