@@ -42,17 +42,20 @@ class CheckpointInfo:
     report: dict[str, Any]
 
 
-def inspect_checkpoint(checkpoint: PathLike, pattern: str | None = None) -> CheckpointInfo:
+def inspect_checkpoint(
+    checkpoint: PathLike, pattern: str | None = None, *, step: int | None = None
+) -> CheckpointInfo:
     """Read a checkpoint's tree and derive its config; reads headers only, never the arrays.
-    `pattern` is a glob on tensor paths (either spelling: the file's own or current scenic's)."""
+    `pattern` is a glob on tensor paths (either spelling: the file's own or current scenic's).
+    A workdir's latest step is read, or `step`; `path` is the checkpoint read."""
     from owlvit_cli.checkpoint.inspection import inspect_report
     from owlvit_cli.checkpoint.reader import open_checkpoint
     from owlvit_cli.model.spec import ModelSpec
 
-    with open_checkpoint(checkpoint) as ckpt:
+    with open_checkpoint(checkpoint, step) as ckpt:
         report = inspect_report(ckpt, pattern)
     return CheckpointInfo(
-        path=Path(checkpoint),
+        path=ckpt.path,
         layout=report["layout"],
         version=report["version"],
         spec=ModelSpec.from_json(report["config"]),
@@ -67,16 +70,18 @@ def convert_checkpoint(
     output: PathLike,
     *,
     dtype: str = "auto",
-    max_shard_size: str = "5GB",
+    max_shard_size: str | int = "5GB",
     overwrite: bool = False,
     force_overwrite: bool = False,
+    step: int | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> ConversionResult:
     """Write a transformers model directory (weights, config, processor, tokenizer, conversion
     record) that `from_pretrained` loads offline; it appears atomically at `output`.
     `dtype` "auto" keeps the dtype the checkpoint's weights are stored in (the result's
     `record["dtype_reason"]` says why). `overwrite` replaces only an earlier owlvit output,
-    `force_overwrite` any directory that is not an input."""
+    `force_overwrite` any directory that is not an input. A workdir's latest step is
+    converted, or `step`; `max_shard_size` is a size like "2GB" or a number of bytes."""
     from owlvit_cli.convert.run import convert_checkpoint as run
 
     return run(
@@ -86,6 +91,7 @@ def convert_checkpoint(
         max_shard_size=max_shard_size,
         overwrite=overwrite,
         force_overwrite=force_overwrite,
+        step=step,
         progress=progress,
     )
 
@@ -95,9 +101,10 @@ def plan_conversion(
     output: PathLike,
     *,
     dtype: str = "auto",
-    max_shard_size: str = "5GB",
+    max_shard_size: str | int = "5GB",
     overwrite: bool = False,
     force_overwrite: bool = False,
+    step: int | None = None,
 ) -> ConversionPlan:
     """The dry run of `convert_checkpoint`: the files, tensors, bytes, shards and dtype it
     would write, from the checkpoint's headers; nothing is written."""
@@ -110,6 +117,7 @@ def plan_conversion(
         max_shard_size=max_shard_size,
         overwrite=overwrite,
         force_overwrite=force_overwrite,
+        step=step,
     )
 
 
@@ -121,6 +129,7 @@ def verify_conversion(
     record: bool = False,
     save_outputs: PathLike | None = None,
     save_viz: PathLike | None = None,
+    step: int | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> Verification:
     """Run the scenic-exact Flax model and the converted model on the same inputs and compare
@@ -135,6 +144,7 @@ def verify_conversion(
         record=record,
         save_outputs=save_outputs,
         save_viz=save_viz,
+        step=step,
         progress=progress,
     )
 
@@ -161,13 +171,14 @@ def push_to_hub(
 def detect_objects(
     hf_dir: PathLike,
     image: PathLike,
-    queries: Sequence[str] | None = None,
+    queries: str | Sequence[str] | None = None,
     threshold: float = 0.1,
     *,
     progress: Progress = NO_PROGRESS,
     **options: Any,
 ) -> DetectionResult:
     """Run a converted model with its saved processor on an image; boxes in image pixels.
+    `queries` is one text query or several.
     `options` are `owlvit_cli.detect.run.detect`'s keywords (image_query, max_detections, ...)."""
     from owlvit_cli.detect.run import detect as run
 

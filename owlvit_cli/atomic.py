@@ -7,8 +7,12 @@ The rules, checked before any work starts:
 - Without `overwrite`, OUT must be absent or an empty directory, and the final step is a plain
   rename(2), which the kernel refuses onto a non-empty directory: of two runs racing for the
   same OUT exactly one wins, the other fails and leaves nothing.
-- With `overwrite`, only a directory that owlvit wrote (it holds the conversion record) is
-  replaced; any other non-empty directory needs `force` as well.
+- With `overwrite`, only a directory that the caller's `replaceable` check vouches for (an
+  earlier output whose every file the run's own tool wrote) is replaced, and it is checked
+  again once it has been moved aside, just before it is deleted; any other non-empty
+  directory needs `force` as well.
+- Never the current directory, a mount point, the home directory or a directory holding
+  one of them, whatever the flags.
 - Missing parent directories are created, and removed again if the run fails.
 """
 
@@ -16,11 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
+import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,31 +46,31 @@ class OutputTarget:
     exists: bool
 
 
+# Why a non-empty directory may not be replaced without `force`, or None where it may.
+Replaceable = Callable[[Path], "str | None"]
+
+
 def check_output_dir(
-    out: Path, overwrite: bool, *, force: bool = False, inputs: Sequence[Path] = ()
+    out: Path,
+    overwrite: bool,
+    *,
+    force: bool = False,
+    inputs: Sequence[Path] = (),
+    replaceable: Replaceable | None = None,
 ) -> OutputTarget:
     """Apply the module's rules to `out` (a path as the user gave it) without changing anything."""
     check_name_length(out)
     real = Path(os.path.realpath(out))  # a symlinked OUT is written where it points
     for source in inputs:
         check_not_input(out, source)
-    if real == Path(os.getcwd()) or os.path.ismount(real):
-        raise BadInputError(
-            f"{out} is the current directory or a mount point, which cannot be replaced; "
-            f"name a new directory inside it instead"
-        )
+    _check_not_precious(out, real)
     exists = os.path.lexists(real)
     if exists and not real.is_dir():
         raise BadInputError(f"{out} exists and is not a directory")
-    if exists and _is_non_empty(real):
-        if not overwrite and not force:
+    if exists and _is_non_empty(real) and not force:
+        if not overwrite:
             raise BadInputError(f"{out} is not empty", hint="pass --overwrite to replace it")
-        if not force and not is_owlvit_output(real):
-            raise BadInputError(
-                f"{out} is not empty and was not written by owlvit (it has no conversion "
-                "record), so it is not replaced as an earlier output",
-                hint="pass --force-overwrite to replace it and everything in it",
-            )
+        _check_replaceable(out, real, replaceable)
     ancestor = _nearest_existing(real.parent)
     if not ancestor.is_dir():
         raise BadInputError(f"{ancestor} is not a directory")
@@ -99,26 +103,44 @@ def check_not_input(output: Path, source: Path, *, directory: bool = True) -> No
         )
 
 
-def is_owlvit_output(directory: Path) -> bool:
-    """Recognisably written by `owlvit convert`: its conversion record names the tool."""
-    from owlvit_cli.model.model_dir import RECORD_FILE, TOOL_NAME
+def _check_not_precious(out: Path, real: Path) -> None:
+    """Directories no flag may replace: replacing one deletes what the user stands in."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    for kept in (os.getcwd(), home):
+        if real == Path(kept) or real in Path(kept).parents:
+            raise BadInputError(
+                f"{out} is or holds the current directory or the home directory, which cannot "
+                "be replaced; name a new directory instead"
+            )
+    if os.path.ismount(real):
+        raise BadInputError(
+            f"{out} is a mount point, which cannot be replaced; name a new directory inside it"
+        )
 
-    try:
-        record = json.loads((directory / RECORD_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(record, dict) and record.get("tool") == TOOL_NAME
+
+def _check_replaceable(out: Path, real: Path, replaceable: Replaceable | None) -> None:
+    why = "nothing vouches for what is in it" if replaceable is None else replaceable(real)
+    if why is not None:
+        raise BadInputError(
+            f"{out} is not empty and is left alone: {why}",
+            hint="pass --force-overwrite to replace it and everything in it",
+        )
 
 
 @contextlib.contextmanager
 def atomic_directory(
-    out: Path, overwrite: bool = False, *, force: bool = False, inputs: Sequence[Path] = ()
+    out: Path,
+    overwrite: bool = False,
+    *,
+    force: bool = False,
+    inputs: Sequence[Path] = (),
+    replaceable: Replaceable | None = None,
 ) -> Iterator[Path]:
     """Yield a temporary sibling of `out`; on success it replaces `out`, on any failure
     (Ctrl-C and termination signals included) it is removed and `out` is left as it was."""
     from owlvit_cli.testing.hold import hold_point
 
-    target = check_output_dir(out, overwrite, force=force, inputs=inputs)
+    target = check_output_dir(out, overwrite, force=force, inputs=inputs, replaceable=replaceable)
     created = _make_parents(target.real.parent)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=hidden_prefix(target.real.name, TMP_MARK),
@@ -131,7 +153,7 @@ def atomic_directory(
         yield tmp
         hold_point("convert-before-rename")
         raise_if_interrupted()
-        _move_into_place(tmp, target, overwrite or force, force)
+        _move_into_place(tmp, target, overwrite or force, force, replaceable)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_created(created)
@@ -146,7 +168,9 @@ def hidden_prefix(name: str, mark: str) -> str:
     return prefix
 
 
-def _move_into_place(tmp: Path, target: OutputTarget, replace: bool, force: bool) -> None:
+def _move_into_place(
+    tmp: Path, target: OutputTarget, replace: bool, force: bool, replaceable: Replaceable | None
+) -> None:
     """rename(2) refuses a non-empty target directory: the race-free way to claim OUT."""
     real = target.real
     try:
@@ -160,11 +184,13 @@ def _move_into_place(tmp: Path, target: OutputTarget, replace: bool, force: bool
                 f"{target.given} was filled by someone else (another run?) while this one "
                 "worked; it was left as it is and nothing was written"
             ) from None
-    check_output_dir(target.given, True, force=force)  # whatever is there now
+    check_output_dir(target.given, True, force=force, replaceable=replaceable)  # what is there now
     backup = Path(tempfile.mkdtemp(prefix=hidden_prefix(real.name, OLD_MARK), dir=real.parent))
     backup.rmdir()
     real.rename(backup)
     try:
+        if not force:  # a file added between that check and the rename: still the user's
+            _check_replaceable(target.given, backup, replaceable)
         tmp.rename(real)
     except BaseException:
         backup.rename(real)
@@ -222,6 +248,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        raise
+
+
+def atomic_write_at(dir_fd: int, name: str, data: bytes, *, shown_as: Path) -> None:
+    """`atomic_write_bytes` into the directory open as `dir_fd`, whatever holds its path now;
+    a symlink named `name` is replaced, not written through. `shown_as` names it in errors."""
+    check_name_length(Path(name))
+    tmp_name = hidden_prefix(name, TMP_MARK) + secrets.token_hex(_RANDOM_SUFFIX // 2)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp_name, flags, 0o666, dir_fd=dir_fd)  # the umask applies, as for open()
+    except OSError as exc:
+        raise OutputError(f"{shown_as}: cannot write ({_why(exc)})") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        raise_if_interrupted()
+        os.replace(tmp_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name, dir_fd=dir_fd)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{shown_as}: cannot write ({_why(exc)})") from exc
         raise
 
 

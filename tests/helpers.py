@@ -48,6 +48,32 @@ def run_console_script(
     )
 
 
+def held_console_script(
+    args: list[object], point: str, hold: Path, **popen: object
+) -> subprocess.Popen:
+    """Start the real console script and wait until it is held at `point` (see
+    owlvit_cli/testing/hold.py): whatever the test does next happens at that point, however
+    fast or slow the machine is."""
+    import time
+
+    import pytest
+
+    from owlvit_cli.testing.hold import ENV as HOLD_ENV
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", HOLD_ENV: f"{point}:{hold}"}
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "owlvit_cli", *map(str, args)], text=True, env=env, **popen
+    )
+    deadline = time.monotonic() + 300
+    while not hold.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"never reached {point}: {proc.communicate()}")
+        time.sleep(0.01)
+    return proc
+
+
 def sample_pixels() -> np.ndarray:
     """The built-in sample picture as uint8 RGB."""
     from PIL import Image

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import owlvit_cli
+from tests.helpers import SAMPLE
 
 
 def test_paths_may_be_strings_and_errors_are_typed(tiny_checkpoint, tmp_path: Path):
@@ -71,3 +72,59 @@ def test_library_messages_name_no_flags_and_the_cli_adds_the_hint(
     proc = run_console_script("push", hf_dir, "org/model", "--dry-run")
     assert proc.returncode == 2
     assert f"{caught.value}; {caught.value.hint}" in proc.stderr
+
+
+def test_one_string_is_one_query(tiny_checkpoint, converted):
+    hf_dir = converted(tiny_checkpoint())
+    one = owlvit_cli.detect_objects(hf_dir, SAMPLE, "a cat", threshold=0.0)
+    assert one.queries == ["a cat"]
+    assert {d.query for d in one.detections} == {"a cat"}
+
+
+def test_step_picks_a_workdir_checkpoint(tmp_path: Path):
+    from owlvit_cli.model.spec import VARIANTS
+    from owlvit_cli.testing.fixtures import build_checkpoint
+
+    workdir = tmp_path / "wd"
+    for step, variant in ((1, "v1-tiny"), (2, "v2-tiny")):
+        build_checkpoint(workdir / f"checkpoint_{step}", VARIANTS[variant])
+    assert owlvit_cli.inspect_checkpoint(workdir).version == 2
+    info = owlvit_cli.inspect_checkpoint(workdir, step=1)
+    assert info.version == 1 and info.path == workdir / "checkpoint_1"
+    result = owlvit_cli.convert_checkpoint(workdir, tmp_path / "m", step=1)
+    assert result.record["source"]["file"] == "checkpoint_1"
+    with pytest.raises(owlvit_cli.OwlvitError, match="no checkpoint for step 3"):
+        owlvit_cli.convert_checkpoint(workdir, tmp_path / "x", step=3)
+    report = owlvit_cli.verify_conversion(workdir, tmp_path / "m", step=1).report
+    assert report["passed"] and report["checkpoint"] == "checkpoint_1"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c, o, h: owlvit_cli.convert_checkpoint(c, o, dtype=None), "dtype must be"),
+        (lambda c, o, h: owlvit_cli.convert_checkpoint(c, o, max_shard_size=None), "size"),
+        (lambda c, o, h: owlvit_cli.convert_checkpoint(c, o, max_shard_size=-1), "size"),
+        (lambda c, o, h: owlvit_cli.detect_objects(h, SAMPLE, ["cat", 3]), "not text"),
+        (lambda c, o, h: owlvit_cli.detect_objects(h, SAMPLE, "cat", "0.5"), "a number"),
+        (
+            lambda c, o, h: owlvit_cli.detect_objects(h, SAMPLE, "cat", max_detections=2.5),
+            "whole number",
+        ),
+    ],
+)
+def test_wrong_argument_types_are_owlvit_errors(
+    tiny_checkpoint, converted, tmp_path: Path, call, message
+):
+    hf_dir = converted(tiny_checkpoint())
+    with pytest.raises(owlvit_cli.OwlvitError, match=message) as caught:
+        call(tiny_checkpoint(), tmp_path / "out", hf_dir)
+    assert len(str(caught.value).splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_shard_size_in_bytes(tiny_checkpoint, tmp_path: Path):
+    result = owlvit_cli.convert_checkpoint(
+        tiny_checkpoint(), tmp_path / "m", max_shard_size=1_000_000
+    )
+    assert "model.safetensors.index.json" in result.files

@@ -51,23 +51,50 @@ def test_output_inside_an_input_directory_is_refused(tmp_path: Path):
         check_output_dir(hf_dir / "sub", False, inputs=[hf_dir])
 
 
-def test_overwrite_replaces_only_owlvit_outputs_unless_forced(tmp_path: Path):
+def _owned_if_recorded(directory: Path) -> str | None:
+    """A stand-in for the caller's proof: here, a record naming the tool."""
+    try:
+        return None if json.loads((directory / RECORD_FILE).read_text())["tool"] else "no"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "it has no record"
+
+
+def test_overwrite_replaces_only_what_the_caller_vouches_for_unless_forced(tmp_path: Path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(BadInputError, match="not written by owlvit") as refused:
+    with pytest.raises(BadInputError, match="left alone: it has no record") as caught:
+        _write(out, overwrite=True, replaceable=_owned_if_recorded)
+    assert "--force-overwrite" in caught.value.hint and "--" not in str(caught.value)
+    with pytest.raises(BadInputError, match="nothing vouches") as refused:  # no check: never
         _write(out, overwrite=True)
     assert "--" not in str(refused.value) and "--force-overwrite" in refused.value.hint
     assert (out / "notes.txt").read_text() == "mine"
-    (out / RECORD_FILE).write_text("{not json")  # a record that is not owlvit's
-    with pytest.raises(BadInputError, match="not written by owlvit"):
-        _write(out, overwrite=True)
     _write(out, force=True)
     assert not (out / "notes.txt").exists()
     (out / "model.safetensors").write_bytes(b"old")
-    _write(out, overwrite=True)  # now an owlvit output: replaced
+    _write(out, overwrite=True, replaceable=_owned_if_recorded)  # vouched for: replaced
     assert (out / "model.safetensors").read_bytes() == b"x"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_file_added_while_the_run_worked_is_kept(tmp_path: Path):
+    """The directory is checked again once moved aside: what arrived since is the user's."""
+    out = tmp_path / "out"
+    _write(out)
+    checks: list[Path] = []
+
+    def vouch_once(directory: Path) -> str | None:
+        checks.append(directory)
+        if len(checks) == 2:  # the check just before OUT is moved aside
+            (out / "EVAL.md").write_text("added meanwhile")
+            return None
+        return None if not (directory / "EVAL.md").exists() else "it holds EVAL.md"
+
+    with pytest.raises(BadInputError, match=r"holds EVAL\.md"):
+        _write(out, overwrite=True, replaceable=vouch_once)
+    assert (out / "EVAL.md").read_text() == "added meanwhile" and len(checks) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_symlinked_output_is_written_where_it_points(tmp_path: Path):
@@ -82,11 +109,19 @@ def test_symlinked_output_is_written_where_it_points(tmp_path: Path):
     assert [p.name for p in real.parent.iterdir()] == ["model"]
 
 
-def test_current_directory_and_mount_points_are_refused_before_work(tmp_path: Path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for out in (Path("."), tmp_path, Path("/")):
-        with pytest.raises(BadInputError, match="current directory or a mount point"):
-            check_output_dir(out, False)
+def test_current_home_and_mount_point_directories_are_refused_whatever_the_flags(
+    tmp_path: Path, monkeypatch
+):
+    home, work = tmp_path / "home", tmp_path / "home" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    for out in (Path("."), work, Path(".."), home, tmp_path):
+        with pytest.raises(BadInputError, match="current directory or the home directory"):
+            check_output_dir(out, True, force=True)
+    with pytest.raises(BadInputError, match="mount point"):
+        check_output_dir(Path("/proc"), True, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
 
 
 def test_of_two_racing_writers_exactly_one_wins(tmp_path: Path):

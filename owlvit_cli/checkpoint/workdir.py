@@ -5,6 +5,10 @@ flax's `save_checkpoint` (and scenic's trainer) keep every saved step in one wor
 `CheckpointManager` names step directories plain `N`, with the state in an item directory
 inside (`N/default/`). Given a workdir, the latest step is read unless `step` names one, and
 which one was taken is part of the answer so that commands can say so.
+
+A workdir given as the checkpoint is an input as a whole: training writes its next steps
+there and flax's `latest_checkpoint` picks any `checkpoint_*` entry by its number, so an
+output inside it, or named like a step beside other steps, would be read as a checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from owlvit_cli.errors import BadInputError, CheckpointError
 # the first two only where the tree itself is (a CheckpointManager step keeps it in an item).
 TREE_MARKERS = ("_METADATA", "manifest.ocdbt")
 ORBAX_MARKERS = (*TREE_MARKERS, "_CHECKPOINT_METADATA", "commit_success.txt")
-STEP_RE = re.compile(r"^(?:checkpoint_)?(\d+)$")  # unfinished saves carry a suffix: skipped
+STEP_RE = re.compile(r"^(?:checkpoint_)?(\d+)$", re.ASCII)  # unfinished saves have a suffix
+FLAX_PREFIX = "checkpoint_"  # flax's `latest_checkpoint` takes every entry named so
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,16 @@ class ResolvedCheckpoint:
     workdir: Path | None = None
     step: int | None = None
     steps: tuple[int, ...] = ()
+
+    def __fspath__(self) -> str:
+        """Usable wherever a path is: the checkpoint read."""
+        return os.fspath(self.path)
+
+    @property
+    def inputs(self) -> tuple[Path, ...]:
+        """What a run reading this checkpoint may not write into: the whole workdir it was
+        picked from, not just the step read."""
+        return (self.path,) if self.workdir is None else (self.path, self.workdir)
 
     def describe(self) -> str | None:
         """One line saying which checkpoint of a workdir is read, or None for a plain path."""
@@ -74,18 +89,63 @@ def resolve_checkpoint(
     if chosen not in steps:
         known = ", ".join(map(str, sorted(steps)))
         raise BadInputError(f"{path} has no checkpoint for step {chosen} (steps: {known})")
-    target = _item_dir(steps[chosen])
+    entries = steps[chosen]
+    if len(entries) > 1:
+        names = ", ".join(entry.name for entry in entries)
+        raise BadInputError(
+            f"{path} holds {len(entries)} checkpoints for step {chosen} ({names}) and cannot "
+            "tell which one is meant",
+            hint=f"pass the one to read as the checkpoint, e.g. {entries[0]}",
+        )
+    target = _item_dir(entries[0])
     return ResolvedCheckpoint(target, is_orbax_dir(target), path, chosen, tuple(sorted(steps)))
 
 
-def workdir_steps(path: Path) -> dict[int, Path]:
-    """{step: entry} for the `checkpoint_N` (or orbax's `N`) entries of a workdir."""
-    steps: dict[int, Path] = {}
-    for entry in path.iterdir():
+def as_resolved(
+    checkpoint: str | os.PathLike[str] | ResolvedCheckpoint, step: int | None = None
+) -> ResolvedCheckpoint:
+    """A checkpoint a caller resolved already (to say which step it reads) is taken as it is."""
+    if not isinstance(checkpoint, ResolvedCheckpoint):
+        return resolve_checkpoint(checkpoint, step)  # as typed: a Path folds a URL's //
+    if step is not None and step != checkpoint.step:
+        raise BadInputError(f"step {step} asked for, but {checkpoint.path} was already chosen")
+    return checkpoint
+
+
+def workdir_steps(path: Path) -> dict[int, list[Path]]:
+    """{step: entries} for the `checkpoint_N` (or orbax's `N`) entries of a workdir; more
+    than one entry for a step (`checkpoint_100`, `checkpoint_0100`, `100`) is ambiguous."""
+    steps: dict[int, list[Path]] = {}
+    for entry in sorted(path.iterdir()):
         match = STEP_RE.match(entry.name)
         if match and (entry.is_file() or entry.is_dir()):
-            steps[int(match.group(1))] = entry
+            steps.setdefault(int(match.group(1)), []).append(entry)
     return steps
+
+
+def looks_like_step(name: str) -> bool:
+    """Would flax (any `checkpoint_*`), orbax (`N`) or owlvit take an entry so named for a
+    saved step?"""
+    return name.startswith(FLAX_PREFIX) or STEP_RE.match(name) is not None
+
+
+def check_not_a_step(output: Path) -> None:
+    """Refuse an output named like a checkpoint step in a directory that holds steps: flax's
+    `latest_checkpoint` (and a workdir given to owlvit) would read it as the newest one."""
+    for path in dict.fromkeys((Path(os.path.abspath(output)), Path(os.path.realpath(output)))):
+        if not looks_like_step(path.name):
+            continue
+        try:
+            steps = [e.name for e in path.parent.iterdir() if looks_like_step(e.name)]
+        except OSError:
+            continue  # a missing parent holds no steps
+        others = sorted(name for name in steps if name != path.name)
+        if others:
+            raise BadInputError(
+                f"{output} is named like a checkpoint step in {path.parent}, which holds "
+                f"{', '.join(others[:3])}{' …' if len(others) > 3 else ''}: flax's "
+                "latest_checkpoint would read it as a step; choose another name"
+            )
 
 
 def _item_dir(step_dir: Path) -> Path:

@@ -27,7 +27,7 @@ from owlvit_cli.checkpoint.hashing import (
 )
 from owlvit_cli.checkpoint.inspection import checkpoint_spec, has_non_finite
 from owlvit_cli.checkpoint.reader import Checkpoint, MsgpackCheckpoint, open_checkpoint
-from owlvit_cli.checkpoint.released import refuse_remote
+from owlvit_cli.checkpoint.workdir import ResolvedCheckpoint, as_resolved, check_not_a_step
 from owlvit_cli.convert.hf_files import model_file_writers, write_hf_files
 from owlvit_cli.convert.mapping import (
     TRANSFORMS,
@@ -49,6 +49,7 @@ from owlvit_cli.errors import OutputError
 from owlvit_cli.model.dtypes import AUTO, DtypeChoice, StoredTensor, choose_dtype, normalize_dtype
 from owlvit_cli.model.model_dir import FLAVORS, RECORD_FILE, TOOL_NAME, WEIGHTS_INDEX_FILE
 from owlvit_cli.model.spec import ModelSpec
+from owlvit_cli.model.written_files import WRITTEN_KEY, describe_written, unproven_files
 from owlvit_cli.progress import NO_PROGRESS, Progress
 
 LIBRARIES = ("transformers", "torch", "safetensors", "numpy", "huggingface_hub", "jax", "flax")
@@ -68,7 +69,7 @@ class ConversionResult:
             "files": self.files,
             "seconds": round(self.seconds, 3),
             "warnings": self.warnings,
-            **self.record,
+            **{key: value for key, value in self.record.items() if key != WRITTEN_KEY},
         }
 
 
@@ -230,24 +231,55 @@ class ConversionPlan:
         }
 
 
+@dataclass(frozen=True)
+class CheckedRequest:
+    """What a conversion and its dry run have checked before any tensor is read."""
+
+    resolved: ResolvedCheckpoint
+    output: Path
+    shard_bytes: int
+    output_rules: dict[str, Any]  # what `atomic_directory` enforces again at the end
+
+
+def checked_request(
+    checkpoint: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    dtype: str,
+    max_shard_size: str | int,
+    overwrite: bool,
+    force_overwrite: bool,
+    step: int | None,
+) -> CheckedRequest:
+    """The argument and output checks `convert_checkpoint` and `plan_conversion` share: the
+    workdir a step came from is an input too, and OUT replaces only files owlvit proves it
+    wrote unless forced."""
+    resolved = as_resolved(checkpoint, step)
+    normalize_dtype(dtype, allow_auto=True)
+    shard_bytes = parse_size(max_shard_size)
+    rules = {"force": force_overwrite, "inputs": resolved.inputs, "replaceable": unproven_files}
+    check_output_dir(Path(output), overwrite, **rules)
+    check_not_a_step(Path(output))
+    return CheckedRequest(resolved, Path(output), shard_bytes, rules)
+
+
 def plan_conversion(
     checkpoint: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
     dtype: str = AUTO,
-    max_shard_size: str = "5GB",
+    max_shard_size: str | int = "5GB",
     overwrite: bool = False,
     force_overwrite: bool = False,
+    step: int | None = None,
 ) -> ConversionPlan:
     """The files, tensors, bytes, shards and dtype `convert_checkpoint` with the same
     arguments would write, and what it would ignore or generate; refused for the same
     reasons it would be, without writing anything (not even a temporary directory)."""
-    refuse_remote(checkpoint)
-    checkpoint, output = Path(checkpoint), Path(output)
-    normalize_dtype(dtype, allow_auto=True)
-    shard_bytes = parse_size(max_shard_size)
-    check_output_dir(output, overwrite, force=force_overwrite, inputs=[checkpoint])
-    with open_checkpoint(checkpoint) as ckpt:
+    request = checked_request(
+        checkpoint, output, dtype, max_shard_size, overwrite, force_overwrite, step
+    )
+    output, shard_bytes = request.output, request.shard_bytes
+    with open_checkpoint(request.resolved.path) as ckpt:
         ready = prepare(ckpt, dtype)
         tensors = planned_tensors(ckpt, ready.plan)
         fields = {
@@ -273,24 +305,25 @@ def convert_checkpoint(
     output: str | os.PathLike[str],
     *,
     dtype: str = AUTO,
-    max_shard_size: str = "5GB",
+    max_shard_size: str | int = "5GB",
     overwrite: bool = False,
     force_overwrite: bool = False,
+    step: int | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> ConversionResult:
-    """Convert `checkpoint` into the transformers model directory `output`; `dtype` takes any
-    spelling in `owlvit_cli.model.dtypes.DTYPE_ALIASES` (fp16, bf16, ...), or `auto` to keep
-    the dtype the weights are stored in (see `owlvit_cli.model.dtypes.choose_dtype`).
+    """Convert `checkpoint` (a file, an Orbax directory, or a workdir: its latest step, or
+    `step`) into the transformers model directory `output`; `dtype` takes any spelling in
+    `owlvit_cli.model.dtypes.DTYPE_ALIASES` (fp16, bf16, ...), or `auto` to keep the dtype the
+    weights are stored in (see `owlvit_cli.model.dtypes.choose_dtype`); `max_shard_size` a
+    size like "2GB" or a number of bytes.
 
     `overwrite` replaces only an earlier owlvit output; `force_overwrite` any directory (see
     `owlvit_cli.atomic` for the rules that keep the user's files safe)."""
     started = time.perf_counter()
-    refuse_remote(checkpoint)
-    checkpoint, output = Path(checkpoint), Path(output)
-    normalize_dtype(dtype, allow_auto=True)
-    shard_bytes = parse_size(max_shard_size)
-    output_rules = {"force": force_overwrite, "inputs": [checkpoint]}
-    check_output_dir(output, overwrite, **output_rules)
+    request = checked_request(
+        checkpoint, output, dtype, max_shard_size, overwrite, force_overwrite, step
+    )
+    checkpoint, output, shard_bytes = request.resolved.path, request.output, request.shard_bytes
     with open_checkpoint(checkpoint) as ckpt:
         ready = prepare(ckpt, dtype)
         spec, plan, choice, warnings = ready.spec, ready.plan, ready.dtype, ready.warnings
@@ -301,7 +334,7 @@ def convert_checkpoint(
         hasher, observer = source_hasher(ckpt, tensors)
         try:
             with (
-                atomic_directory(output, overwrite, **output_rules) as tmp,
+                atomic_directory(output, overwrite, **request.output_rules) as tmp,
                 ThreadPoolExecutor(max_workers=1) as side,
             ):
                 # A few kilobytes of JSON and the tokenizer, made while the weights stream.
@@ -313,6 +346,7 @@ def convert_checkpoint(
                 ckpt.check_unchanged()
                 digest = hasher.digest(progress)
                 record = conversion_record(ckpt, spec, plan, digest, choice)
+                record[WRITTEN_KEY] = describe_written(tmp, os.listdir(tmp))
                 (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
                 files_written = sorted(p.name for p in tmp.iterdir())
         except OSError as exc:  # disk full, quota, vanished directory: the user's to fix

@@ -139,8 +139,13 @@ class _Piece:
         return self.first == 0 and self.count == self.tensor.size
 
 
-def parse_size(text: str) -> int:
-    """'5GB' → 5·10^9, as transformers reads --max-shard-size; 'GiB' units are powers of 2."""
+def parse_size(text: str | int) -> int:
+    """'5GB' → 5·10^9, as transformers reads --max-shard-size; 'GiB' units are powers of 2.
+    A number is bytes, as transformers' `max_shard_size` takes it too."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = str(text)
+    if not isinstance(text, str):
+        raise BadInputError(f"cannot read size {text!r}; use e.g. 5GB, 500MB, 2GiB or bytes")
     match = _SIZE_RE.match(text)
     if not match:
         raise BadInputError(f"cannot read size {text!r}; use e.g. 5GB, 500MB, 2GiB")

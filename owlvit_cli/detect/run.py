@@ -113,9 +113,13 @@ class Detector:
     processor: Any
 
 
-def validate_queries(queries: Sequence[str] | None, image_query: Path | None) -> list[str]:
-    """Exactly one of text queries / an image query; text queries must say something."""
-    queries = list(queries or [])
+def validate_queries(queries: str | Sequence[str] | None, image_query: Path | None) -> list[str]:
+    """Exactly one of text queries / an image query; text queries must say something. One
+    string is one query (not one query per character)."""
+    queries = [queries] if isinstance(queries, str) else list(queries or [])
+    for index, query in enumerate(queries):
+        if not isinstance(query, str):
+            raise BadInputError(f"query {index + 1} is not text: {query!r}")
     if queries and image_query is not None:
         raise BadInputError("give either text queries or an image query, not both")
     if not queries and image_query is None:
@@ -130,12 +134,20 @@ def validate_queries(queries: Sequence[str] | None, image_query: Path | None) ->
 
 
 def validate_threshold(threshold: float, name: str = "threshold") -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise BadInputError(f"{name} must be a number between 0 and 1; got {threshold!r}")
     if not (0.0 <= threshold <= 1.0) or math.isnan(threshold):
         raise BadInputError(f"{name} must be between 0 and 1; got {threshold:g}")
     return float(threshold)
 
 
 def validate_max_detections(max_detections: int | None) -> int | None:
+    if max_detections is not None and (
+        isinstance(max_detections, bool) or not isinstance(max_detections, int)
+    ):
+        raise BadInputError(
+            f"the number of detections must be a whole number; got {max_detections!r}"
+        )
     if max_detections is not None and max_detections < 1:
         raise BadInputError(f"the number of detections must be at least 1; got {max_detections}")
     return max_detections
@@ -279,7 +291,7 @@ def _detections(
 def detect(
     hf_dir: Path,
     image_path: Path,
-    queries: Sequence[str] | None = None,
+    queries: str | Sequence[str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     *,
     image_query: Path | None = None,

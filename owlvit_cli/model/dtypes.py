@@ -32,10 +32,10 @@ DTYPE_ALIASES = {
 def normalize_dtype(name: str, *, allow_auto: bool = False) -> str:
     """The canonical name (`float32`, `float16`, `bfloat16`, or `auto` where allowed) of any
     accepted spelling."""
-    key = name.strip().lower()
+    key = name.strip().lower() if isinstance(name, str) else None
     if allow_auto and key == AUTO:
         return AUTO
-    canonical = DTYPE_ALIASES.get(key)
+    canonical = DTYPE_ALIASES.get(key) if key is not None else None
     if canonical is None:
         accepted = ", ".join(([AUTO] if allow_auto else []) + list(DTYPE_ALIASES))
         raise BadInputError(f"the dtype must be one of {accepted}; got {name!r}")

@@ -8,7 +8,10 @@ Orbax directories by flax's `save_checkpoint` or orbax's own `Checkpointer`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +114,7 @@ def build_checkpoint(
 
 
 ORBAX_WRITERS = ("flax", "orbax")
+ORBAX_TMP = ".orbax-checkpoint-tmp"  # what orbax names a save in progress
 
 
 def write_orbax_checkpoint(
@@ -129,18 +133,39 @@ def write_orbax_checkpoint(
     defaults (OCDBT), which makes `path` a workdir holding `checkpoint_<step>/`. writer
     "orbax": `orbax.checkpoint.Checkpointer(PyTreeCheckpointHandler(...))` saving to `path`
     itself, with or without OCDBT, zarr v2 or v3."""
-    target = Path(path)
+    target = Path(path).absolute()  # orbax refuses relative paths, after creating its tmp dir
     if writer == "flax":
         if not ocdbt or zarr3:
             raise ValueError("flax's save_checkpoint writes its defaults (OCDBT, zarr v2)")
         from flax.training import checkpoints
 
-        return Path(checkpoints.save_checkpoint(target, state, step, keep=1_000_000))
+        with _removed_on_failure(target):
+            return Path(checkpoints.save_checkpoint(target, state, step, keep=1_000_000))
     if writer != "orbax":
         raise ValueError(f"writer must be one of {ORBAX_WRITERS}")
     import orbax.checkpoint as ocp
 
     handler = ocp.PyTreeCheckpointHandler(use_ocdbt=ocdbt, use_zarr3=zarr3)
-    with ocp.Checkpointer(handler) as checkpointer:
-        checkpointer.save(target.absolute(), state)
+    with _removed_on_failure(target), ocp.Checkpointer(handler) as checkpointer:
+        checkpointer.save(target, state)
     return target
+
+
+@contextlib.contextmanager
+def _removed_on_failure(target: Path) -> Iterator[None]:
+    """A save that fails leaves no unfinished `*.orbax-checkpoint-tmp*` entry (nor a directory
+    the save created) behind, for the next test to trip over."""
+    existed = set(target.parent.iterdir()) if target.parent.is_dir() else set()
+    existed |= set(target.iterdir()) if target.is_dir() else set()
+    created_target = not target.exists()
+    try:
+        yield
+    except BaseException:
+        for parent in (target, target.parent):
+            if parent.is_dir():
+                for entry in parent.iterdir():
+                    if entry not in existed and ORBAX_TMP in entry.name:
+                        shutil.rmtree(entry, ignore_errors=True)
+        if created_target and target.is_dir() and not any(target.iterdir()):
+            target.rmdir()
+        raise

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from owlvit_cli.errors import BadInputError
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.verify.compare import Comparison
 from owlvit_cli.verify.inputs import VerifyInputs, VerifyOptions
+
+if TYPE_CHECKING:
+    from owlvit_cli.model.pinned_dir import PinnedDir
 
 
 @dataclass
@@ -147,18 +150,20 @@ def failure_summary(report: dict[str, Any]) -> str:
 
 def write_outputs(
     result: Verification,
-    hf_dir: Path,
+    hf_dir: PinnedDir,
     record: bool,
     save_outputs: Path | None,
     save_viz: Path | None,
 ) -> None:
     """Keep what the caller asked for: the arrays, a picture, the report inside HF_DIR (which
-    `push` turns into the model card). Each file appears whole or not at all."""
+    `push` turns into the model card), written into the directory that was verified. Each
+    file appears whole or not at all."""
     import io
 
     from owlvit_cli.atomic import atomic_write_bytes
     from owlvit_cli.json_text import strict_json_dumps
-    from owlvit_cli.model.model_dir import VERIFICATION_FILE
+    from owlvit_cli.model.model_dir import RECORD_FILE, VERIFICATION_FILE
+    from owlvit_cli.model.written_files import RECORD_DIGEST_KEY, record_digest
 
     if result.inputs is None:  # CKPT is not HF_DIR's source: nothing ran, nothing to keep
         return
@@ -171,8 +176,12 @@ def write_outputs(
 
         save_image(result.picture(), save_viz)
     if record:
-        text = strict_json_dumps(result.report, indent=2, default=str) + "\n"
-        atomic_write_bytes(hf_dir / VERIFICATION_FILE, text.encode())
+        conversion = hf_dir.read_bytes(RECORD_FILE)  # pinned: the one verified
+        report = result.report
+        if conversion is not None:  # what tells this report from a user's file of its name
+            report = {**report, RECORD_DIGEST_KEY: record_digest(conversion)}
+        text = strict_json_dumps(report, indent=2, default=str) + "\n"
+        hf_dir.write(VERIFICATION_FILE, text.encode())
 
 
 def check_output_paths(
@@ -180,9 +189,13 @@ def check_output_paths(
     save_viz: Path | None,
     record_dir: Path | None = None,
     inputs: Sequence[Path] = (),
+    checkpoint: Sequence[Path] = (),
 ) -> None:
-    """Refuse unusable or unwritable outputs before the slow part, not after it."""
+    """Refuse unusable or unwritable outputs before the slow part, not after it. A file may
+    not replace an input, nor lie inside the `checkpoint` (an Orbax directory or the workdir
+    it came from), whose every file is part of its identity."""
     from owlvit_cli.atomic import check_not_input, check_writable_file
+    from owlvit_cli.checkpoint.workdir import check_not_a_step
     from owlvit_cli.model.model_dir import VERIFICATION_FILE
 
     if save_outputs is not None and save_outputs.suffix != ".npz":
@@ -195,6 +208,9 @@ def check_output_paths(
         if path is not None:
             for source in inputs:
                 check_not_input(path, source, directory=False)
+            for source in checkpoint:
+                check_not_input(path, source)
+            check_not_a_step(path)
             check_writable_file(path)
     if record_dir is not None and record_dir.is_dir():  # a missing HF_DIR is verify's to say
         check_writable_file(record_dir / VERIFICATION_FILE)

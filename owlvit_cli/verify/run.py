@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from owlvit_cli.checkpoint.hashing import start_hashing
-from owlvit_cli.checkpoint.released import refuse_remote
+from owlvit_cli.checkpoint.workdir import as_resolved
 from owlvit_cli.errors import BadInputError, ModelDirError
 from owlvit_cli.interrupts import raise_if_interrupted
 from owlvit_cli.model.model_dir import RECORD_FILE
+from owlvit_cli.model.pinned_dir import pinned_directory
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
 from owlvit_cli.testing.hold import hold_point
@@ -130,6 +131,7 @@ def run_verification(
     timings: dict[str, float] = {}
     with _timed(timings, "source", progress, "checking the source checkpoint"):
         pairing = check_pairing(checkpoint, hf_dir, options.ignore_source)
+    hold_point("verify-paired")
     if pairing.source["matches"] is False and not options.ignore_source:
         report = source_failure_report(checkpoint, hf_dir, pairing, timings)
         return Verification(report, {}, None, {})
@@ -326,20 +328,30 @@ def verify(
     record: bool = False,
     save_outputs: str | os.PathLike[str] | None = None,
     save_viz: str | os.PathLike[str] | None = None,
+    step: int | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> Verification:
     """Verify, then keep what was asked for: `record` writes the report into HF_DIR (and hashes
     the checkpoint so the report names it), `save_outputs` a .npz of inputs and outputs,
-    `save_viz` both sides' top detections drawn on the first image."""
-    refuse_remote(checkpoint)
+    `save_viz` both sides' top detections drawn on the first image. `checkpoint` may be a
+    workdir: its latest step is read, or `step`.
+
+    HF_DIR is pinned while it is read: if it is replaced or rewritten before the end (another
+    conversion into it), nothing is kept and a `ModelDirError` says so, rather than a report
+    about weights that were never compared."""
+    resolved = as_resolved(checkpoint, step)
     hf_dir = Path(hf_dir)
     outputs = None if save_outputs is None else Path(save_outputs)
     viz = None if save_viz is None else Path(save_viz)
     options = dataclasses.replace(options or VerifyOptions(), record=record)
-    inputs = [Path(checkpoint), hf_dir, *map(Path, options.images)]
-    check_output_paths(outputs, viz, hf_dir if record else None, inputs)
-    result = run_verification(checkpoint, hf_dir, options, progress)
-    hold_point("verify-compared")
-    raise_if_interrupted()  # a Ctrl-C that landed in a GC callback: no report after it
-    write_outputs(result, hf_dir, record, outputs, viz)
+    inputs = [hf_dir, *map(Path, options.images)]
+    check_output_paths(outputs, viz, hf_dir if record else None, inputs, resolved.inputs)
+    with pinned_directory(hf_dir) as pinned:
+        result = run_verification(resolved.path, hf_dir, options, progress)
+        hold_point("verify-compared")
+        raise_if_interrupted()  # a Ctrl-C that landed in a GC callback: no report after it
+        if pinned is None:  # no directory when verify began, one now: not what was read
+            raise ModelDirError(f"{hf_dir} appeared while it was being read; nothing was recorded")
+        pinned.check()
+        write_outputs(result, pinned, record, outputs, viz)
     return result

@@ -213,7 +213,7 @@ def test_refuses_non_empty_output_and_overwrites_when_asked(tmp_path: Path, tiny
     with pytest.raises(BadInputError, match="not empty"):
         convert_checkpoint(tiny_checkpoint(), out)
     assert (out / "keep.txt").read_text() == "mine"
-    with pytest.raises(BadInputError, match="not written by owlvit"):
+    with pytest.raises(BadInputError, match="owlvit did not write it"):
         convert_checkpoint(tiny_checkpoint(), out, overwrite=True)
     assert (out / "keep.txt").read_text() == "mine"
     convert_checkpoint(tiny_checkpoint(), out, force_overwrite=True)
@@ -394,3 +394,79 @@ def test_dry_run_is_refused_as_convert_would_be(tiny_checkpoint, tmp_path: Path)
     both = run_console_script("convert", tiny_checkpoint(), tmp_path / "o", "--dry-run", "--verify")
     assert both.returncode == 2 and "nothing to --verify" in both.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def _overwrite_refused(ckpt: Path, out: Path) -> str:
+    result = run_console_script("convert", ckpt, out, "--overwrite", "--json")
+    assert result.returncode == 2, result.stderr
+    assert json.loads(result.stdout)["error"]["code"] == 2
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "--force-overwrite" in line
+    return line
+
+
+def test_overwrite_replaces_only_what_owlvit_wrote(tiny_checkpoint, tmp_path: Path):
+    """Files a user added to an earlier output, or edited in it, are named and kept; the
+    report verify recorded there is owlvit's and goes."""
+    ckpt, out = tiny_checkpoint(), tmp_path / "out"
+    for args in (("convert",), ("verify", "--record"), ("convert", "--overwrite")):
+        result = run_console_script(args[0], ckpt, out, *args[1:], "-q")
+        assert result.returncode == 0, result.stderr
+    assert not (out / "owlvit_verification.json").exists()  # the old report went with it
+    assert run_console_script("verify", ckpt, out, "--record", "-q").returncode == 0
+
+    (out / "EVAL.md").write_text("my evaluation")
+    (out / "README.md").write_text("my card")
+    line = _overwrite_refused(ckpt, out)
+    assert "files owlvit did not write: EVAL.md, README.md" in line
+    (out / "EVAL.md").unlink()
+    (out / "README.md").unlink()
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "id2label": {"0": "cat"}}))
+    assert "config.json (changed since owlvit wrote it)" in _overwrite_refused(ckpt, out)
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "cat"}
+
+
+def test_a_record_copied_into_another_directory_proves_nothing(
+    tiny_checkpoint, converted, tmp_path: Path
+):
+    record = converted(tiny_checkpoint()) / RECORD_FILE
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("mine")
+    (thesis / RECORD_FILE).write_bytes(record.read_bytes())
+    assert "did not write: chapter1.tex" in _overwrite_refused(tiny_checkpoint(), thesis)
+    (thesis / RECORD_FILE).write_text(json.dumps({"tool": "owlvit"}))  # a bare claim
+    assert "lists no files" in _overwrite_refused(tiny_checkpoint(), thesis)
+    (thesis / "owlvit_verification.json").write_text("{}")  # not a report on this record
+    (thesis / RECORD_FILE).write_bytes(record.read_bytes())
+    assert "owlvit_verification.json" in _overwrite_refused(tiny_checkpoint(), thesis)
+    assert (thesis / "chapter1.tex").read_text() == "mine"
+
+
+def test_symlinks_in_and_as_the_output_never_reach_the_users_files(tiny_checkpoint, tmp_path: Path):
+    """OUT a symlink to a user's directory, or an earlier output holding a symlink to a user's
+    file: --overwrite refuses (owlvit writes no symlinks), --force-overwrite deletes the link
+    and never what it points to."""
+    ckpt = tiny_checkpoint()
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("mine")
+    link = tmp_path / "link"
+    link.symlink_to(thesis)
+    assert "no conversion record" in _overwrite_refused(ckpt, link)
+    assert [p.name for p in thesis.iterdir()] == ["chapter1.tex"]
+
+    out = tmp_path / "out"
+    assert run_console_script("convert", ckpt, out, "-q").returncode == 0
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    (out / "notes.md").symlink_to(precious)
+    assert "did not write: notes.md" in _overwrite_refused(ckpt, out)
+    (out / "model.safetensors").unlink()
+    (out / "model.safetensors").symlink_to(precious)
+    assert "model.safetensors (changed" in _overwrite_refused(ckpt, out)
+    forced = run_console_script("convert", ckpt, out, "--force-overwrite", "-q")
+    assert forced.returncode == 0, forced.stderr
+    assert precious.read_text() == "mine" and not (out / "notes.md").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "out", "precious.txt", "thesis"]

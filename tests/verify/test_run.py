@@ -10,11 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
+from owlvit_cli.model.model_dir import VERIFICATION_FILE
 from owlvit_cli.verify.inputs import VerifyOptions
 from owlvit_cli.verify.run import run_verification
 from tests.helpers import (
     TINY_CASES,
     edited_model_dir,
+    held_console_script,
     reference_checkpoint,
     reference_io,
     run_console_script,
@@ -310,3 +312,45 @@ def test_save_viz_draws_both_sides(cli, tiny_checkpoint, converted, tmp_path):
     with Image.open(picture) as drawn:
         assert drawn.width > 2 * sample.width and drawn.height > sample.height
     assert cli("verify", ckpt, converted(ckpt), "--save-viz", tmp_path / "x.nope").exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("point", "flags"), [("verify-paired", []), ("verify-compared", ["--record", "--json"])]
+)
+def test_hf_dir_replaced_while_verify_runs_is_refused(
+    tiny_checkpoint, converted, tmp_path, point, flags
+):
+    """`convert --overwrite` into HF_DIR while verify reads it: before the models load (it
+    would compare the new weights against the old checkpoint, a false "mapping" failure) or
+    after they ran (it would record `passed` for weights it never compared). Either way: exit
+    2, one line, and nothing recorded in the new directory."""
+    ckpt, other = tiny_checkpoint(), tiny_checkpoint(seed=1)
+    hf_dir = tmp_path / "model"
+    shutil.copytree(converted(ckpt), hf_dir)
+    hold = tmp_path / "hold"
+    proc = held_console_script(["verify", ckpt, hf_dir, *flags], point, hold)
+    replaced = run_console_script("convert", other, hf_dir, "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    hold.unlink()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    assert err.strip().splitlines() == [err.strip()] and "was replaced while" in err
+    assert not (hf_dir / VERIFICATION_FILE).exists()
+    if "--json" in flags:
+        assert json.loads(out)["error"]["code"] == 2
+
+
+def test_record_replaces_a_symlink_in_hf_dir_instead_of_writing_through_it(
+    tiny_checkpoint, converted, tmp_path
+):
+    ckpt = tiny_checkpoint()
+    hf_dir = tmp_path / "model"
+    shutil.copytree(converted(ckpt), hf_dir)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    (hf_dir / VERIFICATION_FILE).symlink_to(precious)
+    result = run_console_script("verify", ckpt, hf_dir, "--record", "-q")
+    assert result.returncode == 0, result.stderr
+    assert precious.read_text() == "mine"
+    assert not (hf_dir / VERIFICATION_FILE).is_symlink()
+    assert json.loads((hf_dir / VERIFICATION_FILE).read_text())["passed"] is True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer import _click as click  # Typer vendors click; its types are the ones it calls
@@ -17,6 +17,9 @@ from owlvit_cli.errors import BadInputError
 from owlvit_cli.model.dtypes import AUTO, DTYPE_ALIASES, DTYPES, normalize_dtype
 
 DTYPE_CHOICES = (AUTO, *DTYPES)
+
+if TYPE_CHECKING:
+    from owlvit_cli.checkpoint.workdir import ResolvedCheckpoint
 
 # Flags that overwrite, publish or skip a check: a typo is never "corrected" into one of them.
 DANGEROUS_FLAGS = frozenset({"--force", "--overwrite", "--overwrite-card", "--save-card"})
@@ -138,14 +141,15 @@ def make_output(json_mode: bool, debug: bool, quiet: bool = False) -> Output:
     return Output(json_mode=json_mode, debug=debug, quiet=quiet)
 
 
-def checkpoint_path(out: Output, checkpoint: str | Path, step: int | None) -> Path:
+def checkpoint_path(out: Output, checkpoint: str | Path, step: int | None) -> ResolvedCheckpoint:
     """The checkpoint CKPT and --step name (a workdir's latest, or its `step`), said on stderr
-    when it was picked from a workdir; a URL or a released checkpoint's name that is no local
-    file is refused with the command that downloads it."""
+    when it was picked from a workdir; a path for every reader, and the workdir it came from
+    for the commands that must not write into it. A URL or a released checkpoint's name that
+    is no local file is refused with the command that downloads it."""
     from owlvit_cli.checkpoint.workdir import resolve_checkpoint
 
     resolved = resolve_checkpoint(checkpoint, step)
     note = resolved.describe()
     if note is not None:
         out.info(note)
-    return resolved.path
+    return resolved
