@@ -12,6 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from owlvit_cli.testing.hold import ENV as HOLD_ENV
 
 DATA = Path(__file__).parent / "data"
 SAMPLE = Path(__file__).parents[1] / "owlvit_cli" / "assets" / "sample.png"
@@ -46,6 +49,28 @@ def run_console_script(
         env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
         check=False,
     )
+
+
+def held_console_script(
+    args: list[object], point: str, hold: Path, **popen: object
+) -> subprocess.Popen:
+    """Start the real console script and wait until it is held at `point` (see
+    owlvit_cli/testing/hold.py): whatever the test does next happens at that point, however
+    fast or slow the machine is. Deleting `hold` lets it go on."""
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", HOLD_ENV: f"{point}:{hold}"}
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "owlvit_cli", *map(str, args)], text=True, env=env, **popen
+    )
+    deadline = time.monotonic() + 300
+    while not hold.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"never reached {point}: {proc.communicate()}")
+        time.sleep(0.01)
+    return proc
 
 
 def sample_pixels() -> np.ndarray:

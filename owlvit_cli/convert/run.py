@@ -47,6 +47,7 @@ from owlvit_cli.model.dtypes import normalize_dtype
 from owlvit_cli.model.model_dir import FLAVORS, RECORD_FILE, TOOL_NAME
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
+from owlvit_cli.testing.hold import hold_point
 
 LIBRARIES = ("transformers", "torch", "safetensors", "numpy", "huggingface_hub", "jax", "flax")
 
@@ -212,8 +213,11 @@ def convert_checkpoint(
                     step.set_total(sum(t.nbytes(dtype) for t in tensors), "bytes")
                     write_model_files(tmp, tensors, dtype, shard_bytes, step.advance, observer)
                 hf_files.result()
-                ckpt.check_unchanged()
-                digest = hasher.digest(progress)
+                hold_point("convert-read")
+                try:
+                    digest = hasher.digest(progress)
+                finally:  # after the hash, which read the same files (and failed if they went)
+                    ckpt.check_unchanged()
                 record = conversion_record(ckpt, spec, plan, digest, dtype)
                 (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
                 files_written = sorted(p.name for p in tmp.iterdir())

@@ -20,7 +20,7 @@ from owlvit_cli.errors import CheckpointError, OwlvitError
 from owlvit_cli.model.model_dir import RECORD_FILE, VERIFICATION_FILE
 from owlvit_cli.model.spec import VARIANTS
 from owlvit_cli.testing.fixtures import checkpoint_tree, random_params, write_checkpoint
-from owlvit_cli.testing.hold import ENV as HOLD_ENV
+from tests.helpers import held_console_script as _held
 from tests.helpers import run_console_script
 
 CONVERT_HOLD = "convert-before-rename"
@@ -263,28 +263,6 @@ def test_fuzzed_bytes_raise_only_our_error(small_checkpoint_bytes: bytes, tmp_pa
         pass
     except OwlvitError as exc:  # pragma: no cover - a subclass outside the reader's
         pytest.fail(f"unexpected {type(exc).__name__}: {exc}")
-
-
-def _held(args: list[object], point: str, hold: Path, **popen: object) -> subprocess.Popen:
-    """Start the real console script and wait until it is held at `point` (see
-    owlvit_cli/testing/hold.py): whatever the test does next happens at that point, however
-    fast or slow the machine is."""
-    import os
-    import sys
-    import time
-
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", HOLD_ENV: f"{point}:{hold}"}
-    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "owlvit_cli", *map(str, args)], text=True, env=env, **popen
-    )
-    deadline = time.monotonic() + 300
-    while not hold.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"never reached {point}: {proc.communicate()}")
-        time.sleep(0.01)
-    return proc
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
