@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import shutil
 import tempfile
@@ -24,7 +23,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from owlvit_cli.errors import BadInputError, OutputError
+from owlvit_cli.errors import BadInputError, OutputError, OwlvitError
+from owlvit_cli.input_files import read_json_file
 from owlvit_cli.interrupts import raise_if_interrupted
 
 TMP_MARK = ".owlvit-tmp-"
@@ -104,8 +104,8 @@ def is_owlvit_output(directory: Path) -> bool:
     from owlvit_cli.model.model_dir import RECORD_FILE, TOOL_NAME
 
     try:
-        record = json.loads((directory / RECORD_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        record = read_json_file(directory / RECORD_FILE)
+    except OwlvitError:
         return False
     return isinstance(record, dict) and record.get("tool") == TOOL_NAME
 

@@ -38,7 +38,7 @@ from typing import Any
 from owlvit_cli.checkpoint.cache import cache_root
 from owlvit_cli.checkpoint.file_tree import scan_tree
 from owlvit_cli.errors import BadInputError, OwlvitError
-from owlvit_cli.input_files import open_regular
+from owlvit_cli.input_files import open_regular, read_limited
 from owlvit_cli.progress import NO_PROGRESS, Progress
 
 HASH_CHUNK = 8 << 20
@@ -263,8 +263,8 @@ def remember_digest(path: Path, identity: Identity | None, started_ns: int, valu
 def remembered_digest(identity: Identity | None) -> str | None:
     if identity is None:
         return None
-    with contextlib.suppress(OSError, ValueError):
-        known = _memo_path(identity).read_text().strip()
+    with contextlib.suppress(OwlvitError, ValueError):
+        known = read_limited(_memo_path(identity), 256).decode().strip()
         if len(known) == 64 and int(known, 16) >= 0:
             return known
     return None

@@ -7,7 +7,7 @@ command can call `read_model_dir` or `check_complete` for the same answers.
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from owlvit_cli.errors import ModelDirError, OwlvitError
+from owlvit_cli.input_files import open_regular, read_json_file
+from owlvit_cli.json_text import parse_json
 
 # --------------------------------------------------------------------------------------------
 # The contract: every file name and every name that differs between OWL versions, once.
@@ -155,10 +157,7 @@ def check_model_dir(hf_dir: Path) -> tuple[dict[str, Any], int, list[str]]:
 
 
 def read_json(path: Path, error: type[OwlvitError]) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise error(f"cannot read {path}: {exc}") from None
+    data = read_json_file(path, error=error)
     if not isinstance(data, dict):
         raise error(f"{path} does not hold a JSON object")
     return data
@@ -218,22 +217,28 @@ def check_complete(hf_dir: Path, weights: list[str] | None = None) -> None:
         read_json(path, ModelDirError)
 
 
-def check_safetensors(path: Path) -> None:
-    """A non-empty file whose header parses and whose tensors fill the data exactly."""
+def read_safetensors_header(path: Path) -> tuple[int, int, Any]:
+    """(file size, header length, parsed header) of a safetensors file, the header length
+    checked against the file and the format's limit before the header is read."""
+    fd = open_regular(path, ModelDirError)
     try:
-        size = path.stat().st_size
-        with path.open("rb") as file:
+        with open(fd, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
             prefix = file.read(8)
             header_size = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else None
             if header_size is None or not 0 < header_size <= min(SAFETENSORS_MAX_HEADER, size - 8):
                 raise ModelDirError(
                     f"{path} is not a safetensors file ({size} bytes, no valid header)"
                 )
-            header = json.loads(file.read(header_size))
+            text = file.read(header_size)
     except OSError as exc:
-        raise ModelDirError(f"cannot read {path}: {exc}") from None
-    except (UnicodeDecodeError, ValueError):
-        raise ModelDirError(f"{path} has a corrupt safetensors header") from None
+        raise ModelDirError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return size, header_size, parse_json(text, f"{path}: safetensors header", ModelDirError)
+
+
+def check_safetensors(path: Path) -> None:
+    """A non-empty file whose header parses and whose tensors fill the data exactly."""
+    size, header_size, header = read_safetensors_header(path)
     tensors = (
         {k: v for k, v in header.items() if k != "__metadata__"} if isinstance(header, dict) else {}
     )

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from owlvit_cli.errors import BadInputError
+from owlvit_cli.input_files import open_regular
 
 Pipeline = Literal["notebook", "evaluator"]
 PIPELINES: tuple[Pipeline, ...] = ("notebook", "evaluator")
@@ -47,12 +48,9 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     dropped (not composited), as Pillow's RGB conversion does.
     """
     file_path = Path(path)
-    if not file_path.exists():
-        raise BadInputError(f"{file_path}: no such file")
-    if file_path.is_dir():
-        raise BadInputError(f"{file_path} is a directory, not an image")
+    fd = open_regular(file_path)  # a FIFO or a device is refused, not waited on
     try:
-        with Image.open(file_path) as image:
+        with open(fd, "rb") as handle, Image.open(handle) as image:
             image.load()
             return _to_rgb(image)
     except UnidentifiedImageError as exc:

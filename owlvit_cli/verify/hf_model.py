@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from owlvit_cli.errors import ModelDirError, first_line
-from owlvit_cli.model.model_dir import CONFIG_FILE, check_model_dir
+from owlvit_cli.model.model_dir import CONFIG_FILE, check_model_dir, read_json
 from owlvit_cli.scenic.semantics import MERGED_LAYERNORM_EPSILON
 
 # transformers' Owlv2 image processor pads every image to a square before resizing it, so a
@@ -101,7 +101,7 @@ CONFIG_FIELDS_SET_AT_LOAD = {"transformers_version", "dtype", "torch_dtype"}
 def check_config_read_as_written(directory: Path, loaded: dict[str, Any]) -> None:
     """Every field of config.json must reach the model unchanged: a transformers release that
     renames or reinterprets one would otherwise build a different model without a word."""
-    written = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    written = read_json(directory / CONFIG_FILE, ModelDirError)
     changed = _changed_fields(written, json.loads(json.dumps(loaded)))
     if changed:
         raise ModelDirError(
