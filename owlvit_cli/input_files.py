@@ -55,6 +55,20 @@ def regular_stat(path: Path, error: type[OwlvitError] = BadInputError) -> os.sta
     return info
 
 
+def is_regular_file(path: Path, error: type[OwlvitError] = BadInputError) -> bool:
+    """Whether a regular file is at `path` (links followed): False if nothing is, `error` if
+    something else is, since a pipe or a device where a file belongs is not a missing file."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if stat.S_ISREG(info.st_mode):
+        return True
+    raise error(f"{path} is {file_kind(info.st_mode)}, not a regular file")
+
+
 def open_regular(path: Path, error: type[OwlvitError] = BadInputError) -> int:
     """A read-only descriptor of the regular file `path` names; nothing else is opened."""
     regular_stat(path, error)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from owlvit_cli.errors import ModelDirError, OwlvitError
-from owlvit_cli.input_files import open_regular, read_json_file
+from owlvit_cli.input_files import is_regular_file, open_regular, read_json_file
 from owlvit_cli.json_text import parse_json
 
 # --------------------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def read_model_dir(hf_dir: Path, *, force: bool = False) -> ModelDir:
     warnings_: list[str] = []
     record_path = hf_dir / RECORD_FILE
     record: dict[str, Any] | None = None
-    if not record_path.is_file():
+    if not is_regular_file(record_path, ModelDirError):
         if not force:
             raise ModelDirError(
                 f"{hf_dir} has no {RECORD_FILE}, so it was not written by `owlvit convert`",
@@ -123,7 +123,7 @@ def read_model_dir(hf_dir: Path, *, force: bool = False) -> ModelDir:
 
     verification: dict[str, Any] | None = None
     verification_path = hf_dir / VERIFICATION_FILE
-    if verification_path.is_file():
+    if is_regular_file(verification_path, ModelDirError):
         try:
             verification = read_json(verification_path, ModelDirError)
         except ModelDirError as exc:
@@ -141,7 +141,7 @@ def check_model_dir(hf_dir: Path) -> tuple[dict[str, Any], int, list[str]]:
     if not hf_dir.is_dir():
         raise ModelDirError(f"{hf_dir} is not a directory")
     config_path = hf_dir / CONFIG_FILE
-    if not config_path.is_file():
+    if not is_regular_file(config_path, ModelDirError):
         raise ModelDirError(
             f"{hf_dir} has no {CONFIG_FILE}; it is not a directory written by `owlvit convert`"
         )
@@ -165,17 +165,17 @@ def read_json(path: Path, error: type[OwlvitError]) -> dict[str, Any]:
 
 def _weight_files(hf_dir: Path) -> list[str]:
     """The weight files, checked to exist (a sharded index must not point at missing shards)."""
-    if (hf_dir / WEIGHTS_FILE).is_file():
+    if is_regular_file(hf_dir / WEIGHTS_FILE, ModelDirError):
         return [WEIGHTS_FILE]
     index_path = hf_dir / WEIGHTS_INDEX_FILE
-    if not index_path.is_file():
+    if not is_regular_file(index_path, ModelDirError):
         raise ModelDirError(f"{hf_dir} has no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE}")
     index = read_json(index_path, ModelDirError)
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise ModelDirError(f"{index_path} has no weight_map")
     shards = sorted(set(map(str, weight_map.values())))
-    missing = [shard for shard in shards if not (hf_dir / shard).is_file()]
+    missing = [shard for shard in shards if not is_regular_file(hf_dir / shard, ModelDirError)]
     if missing:
         raise ModelDirError(f"{index_path} lists missing shard(s): {', '.join(missing)}")
     return [WEIGHTS_INDEX_FILE, *shards]

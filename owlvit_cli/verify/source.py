@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from owlvit_cli.errors import ModelDirError, OwlvitError
+from owlvit_cli.input_files import is_regular_file
 from owlvit_cli.model.model_dir import (
     RECORD_FILE,
     WEIGHTS_FILE,
@@ -27,7 +28,7 @@ SHORT_SHA = 12
 def read_record(hf_dir: Path) -> dict[str, Any] | None:
     """The conversion record, or None when HF_DIR has none (converted by other means)."""
     path = hf_dir / RECORD_FILE
-    if not path.is_file():
+    if not is_regular_file(path, ModelDirError):
         return None
     return read_json(path, ModelDirError)
 
