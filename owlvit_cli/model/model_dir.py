@@ -233,7 +233,11 @@ def read_safetensors_header(path: Path) -> tuple[int, int, Any]:
             text = file.read(header_size)
     except OSError as exc:
         raise ModelDirError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return size, header_size, parse_json(text, f"{path}: safetensors header", ModelDirError)
+    return (
+        size,
+        header_size,
+        parse_json(text, f"{path} has a corrupt safetensors header", ModelDirError),
+    )
 
 
 def check_safetensors(path: Path) -> None:
