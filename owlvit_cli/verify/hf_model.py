@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,18 +28,35 @@ from owlvit_cli.scenic.semantics import MERGED_LAYERNORM_EPSILON
 # pipelines (owlvit_cli.scenic.preprocess) cost the model's input size for any aspect ratio.
 PROCESSOR_SQUARE_BYTES = 256 * 2**20
 PROCESSOR_SQUARE_WASTE = 16  # the square is this many times the image's area
+# It then blurs the square (anti-aliasing) with a 2-D Gaussian kernel of 2·ceil(3σ)+1 taps a
+# side, σ = (side / size − 1) / 2: the work grows with the square of the downscale. A
+# 4000×3000 photo at the released sizes (768-1008) costs 6-11 G multiply-adds (20-35 s on a
+# busy 2-core machine); at a 96 px test model's size, some 730 G (4-6 min, 3.5 GB). Past this
+# limit the image is refused or left out as above.
+PROCESSOR_BLUR_LIMIT = 100e9
 
 
-def processor_square_refusal(height: int, width: int) -> str | None:
-    """Why the saved processor should not be run on an image of this size, or None."""
+def processor_square_refusal(
+    height: int, width: int, size: int | None = None, blurs: bool = False
+) -> str | None:
+    """Why the saved processor should not be run on an image of this size, or None; `blurs`
+    says the processor blurs the square before resizing it to `size` (Owlv2's)."""
     side = max(height, width)
     nbytes = side * side * 3 * 4
-    if nbytes <= PROCESSOR_SQUARE_BYTES or side * side < PROCESSOR_SQUARE_WASTE * height * width:
-        return None
-    return (
-        f"the saved transformers processor pads a {width}×{height} image to a {side}×{side} "
-        f"square ({nbytes / 2**30:.1f} GiB of float32) before resizing"
-    )
+    if nbytes > PROCESSOR_SQUARE_BYTES and side * side >= PROCESSOR_SQUARE_WASTE * height * width:
+        return (
+            f"the saved transformers processor pads a {width}×{height} image to a "
+            f"{side}×{side} square ({nbytes / 2**30:.1f} GiB of float32) before resizing"
+        )
+    kernel = 2 * math.ceil(3 * max(0.0, (side / size - 1) / 2)) + 1 if size and blurs else 1
+    work = side * side * 3 * kernel * kernel
+    if work > PROCESSOR_BLUR_LIMIT:
+        return (
+            f"the saved transformers processor blurs a {side}×{side} square with a "
+            f"{kernel}×{kernel} kernel before resizing it to {size}×{size} "
+            f"({work / 1e9:,.0f} G multiply-adds)"
+        )
+    return None
 
 
 def load_hf_model(

@@ -377,3 +377,18 @@ def test_debug_shows_traceback(cli, v2_dir, tmp_path):
 
 
 # --- pictures ---------------------------------------------------------------------------------
+
+
+def test_a_photo_far_larger_than_the_input_is_bounded(v2_dir, tmp_path):
+    """The saved Owlv2 processor blurs the padded square with a kernel that grows with the
+    downscale: a 2400×1800 photo at the tiny model's 64 px would cost some 200 G
+    multiply-adds (many minutes). Processor mode refuses it before loading the model, in one
+    line; scenic's pipelines take it at the cost of its pixels."""
+    image_path = write_noise(tmp_path / "photo.png", 2400, 1800)
+    refused = run_console_script("detect", v2_dir, image_path, "--query", "x")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "blurs a 2400×2400 square" in refused.stderr and "--preprocessing" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    done = run_console_script("detect", v2_dir, image_path, "--query", "x", "--json",
+                              "--preprocessing", "notebook")  # fmt: skip
+    assert done.returncode == 0, done.stderr
