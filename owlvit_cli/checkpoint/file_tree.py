@@ -20,6 +20,9 @@ from pathlib import Path
 from owlvit_cli.errors import CheckpointError
 from owlvit_cli.input_files import file_kind
 
+# Far more than any checkpoint holds (an L/14 train state as per-array zarr folders: a few
+# thousand); a link to `/` or to a home directory is refused instead of walked.
+MAX_TREE_FILES = 100_000
 # What tells a file's content apart (see hashing.py): (device, inode, size, mtime_ns, ctime_ns).
 FileStamp = tuple[int, int, int, int, int]
 
@@ -53,6 +56,11 @@ def scan_tree(root: Path) -> list[TreeFile]:
             names = sorted(os.listdir(directory))
         except OSError as exc:
             raise CheckpointError(f"{directory}: cannot list ({exc.strerror or exc})") from exc
+        if len(files) + len(names) > MAX_TREE_FILES:
+            raise CheckpointError(
+                f"{root} holds more than {MAX_TREE_FILES:,} files (links followed); not a "
+                "checkpoint directory"
+            )
         for name in names:
             path = directory / name
             info = _stat(path)
