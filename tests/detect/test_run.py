@@ -381,13 +381,13 @@ def test_debug_shows_traceback(cli, v2_dir, tmp_path):
 
 def test_a_photo_far_larger_than_the_input_is_bounded(v2_dir, tmp_path):
     """The saved Owlv2 processor blurs the padded square with a kernel that grows with the
-    downscale: a 2400×1800 photo at the tiny model's 64 px would cost some 200 G
+    downscale: a 3000×2000 photo at the tiny model's 64 px would cost some 520 G
     multiply-adds (many minutes). Processor mode refuses it before loading the model, in one
     line; scenic's pipelines take it at the cost of its pixels."""
-    image_path = write_noise(tmp_path / "photo.png", 2400, 1800)
+    image_path = write_noise(tmp_path / "photo.png", 3000, 2000)
     refused = run_console_script("detect", v2_dir, image_path, "--query", "x")
     assert refused.returncode == 2 and refused.stdout == ""
-    assert "blurs a 2400×2400 square" in refused.stderr and "--preprocessing" in refused.stderr
+    assert "blurs a 3000×3000 square" in refused.stderr and "--preprocessing" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     done = run_console_script("detect", v2_dir, image_path, "--query", "x", "--json",
                               "--preprocessing", "notebook")  # fmt: skip
