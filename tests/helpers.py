@@ -12,6 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from owlvit_cli.testing.hold import ENV as HOLD_ENV
 
 DATA = Path(__file__).parent / "data"
 SAMPLE = Path(__file__).parents[1] / "owlvit_cli" / "assets" / "sample.png"
@@ -55,10 +58,6 @@ def held_console_script(
     owlvit_cli/testing/hold.py): whatever the test does next happens at that point, however
     fast or slow the machine is."""
     import time
-
-    import pytest
-
-    from owlvit_cli.testing.hold import ENV as HOLD_ENV
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", HOLD_ENV: f"{point}:{hold}"}
     popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}

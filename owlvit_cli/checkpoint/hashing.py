@@ -18,9 +18,10 @@ through a shared writable memory map, which the kernel time-stamps only at the f
 after each write-back. A digest is what `convert` records as the source's sha256, so the
 memo lives in owlvit's cache directory (`checkpoint/cache.py`) and deleting it only costs time.
 
-A checkpoint directory (Orbax) is hashed as its regular files in sorted relative-path order,
-each as `path NUL size NUL bytes`, so a renamed, resized or edited file changes the digest;
-its identity is the directory's own with every file's identity folded in.
+A checkpoint directory (Orbax) is hashed as its files in sorted relative-path order, each as
+`path NUL size NUL bytes`, so a renamed, resized or edited file changes the digest; links are
+followed as the reader follows them (`file_tree`), so what is hashed is what is read. Its
+identity is the directory's own with every file's identity folded in.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from owlvit_cli.checkpoint.cache import cache_root
+from owlvit_cli.checkpoint.file_tree import scan_tree
 from owlvit_cli.errors import BadInputError, OwlvitError
+from owlvit_cli.input_files import open_regular, read_limited
 from owlvit_cli.progress import NO_PROGRESS, Progress
 
 HASH_CHUNK = 8 << 20
@@ -64,18 +67,18 @@ class FileHasher(threading.Thread):
         try:
             hasher = hashlib.sha256()
             if self.path.is_dir():
-                for relative, file in tree_files(self.path):
-                    header = f"{relative}\0{file.stat().st_size}\0"
+                for file in scan_tree(self.path):
+                    header = f"{file.relative}\0{file.size}\0"
                     hasher.update(header.encode("utf-8", "surrogateescape"))
-                    self._hash_file(hasher, file)
+                    self._hash_file(hasher, file.path)
             else:
                 self._hash_file(hasher, self.path)
             self._digest = hasher.hexdigest()
-        except OSError as exc:  # reported by digest(), in the caller's thread
+        except (OSError, OwlvitError) as exc:  # reported by digest(), in the caller's thread
             self._error = exc
 
     def _hash_file(self, hasher: Any, path: Path) -> None:
-        with path.open("rb") as handle:
+        with open(open_regular(path), "rb") as handle:
             while chunk := handle.read(HASH_CHUNK):
                 hasher.update(chunk)
                 self.hashed += len(chunk)
@@ -96,7 +99,7 @@ class FileHasher(threading.Thread):
 
     def _wait(self, progress: Progress) -> None:
         with progress.step("hashing the checkpoint (sha256)") as step:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, OwlvitError):
                 step.set_total(total_size(self.path), "bytes")
             shown = 0
             while self.is_alive():
@@ -195,21 +198,11 @@ class OrderedHasher(FileHasher):
             start += len(chunk)
 
 
-def tree_files(root: Path) -> list[tuple[str, Path]]:
-    """(relative posix path, path) of every regular file under `root`, sorted by the former."""
-    files = []
-    for directory, _, names in os.walk(root):
-        for name in names:
-            path = Path(directory, name)
-            if path.is_file() and not path.is_symlink():
-                files.append((path.relative_to(root).as_posix(), path))
-    return sorted(files)
-
-
 def total_size(path: Path) -> int:
-    """Bytes hashed for `path`: the file's size, or a directory's regular files together."""
+    """Bytes hashed for `path`: the file's size, or a directory's files together (links
+    followed)."""
     if path.is_dir():
-        return sum(file.stat().st_size for _, file in tree_files(path))
+        return sum(file.size for file in scan_tree(path))
     return path.stat().st_size
 
 
@@ -230,19 +223,19 @@ def file_identity(path: Path) -> Identity | None:
         info = os.stat(path)
         if not path.is_dir():
             return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, "")
-        files = [(name, os.stat(file)) for name, file in tree_files(path)]
-    except OSError:
+        files = scan_tree(path)
+    except (OSError, OwlvitError):
         return None
     inside = hashlib.sha256()
-    for name, st in files:
-        fields = (name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    for file in files:
+        fields = (file.relative, *file.stamp)
         inside.update("\0".join(map(str, fields)).encode("utf-8", "surrogateescape") + b"\n")
     return (
         info.st_dev,
         info.st_ino,
-        sum(st.st_size for _, st in files),
-        max([info.st_mtime_ns, *(st.st_mtime_ns for _, st in files)]),
-        max([info.st_ctime_ns, *(st.st_ctime_ns for _, st in files)]),
+        sum(file.size for file in files),
+        max([info.st_mtime_ns, *(file.stamp[3] for file in files)]),
+        max([info.st_ctime_ns, *(file.stamp[4] for file in files)]),
         inside.hexdigest(),
     )
 
@@ -270,8 +263,8 @@ def remember_digest(path: Path, identity: Identity | None, started_ns: int, valu
 def remembered_digest(identity: Identity | None) -> str | None:
     if identity is None:
         return None
-    with contextlib.suppress(OSError, ValueError):
-        known = _memo_path(identity).read_text().strip()
+    with contextlib.suppress(OwlvitError, ValueError):
+        known = read_limited(_memo_path(identity), 256).decode().strip()
         if len(known) == 64 and int(known, 16) >= 0:
             return known
     return None

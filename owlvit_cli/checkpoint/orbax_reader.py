@@ -6,21 +6,26 @@ own folder, or, with OCDBT (orbax's default), a key in one database under `manif
 and `d/`. Listing reads `_METADATA` and each param's zarr header only (shape, dtype), never
 array data; a tensor's data is read by tensorstore when asked for, one array at a time.
 tensorstore is imported here only, so commands on msgpack files never pay for it.
+
+The whole tree is listed first (`file_tree`): what is not a regular file is refused before
+tensorstore could open it, and the stat of every file is kept to refuse a result made from a
+directory that was rewritten while it was read (`check_unchanged`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from owlvit_cli.checkpoint.hashing import total_size
+from owlvit_cli.checkpoint.file_tree import TreeFile, changed_files, scan_tree
 from owlvit_cli.checkpoint.msgpack_index import itemsize, numpy_dtype
 from owlvit_cli.checkpoint.reader import Checkpoint, index_params
 from owlvit_cli.errors import CheckpointError, first_line
+from owlvit_cli.input_files import JSON_LIMIT, METADATA_LIMIT, read_json_file, read_limited
+from owlvit_cli.json_text import parse_json
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,6 +77,7 @@ class OrbaxCheckpoint(Checkpoint):
 
     format: str = "orbax"
     _store: _Store | None = None
+    _files: list[TreeFile] = field(default_factory=list)
 
     def read(self, path: str, dtype: np.dtype | str | None = None) -> np.ndarray:
         if self._store is None:
@@ -84,29 +90,34 @@ class OrbaxCheckpoint(Checkpoint):
     def close(self) -> None:
         self._store = None
 
+    def check_unchanged(self) -> None:
+        """Refuse a result made from a directory whose files changed while it was read."""
+        changed = changed_files(self._files, self.path)
+        if changed:
+            shown = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
+            raise CheckpointError(f"{self.path} changed while being read ({shown}); run again")
+
 
 def open_orbax(path: Path) -> OrbaxCheckpoint:
     """Index an Orbax checkpoint directory from its metadata, or say what is wrong with it."""
-    metadata = _read_metadata(path)
+    files = scan_tree(path)
+    names = {file.relative for file in files}
+    metadata = _read_metadata(path, names)
     tree = _leaf_tree(path, metadata)
-    store = _Store(path, metadata)
+    store = _Store(path, metadata, names)
     fields = index_params(path, tree, OrbaxLeaf, store.describe)
-    return OrbaxCheckpoint(path, total_size(path), **fields, _store=store)
+    size = sum(file.size for file in files)
+    return OrbaxCheckpoint(path, size, **fields, _store=store, _files=files)
 
 
-def _read_metadata(path: Path) -> dict[str, Any]:
+def _read_metadata(path: Path, names: set[str]) -> dict[str, Any]:
     file = path / METADATA_FILE
-    try:
-        metadata = json.loads(file.read_bytes())
-    except FileNotFoundError as exc:
+    if METADATA_FILE not in names:
         raise CheckpointError(
             f"{path}: Orbax checkpoint without {METADATA_FILE} (unfinished save, or written "
             "by an orbax too old to record its tree)"
-        ) from exc
-    except OSError as exc:
-        raise CheckpointError(f"{file}: cannot read ({exc.strerror or exc})") from exc
-    except ValueError as exc:  # JSON and UTF-8 errors
-        raise CheckpointError(f"{file}: corrupt metadata ({exc})") from exc
+        )
+    metadata = read_json_file(file, METADATA_LIMIT, CheckpointError)
     if not isinstance(metadata, dict) or not isinstance(metadata.get("tree_metadata"), dict):
         raise CheckpointError(f"{file}: corrupt metadata (no tree_metadata)")
     return metadata
@@ -143,6 +154,7 @@ class _Store:
 
     path: Path
     metadata: dict[str, Any]
+    names: set[str]  # every file's path relative to `path` (`scan_tree`)
     zarr3: bool = False
     ocdbt: bool = False
     _context: Any = field(default=None, repr=False)
@@ -151,7 +163,7 @@ class _Store:
 
     def __post_init__(self) -> None:
         self.zarr3 = bool(self.metadata.get("use_zarr3"))
-        self.ocdbt = (self.path / OCDBT_MANIFEST).exists()
+        self.ocdbt = OCDBT_MANIFEST in self.names
         if self.metadata.get("use_ocdbt") and not self.ocdbt:
             raise CheckpointError(
                 f"{self.path}: written with OCDBT but {OCDBT_MANIFEST} is missing"
@@ -171,13 +183,9 @@ class _Store:
         }
 
     def _file_header(self, name: str) -> bytes:
-        file = self.path / name / self.header_name
-        try:
-            return file.read_bytes()
-        except FileNotFoundError as exc:
-            raise CheckpointError(f"{self.path}: array {name!r} is missing") from exc
-        except OSError as exc:
-            raise CheckpointError(f"{file}: cannot read ({exc.strerror or exc})") from exc
+        if f"{name}/{self.header_name}" not in self.names:
+            raise CheckpointError(f"{self.path}: array {name!r} is missing")
+        return read_limited(self.path / name / self.header_name, JSON_LIMIT, CheckpointError)
 
     def _ocdbt_headers(self, names: list[str]) -> list[bytes]:
         try:
@@ -194,11 +202,11 @@ class _Store:
         return [bytes(result.value) for result in results]
 
     def _array(self, name: str, header: bytes) -> OrbaxArray:
+        meta = parse_json(header, f"{self.path}: array {name!r} header", CheckpointError)
         try:
-            meta = json.loads(header)
             shape = tuple(int(n) for n in meta["shape"])
             dtype = str(meta["data_type"]) if self.zarr3 else ZARR2_DTYPES.get(meta["dtype"], "")
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
             raise CheckpointError(f"{self.path}: array {name!r} has a corrupt header") from exc
         if dtype not in ZARR2_DTYPES.values():
             raise CheckpointError(f"{self.path}: array {name!r} has an unsupported dtype")

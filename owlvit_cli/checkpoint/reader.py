@@ -27,6 +27,7 @@ from owlvit_cli.checkpoint.msgpack_index import ArrayRecord, PagedFile, index_ms
 from owlvit_cli.checkpoint.prefetch import Prefetcher, start_prefetch
 from owlvit_cli.checkpoint.workdir import directory_error, resolve_checkpoint
 from owlvit_cli.errors import CheckpointError
+from owlvit_cli.input_files import open_regular
 from owlvit_cli.model.tree import flatten, nest
 
 if TYPE_CHECKING:
@@ -248,34 +249,11 @@ def _identity(info: os.stat_result) -> tuple[int, int, int]:
 
 def _open_regular(path: Path) -> int:
     """A descriptor of a regular file. Anything else is refused before it is opened for
-    reading: a FIFO (or /dev/stdin) would block forever or read as empty, a device never ends.
-    O_NONBLOCK keeps even a FIFO swapped in after the check from blocking the open."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    if stat.S_ISDIR(info.st_mode):
-        raise CheckpointError(directory_error(path))
-    if not stat.S_ISREG(info.st_mode):
-        raise CheckpointError(f"{path} is {_file_kind(info.st_mode)}, not a checkpoint file")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except PermissionError as exc:
-        raise CheckpointError(f"{path}: permission denied") from exc
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise CheckpointError(f"{path} is not a regular file")
-    return fd
-
-
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISFIFO, "a pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
+    reading: a FIFO (or /dev/stdin) would block forever or read as empty, a device never ends."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            raise CheckpointError(directory_error(path))
+    return open_regular(path, CheckpointError)
 
 
 _MAGIC_HINTS = (

@@ -51,6 +51,7 @@ from owlvit_cli.model.model_dir import FLAVORS, RECORD_FILE, TOOL_NAME, WEIGHTS_
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.model.written_files import WRITTEN_KEY, describe_written, unproven_files
 from owlvit_cli.progress import NO_PROGRESS, Progress
+from owlvit_cli.testing.hold import hold_point
 
 LIBRARIES = ("transformers", "torch", "safetensors", "numpy", "huggingface_hub", "jax", "flax")
 
@@ -343,8 +344,11 @@ def convert_checkpoint(
                     step.set_total(sum(t.nbytes(dtype) for t in tensors), "bytes")
                     write_model_files(tmp, tensors, dtype, shard_bytes, step.advance, observer)
                 hf_files.result()
-                ckpt.check_unchanged()
-                digest = hasher.digest(progress)
+                hold_point("convert-read")
+                try:
+                    digest = hasher.digest(progress)
+                finally:  # after the hash, which read the same files (and failed if they went)
+                    ckpt.check_unchanged()
                 record = conversion_record(ckpt, spec, plan, digest, choice)
                 record[WRITTEN_KEY] = describe_written(tmp, os.listdir(tmp))
                 (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")

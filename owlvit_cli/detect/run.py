@@ -170,11 +170,17 @@ def validate_preprocessing(preprocessing: str) -> str:
     return preprocessing
 
 
-def check_processor_can_take(image: np.ndarray, preprocessing: str) -> None:
-    """The saved processor builds the padded square; refuse a sliver rather than hang on it."""
+def check_processor_can_take(
+    image: np.ndarray, preprocessing: str, config: dict[str, Any], version: int
+) -> None:
+    """The saved processor builds the padded square (and v2's blurs it): refuse a sliver, or a
+    photo far larger than the model's input, rather than hang on it."""
     from owlvit_cli.verify.hf_model import processor_square_refusal
 
-    why = processor_square_refusal(*image.shape[:2])
+    vision = config.get("vision_config")
+    size = vision.get("image_size") if isinstance(vision, dict) else None
+    size = size if isinstance(size, int) and size > 0 else None
+    why = processor_square_refusal(*image.shape[:2], size, blurs=version == 2)
     if preprocessing == "processor" and why:
         raise BadInputError(why, hint="use --preprocessing notebook or evaluator")
 
@@ -317,12 +323,12 @@ def detect(
     max_detections = validate_max_detections(max_detections)
     nms_threshold = validate_threshold(nms_threshold, "NMS threshold")
     preprocessing = validate_preprocessing(preprocessing)
-    check_model_dir(hf_dir)
+    config, version, _ = check_model_dir(hf_dir)
     image = load_image(image_path)
     query_image = None if image_query is None else load_image(image_query)
     for picture in (image, query_image):
         if picture is not None:
-            check_processor_can_take(picture, preprocessing)
+            check_processor_can_take(picture, preprocessing, config, version)
     how = {"preprocessing": preprocessing, "clip_to_image": clip_to_image}
     warnings: list[str] = []
     if detector is None:

@@ -7,7 +7,7 @@ command can call `read_model_dir` or `check_complete` for the same answers.
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from owlvit_cli.errors import ModelDirError, OwlvitError
+from owlvit_cli.input_files import is_regular_file, open_regular, read_json_file
+from owlvit_cli.json_text import parse_json
 
 # --------------------------------------------------------------------------------------------
 # The contract: every file name and every name that differs between OWL versions, once.
@@ -102,7 +104,7 @@ def read_model_dir(hf_dir: Path, *, force: bool = False) -> ModelDir:
     warnings_: list[str] = []
     record_path = hf_dir / RECORD_FILE
     record: dict[str, Any] | None = None
-    if not record_path.is_file():
+    if not is_regular_file(record_path, ModelDirError):
         if not force:
             raise ModelDirError(
                 f"{hf_dir} has no {RECORD_FILE}, so it was not written by `owlvit convert`",
@@ -121,7 +123,7 @@ def read_model_dir(hf_dir: Path, *, force: bool = False) -> ModelDir:
 
     verification: dict[str, Any] | None = None
     verification_path = hf_dir / VERIFICATION_FILE
-    if verification_path.is_file():
+    if is_regular_file(verification_path, ModelDirError):
         try:
             verification = read_json(verification_path, ModelDirError)
         except ModelDirError as exc:
@@ -139,7 +141,7 @@ def check_model_dir(hf_dir: Path) -> tuple[dict[str, Any], int, list[str]]:
     if not hf_dir.is_dir():
         raise ModelDirError(f"{hf_dir} is not a directory")
     config_path = hf_dir / CONFIG_FILE
-    if not config_path.is_file():
+    if not is_regular_file(config_path, ModelDirError):
         raise ModelDirError(
             f"{hf_dir} has no {CONFIG_FILE}; it is not a directory written by `owlvit convert`"
         )
@@ -155,10 +157,7 @@ def check_model_dir(hf_dir: Path) -> tuple[dict[str, Any], int, list[str]]:
 
 
 def read_json(path: Path, error: type[OwlvitError]) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise error(f"cannot read {path}: {exc}") from None
+    data = read_json_file(path, error=error)
     if not isinstance(data, dict):
         raise error(f"{path} does not hold a JSON object")
     return data
@@ -166,17 +165,17 @@ def read_json(path: Path, error: type[OwlvitError]) -> dict[str, Any]:
 
 def _weight_files(hf_dir: Path) -> list[str]:
     """The weight files, checked to exist (a sharded index must not point at missing shards)."""
-    if (hf_dir / WEIGHTS_FILE).is_file():
+    if is_regular_file(hf_dir / WEIGHTS_FILE, ModelDirError):
         return [WEIGHTS_FILE]
     index_path = hf_dir / WEIGHTS_INDEX_FILE
-    if not index_path.is_file():
+    if not is_regular_file(index_path, ModelDirError):
         raise ModelDirError(f"{hf_dir} has no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE}")
     index = read_json(index_path, ModelDirError)
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise ModelDirError(f"{index_path} has no weight_map")
     shards = sorted(set(map(str, weight_map.values())))
-    missing = [shard for shard in shards if not (hf_dir / shard).is_file()]
+    missing = [shard for shard in shards if not is_regular_file(hf_dir / shard, ModelDirError)]
     if missing:
         raise ModelDirError(f"{index_path} lists missing shard(s): {', '.join(missing)}")
     return [WEIGHTS_INDEX_FILE, *shards]
@@ -218,22 +217,32 @@ def check_complete(hf_dir: Path, weights: list[str] | None = None) -> None:
         read_json(path, ModelDirError)
 
 
-def check_safetensors(path: Path) -> None:
-    """A non-empty file whose header parses and whose tensors fill the data exactly."""
+def read_safetensors_header(path: Path) -> tuple[int, int, Any]:
+    """(file size, header length, parsed header) of a safetensors file, the header length
+    checked against the file and the format's limit before the header is read."""
+    fd = open_regular(path, ModelDirError)
     try:
-        size = path.stat().st_size
-        with path.open("rb") as file:
+        with open(fd, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
             prefix = file.read(8)
             header_size = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else None
             if header_size is None or not 0 < header_size <= min(SAFETENSORS_MAX_HEADER, size - 8):
                 raise ModelDirError(
                     f"{path} is not a safetensors file ({size} bytes, no valid header)"
                 )
-            header = json.loads(file.read(header_size))
+            text = file.read(header_size)
     except OSError as exc:
-        raise ModelDirError(f"cannot read {path}: {exc}") from None
-    except (UnicodeDecodeError, ValueError):
-        raise ModelDirError(f"{path} has a corrupt safetensors header") from None
+        raise ModelDirError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return (
+        size,
+        header_size,
+        parse_json(text, f"{path} has a corrupt safetensors header", ModelDirError),
+    )
+
+
+def check_safetensors(path: Path) -> None:
+    """A non-empty file whose header parses and whose tensors fill the data exactly."""
+    size, header_size, header = read_safetensors_header(path)
     tensors = (
         {k: v for k, v in header.items() if k != "__metadata__"} if isinstance(header, dict) else {}
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from owlvit_cli.errors import OwlvitError
+from owlvit_cli.input_files import read_json_file
 from owlvit_cli.model.model_dir import FLAVORS, PROCESSOR_FILES, ModelDir
 
 PIPELINE_TAG = "zero-shot-object-detection"
@@ -141,8 +143,8 @@ def card_caveats(model_dir: ModelDir) -> list[str]:
 def _image_processor_class(model_dir: ModelDir) -> str | None:
     for name in PROCESSOR_FILES:
         try:
-            data = json.loads((model_dir.path / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = read_json_file(model_dir.path / name)
+        except OwlvitError:
             continue
         if isinstance(data, dict):
             nested = data.get("image_processor")

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from owlvit_cli import __version__
 from owlvit_cli.errors import BadInputError, CheckFailedError, HubError, OwlvitError
+from owlvit_cli.input_files import read_limited
 from owlvit_cli.model.model_dir import (
     CARD_FILE,
     MODEL_NAMES,
@@ -192,7 +193,7 @@ def plan_push(
         return plan
     if existing_card.is_file() and not overwrite_card:
         plan.card_source = "existing"
-        plan.card_text = existing_card.read_text(encoding="utf-8", errors="replace")
+        plan.card_text = read_limited(existing_card).decode("utf-8", errors="replace")
         if license_ is not None:
             plan.warnings.append(
                 f"--license ignored: keeping the existing {CARD_FILE} "

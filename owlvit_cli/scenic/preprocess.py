@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from owlvit_cli.errors import BadInputError
+from owlvit_cli.input_files import open_regular
 
 Pipeline = Literal["notebook", "evaluator"]
 PIPELINES: tuple[Pipeline, ...] = ("notebook", "evaluator")
@@ -37,6 +38,7 @@ PAD_VALUE = PAD_VALUES["notebook"]
 # scipy.ndimage.gaussian_filter's default truncation, which skimage's resize inherits.
 GAUSSIAN_TRUNCATE = 4.0
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+PASS_BAND_ELEMENTS = 1 << 22  # of a photo converted to float32 at a time (16 MB)
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -47,12 +49,9 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     dropped (not composited), as Pillow's RGB conversion does.
     """
     file_path = Path(path)
-    if not file_path.exists():
-        raise BadInputError(f"{file_path}: no such file")
-    if file_path.is_dir():
-        raise BadInputError(f"{file_path} is a directory, not an image")
+    fd = open_regular(file_path)  # a FIFO or a device is refused, not waited on
     try:
-        with Image.open(file_path) as image:
+        with open(fd, "rb") as handle, Image.open(handle) as image:
             image.load()
             return _to_rgb(image)
     except UnidentifiedImageError as exc:
@@ -113,46 +112,76 @@ def scenic_preprocess(image_uint8: np.ndarray, size: int) -> np.ndarray:
 
 
 def notebook_preprocess(image_uint8: np.ndarray, size: int) -> np.ndarray:
-    image = image_uint8.astype(np.float32)
-    image /= np.float32(255.0)  # in place: one float copy of a possibly large photo
-    return resize_padded_antialiased(image, size, PAD_VALUES["notebook"])
+    return resize_padded_antialiased(image_uint8, size, PAD_VALUES["notebook"])
 
 
 def resize_padded_antialiased(image: np.ndarray, size: int, pad_value: float) -> np.ndarray:
     """`skimage.transform.resize(pad_to_square(image, pad_value), (size, size),
-    anti_aliasing=True)` for a float32 [H, W, C] image, without building the square.
+    anti_aliasing=True)` for a float32 [H, W, C] image (or a uint8 one, read as float32
+    `value / 255`, scenic's `image.astype(np.float32) / 255`), without building the square.
 
     Pad, filter and interpolate are linear, so with A the [size, L] operator of one axis
     (L = max(H, W)), the result per channel is A_y P A_xᵀ for the padded P. Split P into the
     image block and the constant: A_y[:, :H] I A_x[:, :W]ᵀ + pad (r_y r_xᵀ − r_y,H r_x,Wᵀ),
     with r the row sums of A over all L columns and over the image's columns. The padding's
     effect near the border (what the Gaussian and the interpolation pull in) is thereby exact.
-    The first pass runs in the image's float32, the second in float64 (≤ ~1e-7 from skimage,
-    which also stores float32 between its passes).
+    The first pass runs in float32, the second in float64 (≤ ~1e-7 from skimage, which also
+    stores float32 between its passes).
     """
     height, width = image.shape[:2]
     side = max(height, width)
-    op_y, op_x = (_axis_operator(side, size, n) for n in (height, width))
-    first, second = (0, op_y), (1, op_x)
-    if width > height:  # contract the longer axis first: the intermediate is the smaller one
-        first, second = second, first
-    # The first pass reads the whole image: in its float32 (as skimage's passes store their
-    # results), so no float64 copy of a large photo is made; the second is on [size, n].
-    result = _apply_axis(_apply_axis(image, first[0], first[1].astype(image.dtype)), *second)
+    ops = [_axis_operator(side, size, n) for n in (height, width)]
+    # The longer axis first: its pass reads the whole image and leaves the smaller
+    # intermediate [size, short, C]; the shorter axis second, on that intermediate alone.
+    long_axis = 0 if height >= width else 1
+    first = _long_axis_pass(image, long_axis, ops[long_axis].astype(np.float32))
+    result = _apply_axis(first, 1, ops[1 - long_axis])
+    if long_axis == 1:
+        result = result.transpose(1, 0, 2)
     if side != height or side != width:
         full_y, part_y = _row_sums(side, size, height)
         full_x, part_x = _row_sums(side, size, width)
         result += pad_value * (np.outer(full_y, full_x) - np.outer(part_y, part_x))[..., None]
-    low, high = float(image.min()), float(image.max())
+    extent = _as_float32(np.array([image.min(), image.max()], image.dtype))
+    low, high = float(extent[0]), float(extent[1])
     if side != height or side != width:
         low, high = min(low, pad_value), max(high, pad_value)
     return np.clip(result, low, high).astype(np.float32)
 
 
+def _long_axis_pass(image: np.ndarray, axis: int, operator: Any) -> np.ndarray:
+    """`operator @ image` along `axis`, in float32, as [size, other axis, C]: the one pass
+    over the whole photo. It goes a band of the other axis at a time, each band moved into
+    place and converted to float32 on its own, so no float (or transposed) copy of a
+    12 Mpx photo is made: allocating and filling those took seconds on a busy machine.
+    Each output is the same sum of the same products as in one product over the whole."""
+    moved = np.moveaxis(image, axis, 0)  # [long, other, C]
+    long, other = moved.shape[:2]
+    out = np.empty((operator.shape[0], *moved.shape[1:]), np.float32)
+    step = max(1, PASS_BAND_ELEMENTS // max(1, long * moved[0, 0].size))
+    for start in range(0, other, step):
+        band = _as_float32(moved[:, start : start + step])
+        out[:, start : start + step] = (operator @ band.reshape(long, -1)).reshape(
+            operator.shape[0], *band.shape[1:]
+        )
+    return out
+
+
+def _as_float32(values: np.ndarray) -> np.ndarray:
+    """Pixels as scenic reads them: uint8 → `astype(float32) / 255`; float32 as they are."""
+    if values.dtype != np.uint8:
+        return np.ascontiguousarray(values, np.float32)
+    converted = values.astype(np.float32)
+    converted /= np.float32(255.0)
+    return converted
+
+
 def _apply_axis(array: np.ndarray, axis: int, operator: Any) -> np.ndarray:
     """`operator @ array` along `axis` (a sparse [out, n] matrix on an axis of length n)."""
     moved = np.moveaxis(array, axis, 0)
-    flat = operator @ moved.reshape(moved.shape[0], -1)
+    # One copy, into the operator's dtype: scipy multiplies mixed dtypes several times
+    # slower than it converts them.
+    flat = operator @ np.ascontiguousarray(moved, operator.dtype).reshape(moved.shape[0], -1)
     return np.moveaxis(np.asarray(flat).reshape(operator.shape[0], *moved.shape[1:]), 0, axis)
 
 

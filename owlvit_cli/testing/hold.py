@@ -8,7 +8,8 @@ deleting FILE. With `POINT@gc:FILE` the wait happens inside a garbage-collection
 where jax's own GC callback runs (how a Ctrl-C could once be swallowed). Without the variable
 the hook costs one dictionary lookup. Not an interface for users.
 
-Points: `convert-before-rename` (the temporary output directory is complete, not yet renamed
+Points: `convert-read` (every tensor read and written, the checkpoint not yet checked for
+changes), `convert-before-rename` (the temporary output directory is complete, not yet renamed
 into place), `verify-paired` (HF_DIR's source checked, no model loaded yet) and
 `verify-compared` (both models ran, nothing written yet).
 """

@@ -220,10 +220,12 @@ def processor_drift(
     from owlvit_cli.verify.inputs import normalize_pixels
 
     keep = [i for i, raw in enumerate(inputs.raw_images) if raw is not None]
+    size = inputs.scenic_pixels.shape[1]
+    blurs = type(processor.image_processor).__name__.startswith("Owlv2")
     skipped = {
         Path(inputs.images[i]).name: why
         for i in keep
-        if (why := processor_square_refusal(*inputs.raw_images[i].shape[:2]))
+        if (why := processor_square_refusal(*inputs.raw_images[i].shape[:2], size, blurs))
     }
     keep = [i for i in keep if Path(inputs.images[i]).name not in skipped]
     if not keep:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from owlvit_cli.errors import ModelDirError, first_line
-from owlvit_cli.model.model_dir import CONFIG_FILE, check_model_dir
+from owlvit_cli.model.model_dir import CONFIG_FILE, check_model_dir, read_json
 from owlvit_cli.scenic.semantics import MERGED_LAYERNORM_EPSILON
 
 # transformers' Owlv2 image processor pads every image to a square before resizing it, so a
@@ -27,18 +28,36 @@ from owlvit_cli.scenic.semantics import MERGED_LAYERNORM_EPSILON
 # pipelines (owlvit_cli.scenic.preprocess) cost the model's input size for any aspect ratio.
 PROCESSOR_SQUARE_BYTES = 256 * 2**20
 PROCESSOR_SQUARE_WASTE = 16  # the square is this many times the image's area
+# It then blurs the square (anti-aliasing) with a 2-D Gaussian kernel of 2·ceil(3σ)+1 taps a
+# side, σ = (side / size − 1) / 2: the work grows with the square of the downscale. A
+# 4000×3000 photo at the released sizes (768-1008) costs 6-11 G multiply-adds (20-35 s on a
+# busy 2-core machine), an 8000×6000 one (48 Mpx) 100-185 G; at a 96 px test model's size a
+# 4000×3000 photo costs some 730 G (4-6 min, 3.5 GB). Past this limit the image is refused
+# or left out as above.
+PROCESSOR_BLUR_LIMIT = 200e9
 
 
-def processor_square_refusal(height: int, width: int) -> str | None:
-    """Why the saved processor should not be run on an image of this size, or None."""
+def processor_square_refusal(
+    height: int, width: int, size: int | None = None, blurs: bool = False
+) -> str | None:
+    """Why the saved processor should not be run on an image of this size, or None; `blurs`
+    says the processor blurs the square before resizing it to `size` (Owlv2's)."""
     side = max(height, width)
     nbytes = side * side * 3 * 4
-    if nbytes <= PROCESSOR_SQUARE_BYTES or side * side < PROCESSOR_SQUARE_WASTE * height * width:
-        return None
-    return (
-        f"the saved transformers processor pads a {width}×{height} image to a {side}×{side} "
-        f"square ({nbytes / 2**30:.1f} GiB of float32) before resizing"
-    )
+    if nbytes > PROCESSOR_SQUARE_BYTES and side * side >= PROCESSOR_SQUARE_WASTE * height * width:
+        return (
+            f"the saved transformers processor pads a {width}×{height} image to a "
+            f"{side}×{side} square ({nbytes / 2**30:.1f} GiB of float32) before resizing"
+        )
+    kernel = 2 * math.ceil(3 * max(0.0, (side / size - 1) / 2)) + 1 if size and blurs else 1
+    work = side * side * 3 * kernel * kernel
+    if work > PROCESSOR_BLUR_LIMIT:
+        return (
+            f"the saved transformers processor blurs a {side}×{side} square with a "
+            f"{kernel}×{kernel} kernel before resizing it to {size}×{size} "
+            f"({work / 1e9:,.0f} G multiply-adds)"
+        )
+    return None
 
 
 def load_hf_model(
@@ -101,7 +120,7 @@ CONFIG_FIELDS_SET_AT_LOAD = {"transformers_version", "dtype", "torch_dtype"}
 def check_config_read_as_written(directory: Path, loaded: dict[str, Any]) -> None:
     """Every field of config.json must reach the model unchanged: a transformers release that
     renames or reinterprets one would otherwise build a different model without a word."""
-    written = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    written = read_json(directory / CONFIG_FILE, ModelDirError)
     changed = _changed_fields(written, json.loads(json.dumps(loaded)))
     if changed:
         raise ModelDirError(

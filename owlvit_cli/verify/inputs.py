@@ -4,14 +4,17 @@ transformers form."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from owlvit_cli.errors import BadInputError
+from owlvit_cli.errors import BadInputError, first_line
+from owlvit_cli.input_files import open_regular
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.scenic import preprocess, semantics
 
@@ -108,18 +111,39 @@ def prepare_inputs(spec: ModelSpec, options: VerifyOptions) -> VerifyInputs:
 
 
 def load_pixel_array(path: Path, size: int) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise BadInputError(f"{path}: not a readable .npy array ({exc})") from exc
-    if not isinstance(array, np.ndarray):  # np.load opens an .npz archive whatever its name
-        array.close()
-        raise BadInputError(f"{path} is an .npz archive, not a .npy array; save one array")
-    if array.shape != (size, size, 3) or not np.issubdtype(array.dtype, np.floating):
-        raise BadInputError(
-            f"{path}: expected a float array of shape [{size}, {size}, 3] in [0, 1] "
-            f"(this model's input size), got {array.dtype} {list(array.shape)}"
-        )
+    """The [size, size, 3] float array saved in `path`. Its header is checked before any data
+    is read: a small file may declare any shape, and is not taken at its word."""
+    with open(open_regular(path), "rb") as handle:
+        try:
+            array = _read_npy(handle, path, size)
+        except (OSError, ValueError, EOFError) as exc:
+            raise BadInputError(f"{path}: not a readable .npy array ({first_line(exc)})") from exc
     if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
         raise BadInputError(f"{path}: pixel values must be finite and in [0, 1]")
     return array.astype(np.float32)
+
+
+def _read_npy(handle: BinaryIO, path: Path, size: int) -> np.ndarray:
+    from numpy.lib import format as npy
+
+    if handle.read(4) == b"PK\x03\x04":
+        raise BadInputError(f"{path} is an .npz archive, not a .npy array; save one array")
+    handle.seek(0)
+    version = npy.read_magic(handle)
+    if version not in ((1, 0), (2, 0)):  # 3.0 only for structured dtypes: never pixels
+        raise ValueError(f"format version {version[0]}.{version[1]}")
+    read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+    shape, _, dtype = read_header(handle)
+    if shape != (size, size, 3) or not np.issubdtype(dtype, np.floating):
+        raise BadInputError(
+            f"{path}: expected a float array of shape [{size}, {size}, 3] in [0, 1] "
+            f"(this model's input size), got {dtype} {list(shape)}"
+        )
+    data_bytes = os.fstat(handle.fileno()).st_size - handle.tell()
+    if data_bytes != size * size * 3 * dtype.itemsize:
+        raise BadInputError(
+            f"{path}: its header declares {dtype} {list(shape)}, but the file holds "
+            f"{data_bytes:,} bytes of data"
+        )
+    handle.seek(0)
+    return npy.read_array(handle, allow_pickle=False)

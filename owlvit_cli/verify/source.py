@@ -9,17 +9,17 @@ as what it is.
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 from typing import Any
 
-from owlvit_cli.errors import ModelDirError
+from owlvit_cli.errors import ModelDirError, OwlvitError
+from owlvit_cli.input_files import is_regular_file
 from owlvit_cli.model.model_dir import (
     RECORD_FILE,
     WEIGHTS_FILE,
     WEIGHTS_INDEX_FILE,
     read_json,
+    read_safetensors_header,
 )
 
 SHORT_SHA = 12
@@ -28,7 +28,7 @@ SHORT_SHA = 12
 def read_record(hf_dir: Path) -> dict[str, Any] | None:
     """The conversion record, or None when HF_DIR has none (converted by other means)."""
     path = hf_dir / RECORD_FILE
-    if not path.is_file():
+    if not is_regular_file(path, ModelDirError):
         return None
     return read_json(path, ModelDirError)
 
@@ -63,23 +63,16 @@ def _first_weights_file(hf_dir: Path) -> Path:
         return single
     index = hf_dir / WEIGHTS_INDEX_FILE
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        weight_map = read_json(index, ModelDirError)["weight_map"]
         return hf_dir / sorted(set(weight_map.values()))[0]
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (OwlvitError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ModelDirError(
             f"{hf_dir}: no readable {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE}"
         ) from exc
 
 
 def _safetensors_header(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            if length > 100_000_000:
-                raise ValueError(f"header length {length}")
-            header = json.loads(handle.read(length))
-    except (OSError, ValueError, struct.error) as exc:
-        raise ModelDirError(f"{path}: not a readable safetensors file ({exc})") from None
+    _, _, header = read_safetensors_header(path)
     if not isinstance(header, dict):
         raise ModelDirError(f"{path}: not a readable safetensors file")
     return header

@@ -5,7 +5,9 @@ conversions, workdirs of several steps, and bad directories refused in one line.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,7 +27,12 @@ from owlvit_cli.testing.fixtures import (
     write_checkpoint,
     write_orbax_checkpoint,
 )
-from tests.helpers import REFERENCE_NAMES, reference_checkpoint, run_console_script
+from tests.helpers import (
+    REFERENCE_NAMES,
+    held_console_script,
+    reference_checkpoint,
+    run_console_script,
+)
 
 # (writer, OCDBT, zarr v3): flax's defaults, orbax's defaults, and orbax's other two formats.
 WRITERS = {
@@ -238,7 +245,7 @@ def _damage(kind: str, source: Path, target: Path) -> Path:
 DAMAGE = {
     "missing_array": ("orbax_plain", "missing"),
     "missing_chunk": ("orbax_plain", "cannot read array"),
-    "corrupt_metadata": ("orbax_plain", "corrupt metadata"),
+    "corrupt_metadata": ("orbax_plain", "not valid JSON"),
     "ocdbt_missing_data": ("orbax_ocdbt", ""),
     "ocdbt_corrupt_manifest": ("orbax_ocdbt", "OCDBT"),
     "neither": ("orbax_plain", "neither an Orbax checkpoint"),
@@ -267,3 +274,133 @@ def test_step_with_a_file_is_bad_input(tmp_path: Path):
     path = write_checkpoint(tmp_path / "c", checkpoint_tree(random_params(VARIANTS["v1-tiny"])))
     with pytest.raises(BadInputError, match="needs a workdir"):
         open_checkpoint(path, step=3)
+
+
+def _link_tree(source: Path, target: Path) -> Path:
+    """What `cp -rs` makes (and, with one directory itself a link, a Hub cache snapshot):
+    new directories, every file a link to the original."""
+    for directory, _, names in os.walk(source):
+        inside = target / Path(directory).relative_to(source)
+        inside.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (inside / name).symlink_to(Path(directory, name))
+    linked_dir = target / "d"
+    if linked_dir.is_dir():  # OCDBT's data files: the directory itself a link
+        shutil.rmtree(linked_dir)
+        linked_dir.symlink_to(source / "d", target_is_directory=True)
+    return target
+
+
+def _source_record(result: subprocess.CompletedProcess[str]) -> dict:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["source"]
+
+
+@pytest.mark.parametrize("writer", ["orbax_ocdbt", "orbax_plain"])
+def test_a_checkpoint_made_of_links_records_the_bytes_it_reads(pair, writer, tmp_path: Path):
+    _, real = pair("v2-tiny", "current", "float32", writer)
+    linked = _link_tree(real, tmp_path / "linked")
+    real_record = _source_record(run_console_script("convert", real, tmp_path / "a", "--json"))
+    linked_record = _source_record(run_console_script("convert", linked, tmp_path / "b", "--json"))
+    on_disk = sum(p.stat().st_size for p in real.rglob("*") if p.is_file())
+    assert linked_record["size"] == real_record["size"] == on_disk
+    assert linked_record["sha256"] == real_record["sha256"]
+    # Another checkpoint of links is not taken for the one converted.
+    _, other = pair("v2-tiny", "v2", "float32", writer)
+    other_linked = _link_tree(other, tmp_path / "other")
+    result = run_console_script("verify", other_linked, tmp_path / "b")
+    assert result.returncode == 1 and "was converted from" in result.stderr, result.stderr
+
+
+def _rewrite(how: str, ckpt: Path, other: Path) -> None:
+    if how == "saved_again":  # another state saved under the same name
+        shutil.rmtree(ckpt)
+        shutil.copytree(other, ckpt)
+    else:  # one array's data edited in place, same size
+        chunk = next(ckpt.glob("params.*.token_embedding.embedding/0*"))
+        data = bytearray(chunk.read_bytes())
+        data[-1] ^= 0xFF
+        chunk.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["saved_again", "edited_in_place"])
+def test_a_checkpoint_rewritten_during_convert_is_refused(pair, how: str, tmp_path: Path):
+    """Held once every tensor is read: the directory changes, then convert goes on."""
+    _, original = pair("v2-tiny", "current", "float32", "orbax_plain")
+    _, other = pair("v2-tiny", "v2", "float32", "orbax_plain")
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(original, ckpt)
+    hold = tmp_path / "hold"
+    proc = held_console_script(["convert", ckpt, tmp_path / "out"], "convert-read", hold)
+    _rewrite(how, ckpt, other)
+    hold.unlink()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert err.strip().splitlines() == [err.strip()] and "changed while being read" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no OUT, no temp sibling
+
+
+def _hostile(kind: str, ckpt: Path) -> None:
+    """Replace one file of a checkpoint with something no reader may open or read whole."""
+    files = {
+        "metadata": ckpt / "_METADATA",
+        "manifest": ckpt / "manifest.ocdbt",
+        "data": next(ckpt.glob("d/*"), ckpt),
+        "zarray": next(ckpt.glob("*/.zarray"), ckpt),
+        "chunk": next(ckpt.glob("params.*/0*"), ckpt),
+    }
+    where, _, what = kind.partition(":")
+    file = files[where]
+    file.unlink()
+    if what == "fifo":
+        os.mkfifo(file)
+    elif what == "dev_zero":
+        file.symlink_to("/dev/zero")
+    elif what == "socket":
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(file))
+    elif what == "loop":
+        file.mkdir()
+        (file / "up").symlink_to("..", target_is_directory=True)
+    elif what == "broken_link":
+        file.symlink_to(ckpt / "nowhere")
+    elif what == "huge":  # sparse: costs no disk
+        with open(file, "wb") as handle:
+            handle.truncate(300 << 20)
+    elif what == "deep":
+        file.write_text("[" * 100_000 + "]" * 100_000)
+
+
+HOSTILE = {
+    "metadata:fifo": ("orbax_plain", "pipe (FIFO)"),
+    "manifest:fifo": ("orbax_ocdbt", "pipe (FIFO)"),
+    "data:fifo": ("orbax_ocdbt", "pipe (FIFO)"),
+    "zarray:fifo": ("orbax_plain", "pipe (FIFO)"),
+    "chunk:fifo": ("orbax_plain", "pipe (FIFO)"),
+    "metadata:dev_zero": ("orbax_plain", "character device"),
+    "metadata:socket": ("orbax_plain", "socket"),
+    "chunk:loop": ("orbax_plain", "a loop"),
+    "zarray:broken_link": ("orbax_plain", "broken link"),
+    "metadata:huge": ("orbax_plain", "larger than"),
+    "metadata:deep": ("orbax_ocdbt", "nested too deeply"),
+    "zarray:deep": ("orbax_plain", "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("command", ["inspect", "convert"])
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_files_inside_a_checkpoint_are_refused_before_reading(
+    pair, kind: str, command: str, tmp_path: Path
+):
+    writer, message = HOSTILE[kind]
+    _, original = pair("v2-tiny", "current", "float32", writer)
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(original, ckpt)
+    _hostile(kind, ckpt)
+    out = [tmp_path / "out"] if command == "convert" else []
+    result = run_console_script(command, ckpt, *out, "--json", timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+    assert json.loads(result.stdout)["error"]["code"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]

@@ -419,3 +419,18 @@ def test_picture_shows_the_best_25_unless_told(many_boxes_dir: Path, tmp_path: P
     # Drawing all 64 would differ from drawing the best 25.
     with Image.open(tmp_path / "default.png") as drawn, Image.open(tmp_path / "25.png") as best:
         np.testing.assert_array_equal(np.asarray(drawn), np.asarray(best))
+
+
+def test_a_photo_far_larger_than_the_input_is_bounded(v2_dir, tmp_path):
+    """The saved Owlv2 processor blurs the padded square with a kernel that grows with the
+    downscale: a 3000×2000 photo at the tiny model's 64 px would cost some 520 G
+    multiply-adds (many minutes). Processor mode refuses it before loading the model, in one
+    line; scenic's pipelines take it at the cost of its pixels."""
+    image_path = write_noise(tmp_path / "photo.png", 3000, 2000)
+    refused = run_console_script("detect", v2_dir, image_path, "--query", "x")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "blurs a 3000×3000 square" in refused.stderr and "--preprocessing" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    done = run_console_script("detect", v2_dir, image_path, "--query", "x", "--json",
+                              "--preprocessing", "notebook")  # fmt: skip
+    assert done.returncode == 0, done.stderr

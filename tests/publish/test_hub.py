@@ -920,7 +920,7 @@ INCOMPLETE = {
         safetensors_bytes({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"1"),
         "is truncated or padded",
     ),
-    "bad_config": ("config.json", b"{", "cannot read"),
+    "bad_config": ("config.json", b"{", "not valid JSON"),
     "no_tokenizer": ("tokenizer_config.json", None, "has no tokenizer: tokenizer_config.json"),
     "no_vocab": ("merges.txt", None, "has no tokenizer: merges.txt missing"),
     "no_processor": ("preprocessor_config.json", None, "has no image processor"),

@@ -235,6 +235,21 @@ def test_extreme_aspect_ratio_image(cli, tiny_checkpoint, converted, tmp_path):
         assert "10000×10000 square" in report["processor"]["skipped_images"]["sliver.png"]
 
 
+def test_a_photo_far_larger_than_the_input_skips_the_processor_level(
+    cli, tiny_checkpoint, converted, tmp_path
+):
+    """The saved Owlv2 processor's blur would cost some 520 G multiply-adds on a 3000×2000
+    photo at the tiny model's 64 px: left out of level 3 and said so, the rest verified."""
+    image = tmp_path / "photo.png"
+    rng = np.random.default_rng(4)
+    Image.fromarray(rng.integers(0, 256, (2000, 3000, 3), dtype=np.uint8)).save(image)
+    ckpt = tiny_checkpoint("v2-tiny")
+    result = cli("verify", ckpt, converted(ckpt), "--image", image, "--json")
+    assert result.exit_code == 0, result.stderr
+    skipped = json.loads(result.stdout)["processor"]["skipped_images"]
+    assert "blurs a 3000×3000 square" in skipped["photo.png"]
+
+
 def test_atol_override_can_fail_a_stock_check(cli, tiny_checkpoint, converted):
     ckpt = tiny_checkpoint("v2-tiny")
     result = cli("verify", ckpt, converted(ckpt), "--atol", "objectness_logits=0", "--json")
