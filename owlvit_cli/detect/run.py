@@ -471,6 +471,33 @@ def detect_embeddings(
     return _detections(found, image, labels, clip_to_image)
 
 
+def embed_query_box(
+    hf_dir: Path,
+    image_path: Path,
+    box: Box | str,
+    *,
+    preprocessing: str = DEFAULT_PREPROCESSING,
+    detector: Detector | None = None,
+) -> np.ndarray:
+    """The [E] query embedding scenic's notebook takes for `box` ([x0, y0, x1, y1] in the
+    image's pixels): reusable across images and runs with `detect(query_embedding=...)` once
+    saved, or with `detect_embeddings`."""
+    from owlvit_cli.model.model_dir import check_model_dir
+
+    hf_dir, image_path = Path(hf_dir), Path(image_path)
+    preprocessing = validate_preprocessing(preprocessing)
+    (parsed,) = validate_query_boxes([box], [image_path], None)
+    check_model_dir(hf_dir)
+    picture = load_image(image_path)
+    examples = _examples([image_path], [parsed], {image_path: picture})
+    check_processor_can_take(picture, preprocessing)
+    detector = detector or load_detector(hf_dir)
+    chosen = embed_examples(
+        detector.model, examples, lambda im: model_pixels(detector, im, preprocessing)
+    )
+    return chosen.embeddings[0]
+
+
 def _mode(queries: list[str], boxes: list[Box], query_paths: list[Path]) -> str:
     if queries:
         return TEXT
