@@ -180,7 +180,9 @@ def validate_query_boxes(
     images need a box each (transformers' box-free rule takes one image)."""
     boxes = [parse_box(b) if isinstance(b, str) else tuple(map(float, b)) for b in query_boxes]
     if boxes and not query_images:
-        raise BadInputError("a query box needs the query image it is drawn on")
+        raise BadInputError(
+            "a query box needs the query image it is drawn on", hint="--image-query IMAGE"
+        )
     if len(query_images) > 1 and not boxes:
         raise BadInputError(
             "several query images need a query box each",
@@ -374,8 +376,8 @@ def detect(
     query_paths = image_queries(image_query)
     embedding_path = None if query_embedding is None else Path(query_embedding)
     save_to = None if save_query_embedding_to is None else Path(save_query_embedding_to)
-    queries = validate_queries(queries, query_paths, embedding_path)
     boxes = validate_query_boxes(query_boxes, query_paths, save_to)
+    queries = validate_queries(queries, query_paths, embedding_path)
     mode = _mode(queries, boxes, query_paths)
     threshold = validate_threshold(threshold)
     max_detections = validate_max_detections(max_detections)

@@ -92,7 +92,7 @@ def test_saved_embedding_gives_the_same_detections(cli, converted, tmp_path):
     assert first.exit_code == 0, first.stderr
     assert json.loads(first.stdout)["saved_query_embedding"] == str(saved)
     embedding = np.load(saved)
-    assert embedding.dtype == np.float32 and embedding.shape == (1, 16)
+    assert embedding.dtype == np.float32 and embedding.shape == (1, 8)
     again = cli("detect", hf_dir, SAMPLE, "--query-embedding", saved, "--threshold", "0", "--json")
     assert again.exit_code == 0, again.stderr
     before, after = json.loads(first.stdout), json.loads(again.stdout)
@@ -145,8 +145,8 @@ ERRORS = {
         ["--image-query", "SAMPLE", "--save-query-embedding", "OUT/e.npy"],
         "needs a query box",
     ),
-    "text and embedding": (["--query", "x", "--query-embedding", "NPY16"], "one kind of query"),
-    "wrong width": (["--query-embedding", "NPY8"], "8 wide, this model's are 16"),
+    "text and embedding": (["--query", "x", "--query-embedding", "NPY8"], "one kind of query"),
+    "wrong width": (["--query-embedding", "NPY16"], "16 wide, this model's are 8"),
     "not an array": (["--query-embedding", "SAMPLE"], "not a readable .npy array"),
     "npz": (["--query-embedding", "NPZ"], "an .npz archive"),
     "directory": (["--query-embedding", "OUT"], "is not a regular file"),
