@@ -11,11 +11,15 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH_PINS) -e '.[dev]'
+	@echo "==> installing owlvit and its dependencies into $(VENV) (torch, jax, transformers: a few GB, several minutes)"
+	$(PY) -m pip install --progress-bar on $(TORCH_PINS) -e '.[dev]'
+	@echo "==> compiling owlvit_cli to bytecode"
 	# Bytecode up front: where PYTHONDONTWRITEBYTECODE is set, every start would recompile.
 	$(PY) -m compileall -q owlvit_cli
 	touch $(STAMP)
+	@echo "==> installed: run $(VENV)/bin/owlvit --help, or 'source $(VENV)/bin/activate' to put owlvit on PATH"
 
 demo: install
 	$(PY) -m owlvit_cli.testing.demo

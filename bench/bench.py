@@ -1,4 +1,4 @@
-"""Performance measurements: convert, inspect, --help and verify (README "Performance").
+"""Performance measurements: convert, inspect, --help and verify (the table in bench/README.md).
 
 Every figure is a median over runs, set beside a baseline measured in the same run, because
 absolute seconds on a shared 2-core machine mean little while ratios survive the noise. Each
@@ -31,7 +31,7 @@ from typing import Any, TextIO
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 RESULTS = OUT / "results.md"
-README = ROOT / "README.md"
+README = ROOT / "bench" / "README.md"  # the performance table lives here
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 # Not resolved: the venv's python is a symlink, and resolving it would leave the venv.
 PYTHON = Path(sys.executable)
@@ -41,14 +41,14 @@ SECTIONS = ("convert", "inspect", "help", "verify", "orbax")
 COMMAND_TIMEOUT_S = 900
 MIB = 1 << 20
 
-# Targets (README "Performance"); convert's are for a first conversion, file in page cache.
+# Targets; convert's are for a first conversion, file in page cache.
 CONVERT_TIME_RATIO = {"L/14": 1.3, "B/32": 1.5}
 B32_SLACK_S = 0.3
 CONVERT_RSS_RATIO = 0.5
 INSPECT_SECONDS = 0.5
 HELP_SECONDS = 0.3
 VERIFY_RATIO = 1.3
-# Targets for Orbax checkpoint directories (README "Performance").
+# Targets for Orbax checkpoint directories.
 ORBAX_INSPECT_SECONDS = 1.0
 ORBAX_CONVERT_RATIO = 2.0
 ORBAX_RSS_RATIO = 0.5
@@ -631,7 +631,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--update-readme",
         action="store_true",
-        help=f"put the table between {MARK_START} and {MARK_END} in README.md",
+        help=f"put the table between {MARK_START} and {MARK_END} in bench/README.md",
     )
     parser.add_argument(
         "--clean",

@@ -1,6 +1,6 @@
 """owlvit: convert scenic OWL-ViT / OWLv2 checkpoints to transformers, verify, publish.
 
-The Python API (README "Python API"): `inspect_checkpoint`, `convert_checkpoint`,
+The Python API (docs/python-api.md): `inspect_checkpoint`, `convert_checkpoint`,
 `verify_conversion`, `push_to_hub`, `detect_objects`, `embed_image_query`. (Not `verify` or
 `detect`: those names are the subpackages.) Importing the package is cheap; each function
 loads what it needs.

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from owlvit_cli.convert.run import ConversionResult
+    from owlvit_cli.convert.run import ConversionPlan, ConversionResult
     from owlvit_cli.detect.run import DetectionResult
     from owlvit_cli.model.spec import ModelSpec
     from owlvit_cli.publish.hub import PushResult
@@ -51,7 +51,7 @@ def inspect_checkpoint(checkpoint: PathLike, pattern: str | None = None) -> Chec
     from owlvit_cli.checkpoint.reader import open_checkpoint
     from owlvit_cli.model.spec import ModelSpec
 
-    with open_checkpoint(Path(checkpoint)) as ckpt:
+    with open_checkpoint(checkpoint) as ckpt:
         report = inspect_report(ckpt, pattern)
     return CheckpointInfo(
         path=Path(checkpoint),
@@ -68,7 +68,7 @@ def convert_checkpoint(
     checkpoint: PathLike,
     output: PathLike,
     *,
-    dtype: str = "float32",
+    dtype: str = "auto",
     max_shard_size: str = "5GB",
     overwrite: bool = False,
     force_overwrite: bool = False,
@@ -76,8 +76,9 @@ def convert_checkpoint(
 ) -> ConversionResult:
     """Write a transformers model directory (weights, config, processor, tokenizer, conversion
     record) that `from_pretrained` loads offline; it appears atomically at `output`.
-    `overwrite` replaces only an earlier owlvit output, `force_overwrite` any directory that
-    is not an input."""
+    `dtype` "auto" keeps the dtype the checkpoint's weights are stored in (the result's
+    `record["dtype_reason"]` says why). `overwrite` replaces only an earlier owlvit output,
+    `force_overwrite` any directory that is not an input."""
     from owlvit_cli.convert.run import convert_checkpoint as run
 
     return run(
@@ -88,6 +89,29 @@ def convert_checkpoint(
         overwrite=overwrite,
         force_overwrite=force_overwrite,
         progress=progress,
+    )
+
+
+def plan_conversion(
+    checkpoint: PathLike,
+    output: PathLike,
+    *,
+    dtype: str = "auto",
+    max_shard_size: str = "5GB",
+    overwrite: bool = False,
+    force_overwrite: bool = False,
+) -> ConversionPlan:
+    """The dry run of `convert_checkpoint`: the files, tensors, bytes, shards and dtype it
+    would write, from the checkpoint's headers; nothing is written."""
+    from owlvit_cli.convert.run import plan_conversion as run
+
+    return run(
+        checkpoint,
+        output,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        overwrite=overwrite,
+        force_overwrite=force_overwrite,
     )
 
 

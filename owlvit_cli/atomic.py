@@ -2,7 +2,7 @@
 
 A directory output is written into a hidden temporary sibling of its real (symlink-resolved)
 location, so that the final rename stays on one filesystem, and renamed into place at the end.
-The rules, checked before any work starts (README "Safety"):
+The rules, checked before any work starts:
 - OUT may not be, contain or lie inside an input of the same run.
 - Without `overwrite`, OUT must be absent or an empty directory, and the final step is a plain
   rename(2), which the kernel refuses onto a non-empty directory: of two runs racing for the
@@ -60,12 +60,12 @@ def check_output_dir(
         raise BadInputError(f"{out} exists and is not a directory")
     if exists and _is_non_empty(real):
         if not overwrite and not force:
-            raise BadInputError(f"{out} is not empty; pass --overwrite to replace it")
+            raise BadInputError(f"{out} is not empty", hint="pass --overwrite to replace it")
         if not force and not is_owlvit_output(real):
             raise BadInputError(
                 f"{out} is not empty and was not written by owlvit (it has no conversion "
-                "record), so --overwrite leaves it alone; pass --force-overwrite to replace it "
-                "and everything in it"
+                "record), so it is not replaced as an earlier output",
+                hint="pass --force-overwrite to replace it and everything in it",
             )
     ancestor = _nearest_existing(real.parent)
     if not ancestor.is_dir():

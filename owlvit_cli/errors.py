@@ -6,7 +6,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Documented process exit codes (README "Exit codes")."""
+    """The process exit codes every command documents."""
 
     OK = 0
     CHECK_FAILED = 1
@@ -16,7 +16,7 @@ class ExitCode(IntEnum):
     INTERNAL_ERROR = 70
 
 
-# `kind` in the `--json` error object (README "Exit codes") for failures that are not an
+# `kind` in the `--json` error object for failures that are not an
 # OwlvitError: a command line click refused, a failed check, Ctrl-C, a bug.
 USAGE_KIND = "usage"
 CHECK_FAILED_KIND = "check_failed"

@@ -5,7 +5,7 @@ released checkpoints are), read here with pread, and an Orbax checkpoint directo
 flax writes by default), read by `orbax_reader` with tensorstore. Finding the params, naming the
 layout and the strict per-tensor accounting below are shared by both.
 
-Three layouts exist in the wild (spec §2) and the layout is read from the tree, never from a
+Three layouts exist in the wild and the layout is read from the tree, never from a
 file name: released v1 (`optimizer/target`, `resblocks.N`, `ln_1`/`ln_2`), released v2
 (`params`, `resblocks.N`, `ln_0`/`ln_1`) and what scenic's current trainer writes
 (`params`, `resblocks_N`, `ln_0`/`ln_1`). Every consumer sees the current names.
@@ -203,7 +203,7 @@ def open_checkpoint(path: str | os.PathLike[str], step: int | None = None) -> Ch
     """Open and index a checkpoint (a msgpack file, an Orbax directory, or a workdir of
     `checkpoint_N` entries: the latest, or `step`), or raise `CheckpointError` saying what
     was found instead."""
-    resolved = resolve_checkpoint(Path(path), step)
+    resolved = resolve_checkpoint(path, step)
     if resolved.is_orbax:
         from owlvit_cli.checkpoint.orbax_reader import open_orbax  # tensorstore: only when needed
 
@@ -367,7 +367,7 @@ def _flatten(node: Any, prefix: str, leaf_type: type) -> Iterator[tuple[str, Any
 
 
 def detect_layout(path: Path, flat: dict[str, Any]) -> str:
-    """Name the layout from block spelling and LayerNorm numbering (spec §2)."""
+    """Name the layout from block spelling and LayerNorm numbering."""
     blocks = [p for p in flat if any(p.startswith(t + "/") for t in TOWERS)]
     if not blocks:
         raise CheckpointError(

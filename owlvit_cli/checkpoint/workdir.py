@@ -9,10 +9,12 @@ which one was taken is part of the answer so that commands can say so.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from owlvit_cli.checkpoint.released import refuse_remote
 from owlvit_cli.errors import BadInputError, CheckpointError
 
 # What orbax writes into every checkpoint directory (one of them suffices to recognise one);
@@ -47,9 +49,14 @@ def is_orbax_dir(path: Path) -> bool:
     return path.is_dir() and any((path / name).exists() for name in ORBAX_MARKERS)
 
 
-def resolve_checkpoint(path: Path, step: int | None = None) -> ResolvedCheckpoint:
-    """Name the checkpoint `path` means; a file or a missing path is left to the msgpack
-    reader, which says what is wrong with it in its own words."""
+def resolve_checkpoint(
+    source: str | os.PathLike[str], step: int | None = None
+) -> ResolvedCheckpoint:
+    """Name the checkpoint `source` means; a file or a missing path is left to the msgpack
+    reader, which says what is wrong with it in its own words, except a URL or a released
+    checkpoint's name, which gets the command that downloads it."""
+    refuse_remote(source)
+    path = Path(source)
     if not path.is_dir():
         if step is not None:
             raise BadInputError(f"a step needs a workdir of checkpoint_N entries; {path} is not")

@@ -68,7 +68,7 @@ class OwlvitGroup(TyperGroup):
 
 
 class OwlvitCommand(TyperCommand):
-    """A command whose usage line reads as the README's: `owlvit convert [OPTIONS] CKPT OUT`
+    """A command whose usage line reads as the docs write it: `owlvit convert [OPTIONS] CKPT OUT`
     (Typer would write `{CKPT} {OUT}`)."""
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:

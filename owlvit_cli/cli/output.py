@@ -181,7 +181,7 @@ def print_json(payload: dict[str, Any]) -> None:
 
 
 def error_object(code: int, kind: str, message: str) -> dict[str, Any]:
-    """The `--json` shape of a failure (README "Exit codes"); `message` is the stderr line."""
+    """The `--json` shape of a failure; `message` is the stderr line."""
     return {"error": {"code": int(code), "kind": kind, "message": message}}
 
 

@@ -104,7 +104,7 @@ def config_dict(spec: ModelSpec, dtype: str = "float32") -> dict[str, Any]:
 def image_processor_dict(spec: ModelSpec) -> dict[str, Any]:
     """`Owlv2ImageProcessor` for both versions: it pads bottom/right to a square and resizes
     with anti-aliasing, as scenic does; the stock v1 processor stretches instead (it pads
-    with 0.0 where scenic pads with 0.5: README)."""
+    with 0.0 where scenic pads with 0.5: docs/scenic-differences.md)."""
     size = spec.vision.image_size
     return {
         "do_convert_rgb": True,

@@ -27,7 +27,8 @@ from owlvit_cli.checkpoint.hashing import (
 )
 from owlvit_cli.checkpoint.inspection import checkpoint_spec, has_non_finite
 from owlvit_cli.checkpoint.reader import Checkpoint, MsgpackCheckpoint, open_checkpoint
-from owlvit_cli.convert.hf_files import write_hf_files
+from owlvit_cli.checkpoint.released import refuse_remote
+from owlvit_cli.convert.hf_files import model_file_writers, write_hf_files
 from owlvit_cli.convert.mapping import (
     TRANSFORMS,
     VISUAL_PROJECTION_NOTE,
@@ -40,11 +41,13 @@ from owlvit_cli.convert.safetensors_writer import (
     PlannedTensor,
     ReadObserver,
     parse_size,
+    shard,
+    weight_file_names,
     write_model_files,
 )
 from owlvit_cli.errors import OutputError
-from owlvit_cli.model.dtypes import normalize_dtype
-from owlvit_cli.model.model_dir import FLAVORS, RECORD_FILE, TOOL_NAME
+from owlvit_cli.model.dtypes import AUTO, DtypeChoice, StoredTensor, choose_dtype, normalize_dtype
+from owlvit_cli.model.model_dir import FLAVORS, RECORD_FILE, TOOL_NAME, WEIGHTS_INDEX_FILE
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
 
@@ -145,7 +148,7 @@ def library_versions() -> dict[str, str]:
 
 
 def conversion_record(
-    ckpt: Checkpoint, spec: ModelSpec, plan: MappingPlan, sha256: str, dtype: str
+    ckpt: Checkpoint, spec: ModelSpec, plan: MappingPlan, sha256: str, dtype: DtypeChoice
 ) -> dict[str, Any]:
     return {
         "tool": TOOL_NAME,
@@ -161,42 +164,137 @@ def conversion_record(
         "version": spec.version,
         "model_class": FLAVORS[spec.version].model_class,
         "config": spec.to_json(),
-        "dtype": dtype,
+        **_plan_fields(ckpt, plan, dtype),
+        "libraries": library_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _plan_fields(ckpt: Checkpoint, plan: MappingPlan, dtype: DtypeChoice) -> dict[str, Any]:
+    """What both the conversion record and a dry run's plan say about the tensors."""
+    return {
+        "dtype": dtype.dtype,
+        "dtype_reason": dtype.reason,
         "num_parameters": sum(e.size for e in ckpt),
         "num_tensors": len(plan.tensors),
         "ignored": [{"path": i.source, "reason": i.reason} for i in plan.ignored],
         "ignored_top_level_keys": ckpt.other_top_level,
         "generated": {t.target: VISUAL_PROJECTION_NOTE for t in plan.tensors if t.source is None},
-        "libraries": library_versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def weights_dtype(ckpt: Checkpoint, requested: str) -> DtypeChoice:
+    """The dtype to write: `requested`, or with `auto` the one the weights are stored in."""
+    stored = (StoredTensor(e.source_path, e.dtype_name, e.size) for e in ckpt)
+    return choose_dtype(requested, stored)
+
+
+@dataclass(frozen=True)
+class PreparedConversion:
+    """What a conversion knows from the checkpoint's headers, before reading any weights."""
+
+    spec: ModelSpec
+    plan: MappingPlan
+    dtype: DtypeChoice
+    warnings: list[str]
+
+
+def prepare(ckpt: Checkpoint, requested_dtype: str) -> PreparedConversion:
+    """Everything a conversion and its dry run decide before the first weight is read."""
+    spec = checkpoint_spec(ckpt)
+    plan = plan_mapping({e.path: e.shape for e in ckpt}, spec)
+    warnings = [f"dropped {i.source}: {i.reason}" for i in plan.ignored if i.warn]
+    return PreparedConversion(spec, plan, weights_dtype(ckpt, requested_dtype), warnings)
+
+
+@dataclass
+class ConversionPlan:
+    """What `convert_checkpoint` would write, from the checkpoint's headers alone (a dry run:
+    nothing is read beyond them and nothing is written)."""
+
+    output: Path
+    fields: dict[str, Any]
+    shards: list[dict[str, Any]]
+    files: list[str]
+    warnings: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": True,
+            "output": str(self.output),
+            **self.fields,
+            "bytes": sum(s["bytes"] for s in self.shards),
+            "shards": self.shards,
+            "files": self.files,
+            "warnings": self.warnings,
+        }
+
+
+def plan_conversion(
+    checkpoint: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    dtype: str = AUTO,
+    max_shard_size: str = "5GB",
+    overwrite: bool = False,
+    force_overwrite: bool = False,
+) -> ConversionPlan:
+    """The files, tensors, bytes, shards and dtype `convert_checkpoint` with the same
+    arguments would write, and what it would ignore or generate; refused for the same
+    reasons it would be, without writing anything (not even a temporary directory)."""
+    refuse_remote(checkpoint)
+    checkpoint, output = Path(checkpoint), Path(output)
+    normalize_dtype(dtype, allow_auto=True)
+    shard_bytes = parse_size(max_shard_size)
+    check_output_dir(output, overwrite, force=force_overwrite, inputs=[checkpoint])
+    with open_checkpoint(checkpoint) as ckpt:
+        ready = prepare(ckpt, dtype)
+        tensors = planned_tensors(ckpt, ready.plan)
+        fields = {
+            "source": {"file": ckpt.path.name, "format": ckpt.format, "size": ckpt.file_size},
+            "layout": ckpt.layout,
+            "version": ready.spec.version,
+            "model_class": FLAVORS[ready.spec.version].model_class,
+            **_plan_fields(ckpt, ready.plan, ready.dtype),
+        }
+    written = ready.dtype.dtype
+    parts = shard(tensors, written, shard_bytes)
+    shards = [
+        {"file": name, "tensors": len(part), "bytes": sum(t.nbytes(written) for t in part)}
+        for name, part in zip(weight_file_names(len(parts)), parts, strict=True)
+    ]
+    files = [s["file"] for s in shards] + ([WEIGHTS_INDEX_FILE] if len(shards) > 1 else [])
+    files += [*model_file_writers(ready.spec, written), RECORD_FILE]
+    return ConversionPlan(output, fields, shards, sorted(files), ready.warnings)
 
 
 def convert_checkpoint(
     checkpoint: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
-    dtype: str = "float32",
+    dtype: str = AUTO,
     max_shard_size: str = "5GB",
     overwrite: bool = False,
     force_overwrite: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> ConversionResult:
     """Convert `checkpoint` into the transformers model directory `output`; `dtype` takes any
-    spelling in `owlvit_cli.model.dtypes.DTYPE_ALIASES` (fp16, bf16, ...).
+    spelling in `owlvit_cli.model.dtypes.DTYPE_ALIASES` (fp16, bf16, ...), or `auto` to keep
+    the dtype the weights are stored in (see `owlvit_cli.model.dtypes.choose_dtype`).
 
     `overwrite` replaces only an earlier owlvit output; `force_overwrite` any directory (see
     `owlvit_cli.atomic` for the rules that keep the user's files safe)."""
     started = time.perf_counter()
+    refuse_remote(checkpoint)
     checkpoint, output = Path(checkpoint), Path(output)
-    dtype = normalize_dtype(dtype)
+    normalize_dtype(dtype, allow_auto=True)
     shard_bytes = parse_size(max_shard_size)
     output_rules = {"force": force_overwrite, "inputs": [checkpoint]}
     check_output_dir(output, overwrite, **output_rules)
     with open_checkpoint(checkpoint) as ckpt:
-        spec = checkpoint_spec(ckpt)
-        plan = plan_mapping({e.path: e.shape for e in ckpt}, spec)
-        warnings = [f"dropped {i.source}: {i.reason}" for i in plan.ignored if i.warn]
+        ready = prepare(ckpt, dtype)
+        spec, plan, choice, warnings = ready.spec, ready.plan, ready.dtype, ready.warnings
+        dtype = choice.dtype
         ckpt.stream()
         non_finite: list[str] = []
         tensors = planned_tensors(ckpt, plan, non_finite)
@@ -214,7 +312,7 @@ def convert_checkpoint(
                 hf_files.result()
                 ckpt.check_unchanged()
                 digest = hasher.digest(progress)
-                record = conversion_record(ckpt, spec, plan, digest, dtype)
+                record = conversion_record(ckpt, spec, plan, digest, choice)
                 (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
                 files_written = sorted(p.name for p in tmp.iterdir())
         except OSError as exc:  # disk full, quota, vanished directory: the user's to fix

@@ -166,6 +166,14 @@ def shard(
     return shards
 
 
+def weight_file_names(count: int) -> list[str]:
+    """The files `count` shards are written to, as transformers names them (the index file
+    comes with more than one)."""
+    if count == 1:
+        return [SINGLE_FILE]
+    return [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+
+
 def write_model_files(
     directory: Path,
     tensors: Sequence[PlannedTensor],
@@ -177,10 +185,10 @@ def write_model_files(
     """Write model.safetensors, or numbered shards plus their index; return the file names.
     `on_written` gets the bytes of each finished piece, in the order pieces are read."""
     shards = shard(tensors, dtype, max_shard_bytes)
+    names = weight_file_names(len(shards))
     if len(shards) == 1:
         write_safetensors(directory / SINGLE_FILE, shards[0], dtype, on_written, observer)
-        return [SINGLE_FILE]
-    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+        return names
     files = [(directory / name, part) for name, part in zip(names, shards, strict=True)]
     _write_files(files, dtype, on_written, observer)
     weight_map = {t.name: name for name, part in zip(names, shards, strict=True) for t in part}

@@ -93,6 +93,7 @@ class DetectionResult:
     threshold: float
     detections: list[Detection]
     query_images: list[Path] = field(default_factory=list)
+    total: int = 0  # boxes above the threshold, before `max_detections` kept the best
     max_detections: int | None = None
     nms_threshold: float | None = None
     preprocessing: str = DEFAULT_PREPROCESSING
@@ -125,6 +126,7 @@ class DetectionResult:
             "nms_threshold": self.nms_threshold,
             "preprocessing": self.preprocessing,
             "clip_to_image": self.clip_to_image,
+            "total": self.total,
             "detections": [d.to_json() for d in self.detections],
             "seconds": round(self.seconds, 3),
             "warnings": list(self.warnings),
@@ -423,6 +425,7 @@ def detect(
             found = detect_text(detector, image, queries, threshold, **how)
     if save_to is not None and chosen is not None:
         save_query_embedding(save_to, chosen.embeddings)
+    total = len(found)
     if max_detections is not None:
         found = found[:max_detections]
     height, width = image.shape[:2]
@@ -435,6 +438,7 @@ def detect(
         threshold=threshold,
         detections=found,
         query_images=query_paths,
+        total=total,
         max_detections=max_detections,
         nms_threshold=nms,
         preprocessing=preprocessing,

@@ -66,7 +66,7 @@ FLAVORS: dict[int, Flavor] = {
 MODEL_TYPES = {flavor.model_type: version for version, flavor in FLAVORS.items()}
 MODEL_NAMES = {version: flavor.display_name for version, flavor in FLAVORS.items()}
 
-# The three checkpoint layouts found in the wild (README "Getting the released checkpoints").
+# The three checkpoint layouts found in the wild (docs/checkpoints.md lists them).
 LAYOUT_DESCRIPTIONS = {
     "v1": "released v1 (optimizer/target, resblocks.N, ln_1/ln_2)",
     "v2": "released v2 (params, resblocks.N, ln_0/ln_1)",

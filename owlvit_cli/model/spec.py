@@ -1,6 +1,6 @@
 """The model description, derived from tensor shapes alone: the one source of config truth.
 
-Nothing comes from file names or flags (spec §9): head counts are the attention kernels' head
+Nothing comes from file names or flags: head counts are the attention kernels' head
 axis, image size comes from the position table, and so on. The same description also says
 which tensors (and shapes) a checkpoint of that model must hold, which is what the fixture
 builder writes and what the mapping checks against.
@@ -257,7 +257,7 @@ def _variant(
     )
 
 
-# The released models (spec §1), and tiny ones for tests and the demo.
+# The released models, and tiny ones for tests and the demo.
 VARIANTS: dict[str, ModelSpec] = {
     "v1-b32": _variant(1, (768, 12, 12, 32, 768), (512, 12, 8)),
     "v1-b16": _variant(1, (768, 12, 12, 16, 768), (512, 12, 8)),

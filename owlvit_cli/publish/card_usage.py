@@ -1,5 +1,5 @@
 """The model card's "how to use it" parts: a snippet that runs when pasted, what differs from
-scenic (README "What differs from scenic in a stock transformers model"), and citations."""
+scenic, and citations."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from owlvit_cli.model.model_dir import FLAVORS, PROCESSOR_FILES, ModelDir
 
 PIPELINE_TAG = "zero-shot-object-detection"
 # The image processor that stretches instead of padding (transformers' stock v1 one); owlvit
-# convert saves Owlv2ImageProcessor for both versions (README "What differs from scenic").
+# convert saves Owlv2ImageProcessor for both versions: it pads to a square as scenic does.
 STRETCHING_PROCESSOR = "OwlViTImageProcessor"
 # The picture transformers' own OWL-ViT documentation uses (two cats, two remote controls).
 SNIPPET_IMAGE_URL = "http://images.cocodataset.org/val2017/000000039769.jpg"
@@ -102,7 +102,7 @@ def card_usage(model_dir: ModelDir, repo_id: str) -> list[str]:
 
 
 def card_caveats(model_dir: ModelDir) -> list[str]:
-    """What differs from scenic, one sentence each (README "What differs from scenic")."""
+    """What differs from scenic, one sentence each."""
     processor = _image_processor_class(model_dir) or "the saved image processor"
     text = model_dir.config.get("text_config") or {}
     context = text.get("max_position_embeddings") if isinstance(text, dict) else None

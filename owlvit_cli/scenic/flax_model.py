@@ -3,9 +3,9 @@
 This is the reference side of `verify`: the scenic checkpoint's own tensors go in unchanged
 (`Checkpoint.params_tree()` is the `params` collection as is), so any difference between this
 model and a converted transformers model is either a mapping error or one of the known
-modelling differences (spec §8), never a difference in how the weights were read.
+modelling differences, never a difference in how the weights were read.
 
-Fidelity choices (spec §4), each of which moves outputs by more than float32 noise if changed:
+Fidelity choices, each of which moves outputs by more than float32 noise if changed:
 the image is normalised inside the model; CLIP LayerNorms use eps 1e-5 but the merged class
 token LayerNorm uses Flax's 1e-6; attention is Flax's own `MultiHeadDotProductAttention`, so
 masking uses float32-min and the parameter layout is [width, heads, head_dim]; the text mask

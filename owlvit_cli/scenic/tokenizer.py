@@ -1,4 +1,4 @@
-"""scenic's query tokenization: OpenAI CLIP's BPE tokenizer, 16 ids per query (spec §6).
+"""scenic's query tokenization: OpenAI CLIP's BPE tokenizer, 16 ids per query.
 
 The tokenizer is OpenAI's own `clip.simple_tokenizer` module from the installed clip package,
 so cleaning (ftfy, HTML unescape, whitespace, lowercase) and BPE are the original's. Importing

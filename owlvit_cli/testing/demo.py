@@ -2,11 +2,14 @@
 
 Builds a tiny OWLv2 checkpoint in scenic's released-v2 format (random weights: the tool
 cannot download real ones here), then runs inspect → convert → verify → detect through the
-real `owlvit` entry point, printing each command before its output.
+real `owlvit` entry point, printing each command before its output, and ends with the
+commands that do the same with a released checkpoint (the README's walkthrough, which
+tests/test_docs.py holds to these lines).
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -17,6 +20,14 @@ from owlvit_cli.testing.fixtures import build_checkpoint
 
 WORKDIR = Path("demo")
 QUERIES = ("a house", "a red car", "a tree", "a cat")
+RELEASED = "https://storage.googleapis.com/scenic-bucket/owl_vit/checkpoints/clip_vit_b32_b0203fc"
+NEXT_STEPS = (
+    f"curl -LO {RELEASED}",
+    "owlvit convert clip_vit_b32_b0203fc owlvit-b32 --verify",
+    'owlvit detect owlvit-b32 street.jpg --query "a bus" --query "a bicycle" --output found.png',
+    "owlvit push owlvit-b32 owlvit-b32-scenic --dry-run",
+    "owlvit push owlvit-b32 owlvit-b32-scenic",
+)
 
 
 def owlvit(*args: object) -> None:
@@ -53,6 +64,20 @@ def main() -> None:
         picture,
     )
     print(f"\ndemo done: model in {model_dir}/, picture in {picture}")
+    print_next_steps()
+
+
+def print_next_steps() -> None:
+    """What to type next, with a released checkpoint and a photo of your own."""
+    venv_bin = Path(os.path.relpath(Path(sys.executable).parent))
+    print(
+        "\nNext, the same with a released checkpoint (583 MiB) and a photo of yours, street.jpg."
+        f"\nPut owlvit on PATH first with `source {venv_bin / 'activate'}`,"
+        f" or type {venv_bin / 'owlvit'} for owlvit.\n"
+    )
+    for line in NEXT_STEPS:
+        print(f"  {line}")
+    print("\nMore in README.md and docs/.")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Load and run a converted transformers model, under the same output names as the Flax side.
 
 `apply_scenic_semantics` patches the two known modelling differences between stock
-transformers and scenic (spec §8) so that a mapping check can demand ~1e-5 agreement:
+transformers and scenic so that a mapping check can demand ~1e-5 agreement:
 scenic's box/objectness MLPs use tanh-approximate GELU, and its merged class-token LayerNorm
 uses eps 1e-6. Stock users get neither, which is what the fidelity check measures.
 """

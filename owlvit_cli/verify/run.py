@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from owlvit_cli.checkpoint.hashing import start_hashing
+from owlvit_cli.checkpoint.released import refuse_remote
 from owlvit_cli.errors import BadInputError, ModelDirError
 from owlvit_cli.interrupts import raise_if_interrupted
 from owlvit_cli.model.model_dir import RECORD_FILE
@@ -373,6 +374,7 @@ def verify(
     """Verify, then keep what was asked for: `record` writes the report into HF_DIR (and hashes
     the checkpoint so the report names it), `save_outputs` a .npz of inputs and outputs,
     `save_viz` both sides' top detections drawn on the first image."""
+    refuse_remote(checkpoint)
     hf_dir = Path(hf_dir)
     outputs = None if save_outputs is None else Path(save_outputs)
     viz = None if save_viz is None else Path(save_viz)

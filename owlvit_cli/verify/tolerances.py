@@ -10,7 +10,7 @@ from __future__ import annotations
 MAPPING_ATOL = 1e-5  # scaled by the magnitude of the output
 MAPPING_RULE = f"{MAPPING_ATOL:g} × max(1, max |reference|)"
 
-# float32: what the two modelling differences allow (README "What differs from scenic").
+# float32: what the two modelling differences allow (tanh GELU, LayerNorm eps).
 STOCK_TOLERANCES = {
     "pred_logits": 2e-4,
     "pred_boxes": 1e-3,
@@ -28,7 +28,7 @@ STOCK_TOLERANCES = {
 # the stored dtype) against the float32 Flax model. Measured on the scenic reference
 # checkpoints and a full-size random B/32: about 2.5× the largest difference seen, rounded up
 # to 1, 2 or 5 × 10^n; `top_k` (a score gap and a box difference) follows the logits.
-# README "owlvit verify" gives the figures and the method. Absolute, like the float32 ones.
+# docs/verification.md gives the figures and the method. Absolute, like the float32 ones.
 STOCK_TOLERANCES_BY_DTYPE = {
     "float32": STOCK_TOLERANCES,
     "float16": {
@@ -56,7 +56,7 @@ STOCK_TOLERANCES_BY_DTYPE = {
         "image_query_logits": 2e-1,
     },
 }
-DEFAULT_SOURCE = "default for {dtype} (README: measured)"
+DEFAULT_SOURCE = "measured default for {dtype}"
 ATOL_SOURCE = "--atol"
 
 STRICT_PROCESSOR_TOLERANCES = {"pixels": 1e-3, "input_ids": 0.0, "top_k": 1e-3}

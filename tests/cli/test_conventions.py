@@ -50,7 +50,7 @@ def test_root_help_lists_every_command_uncut(cli):
 
 def test_enumerated_option_shows_its_choices(cli):
     text = cli("convert", "-h").stdout
-    assert "--dtype [float32|float16|bfloat16]" in text
+    assert "--dtype [auto|float32|float16|bfloat16]" in text
     verify = cli("verify", "-h").stdout
     assert "--atol NAME=VALUE" in verify and "pred_boxes" in verify
 

@@ -101,3 +101,52 @@ def test_mapping_on_a_terminal_never_truncates_names(columns: int):
         for row in rows:
             assert row["source"] in text.replace("\n", "") or row["source"] in display
             assert row["target"] in text.replace("\n", "")
+
+
+def test_summary_first_and_repeated_blocks_shown_once():
+    proc = run_console_script("inspect", V1)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    first_tensor = next(i for i, line in enumerate(lines) if "backbone" in line)
+    assert any("layout" in line for line in lines[:first_tensor])  # the summary comes first
+    folded = [line for line in lines if "resblocks.{0..1}  (2 blocks, each as below)" in line]
+    assert len(folded) == 2  # one per tower
+    assert not any("resblocks.0" in line or "resblocks.1 " in line for line in lines)
+    assert sum("c_fc" in line for line in lines) == 2  # each block's tensors shown once
+    assert lines[-1].endswith("(2 not shown); --all shows every tensor")
+    every = run_console_script("inspect", V1, "--all").stdout
+    assert "{" not in every and every.count("c_fc") == 4
+    assert every.index("layout") < every.index("backbone")
+    assert len(every.splitlines()) > len(lines)
+
+
+def test_json_is_not_folded():
+    folded = run_console_script("inspect", V1, "--json")
+    every = run_console_script("inspect", V1, "--all", "--json")
+    assert folded.returncode == every.returncode == 0
+    assert folded.stdout == every.stdout and "{0..1}" not in folded.stdout
+    assert len(json.loads(folded.stdout)["params"]) == 91
+
+
+def test_a_block_that_differs_is_shown_on_its_own(tmp_path: Path):
+    """Blocks fold only with neighbours whose tensors have the same names, shapes and dtypes."""
+    from dataclasses import replace
+
+    from owlvit_cli.model.spec import VARIANTS
+    from owlvit_cli.model.tree import nest
+    from owlvit_cli.testing.fixtures import random_params, write_checkpoint
+
+    tiny = VARIANTS["v1-tiny"]
+    params = random_params(replace(tiny, vision=replace(tiny.vision, num_hidden_layers=5)))
+    odd = "backbone/clip/visual/transformer/resblocks_2/mlp/c_fc/kernel"
+    params[odd] = params[odd].astype("float16")
+    ckpt = write_checkpoint(tmp_path / "ckpt", {"params": nest(params)})
+    proc = run_console_script("inspect", ckpt)
+    assert proc.returncode == 0, proc.stderr
+    blocks = [line.split("── ")[1] for line in proc.stdout.splitlines() if "── resblocks_" in line]
+    assert blocks == [
+        "resblocks_{0..1}  (2 blocks, each as below)",  # text tower
+        "resblocks_{0..1}  (2 blocks, each as below)",
+        "resblocks_2",
+        "resblocks_{3..4}  (2 blocks, each as below)",
+    ]

@@ -103,7 +103,7 @@ def test_tokenizer_matches_clip_for_ordinary_queries(converted, tiny_checkpoint)
 
 
 def test_tokenizer_truncation_differs_by_design(converted, tiny_checkpoint):
-    """transformers keeps EOT when truncating; scenic cuts it off (README: tokenizer)."""
+    """transformers keeps EOT when truncating; scenic cuts it off."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(converted(tiny_checkpoint()))
@@ -281,3 +281,116 @@ def test_console_script_convert_imports_no_transformers_torch_or_jax(
     assert imported & HEAVY == {"tokenizers"}, sorted(imported & HEAVY)
     model = load_hf_model(out)
     assert type(model).__name__ == "Owlv2ForObjectDetection"
+
+
+def stored_in(path: Path, default: str, overrides: dict[str, str] | None = None) -> Path:
+    """A v2-tiny checkpoint whose tensors are stored in `default`, some in other dtypes."""
+    from owlvit_cli.convert.safetensors_writer import numpy_dtype
+    from owlvit_cli.model.spec import VARIANTS
+    from owlvit_cli.model.tree import nest
+    from owlvit_cli.testing.fixtures import random_params, write_checkpoint
+
+    params = random_params(VARIANTS["v2-tiny"])
+    cast = {
+        name: values.astype(numpy_dtype((overrides or {}).get(name, default)))
+        for name, values in params.items()
+    }
+    return write_checkpoint(path, {"params": nest(cast)})
+
+
+def safetensors_dtypes(out: Path) -> set[str]:
+    header_size = int.from_bytes((out / "model.safetensors").read_bytes()[:8], "little")
+    header = json.loads((out / "model.safetensors").read_bytes()[8 : 8 + header_size])
+    return {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+
+
+def test_auto_dtype_keeps_bfloat16_beside_a_float32_scalar(tmp_path: Path):
+    """Mixed-precision training leaves `logit_scale` in float32 beside bfloat16 weights: the
+    default keeps bfloat16 (half the size of float32) and says why, in both outputs."""
+    ckpt = stored_in(tmp_path / "bf16", "bfloat16", {"backbone/clip/logit_scale": "float32"})
+    result = run_console_script("convert", ckpt, tmp_path / "out", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["dtype"] == "bfloat16"
+    assert payload["dtype_reason"].startswith("the checkpoint's weights are bfloat16")
+    assert "params/backbone/clip/logit_scale" in payload["dtype_reason"]
+    assert safetensors_dtypes(tmp_path / "out") == {"BF16"}
+    record = json.loads((tmp_path / "out" / RECORD_FILE).read_text())
+    assert record["dtype"] == "bfloat16" and record["dtype_reason"] == payload["dtype_reason"]
+    human = run_console_script("convert", ckpt, tmp_path / "human")
+    assert human.returncode == 0, human.stderr
+    assert "dtype          bfloat16 (the checkpoint's weights are bfloat16" in human.stdout
+
+
+def test_auto_dtype_widens_weights_that_mix_dtypes(tmp_path: Path):
+    kernel = "backbone/clip/visual/transformer/resblocks_0/mlp/c_fc/kernel"
+    ckpt = stored_in(tmp_path / "mixed", "bfloat16", {kernel: "float16"})
+    result = run_console_script("convert", ckpt, tmp_path / "out", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["dtype"] == "float32"
+    assert (
+        payload["dtype_reason"]
+        == "the weights mix bfloat16 and float16; float32 holds each exactly"
+    )
+    assert safetensors_dtypes(tmp_path / "out") == {"F32"}
+    asked = run_console_script("convert", ckpt, tmp_path / "asked", "--dtype", "fp16", "--json")
+    assert json.loads(asked.stdout)["dtype"] == "float16"
+    assert json.loads(asked.stdout)["dtype_reason"] == "as requested"
+
+
+def test_convert_verify_of_a_bfloat16_checkpoint_passes(tiny_checkpoint, tmp_path: Path):
+    """The bfloat16 directory auto writes is verified with bfloat16's tolerances."""
+    out = tmp_path / "out"
+    result = run_console_script(
+        "convert", tiny_checkpoint("v2-tiny", "v2", "bfloat16"), out, "--verify", "--json"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads(result.stdout)
+    assert payload["dtype"] == "bfloat16" and payload["verification"]["passed"]
+    assert payload["verification"]["dtype"] == "bfloat16"
+
+
+def test_dry_run_plans_exactly_what_convert_writes_and_writes_nothing(
+    tiny_checkpoint, tmp_path: Path
+):
+    ckpt = tiny_checkpoint("v2-tiny", "v2", "bfloat16")
+    work = tmp_path / "work"
+    work.mkdir()
+    args = ("convert", ckpt, work / "nested" / "out", "--max-shard-size", "1MB")
+    planned = run_console_script(*args, "--dry-run", "--json")
+    assert planned.returncode == 0, planned.stderr
+    assert list(work.iterdir()) == []  # no OUT, no parent, no temporary directory
+    plan = json.loads(planned.stdout)
+    assert plan["dry_run"] is True and plan["dtype"] == "bfloat16"
+    assert plan["num_tensors"] == 98 and plan["generated"] and plan["ignored"] == []
+    human = run_console_script(*args, "--dry-run")
+    assert human.returncode == 0 and list(work.iterdir()) == []
+    assert "dry run: nothing written" in human.stdout
+    assert f"in {len(plan['shards'])} files" in human.stdout and "bfloat16" in human.stdout
+
+    done = run_console_script(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert plan["files"] == result["files"] and len(plan["shards"]) > 1
+    for key in ("dtype", "dtype_reason", "num_tensors", "num_parameters", "ignored", "generated"):
+        assert plan[key] == result[key], key
+    for shard in plan["shards"]:
+        data = (work / "nested" / "out" / shard["file"]).read_bytes()
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+        assert len(header) - 1 == shard["tensors"]
+        assert (
+            sum(e - s for s, e in (v["data_offsets"] for v in header.values() if "dtype" in v))
+            == shard["bytes"]
+        )
+
+
+def test_dry_run_is_refused_as_convert_would_be(tiny_checkpoint, tmp_path: Path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("user's file")
+    refused = run_console_script("convert", tiny_checkpoint(), taken, "--dry-run", "--json")
+    assert refused.returncode == 2 and "not empty" in json.loads(refused.stdout)["error"]["message"]
+    both = run_console_script("convert", tiny_checkpoint(), tmp_path / "o", "--dry-run", "--verify")
+    assert both.returncode == 2 and "nothing to --verify" in both.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

@@ -82,7 +82,7 @@ def test_human_table_and_max_detections(cli, v2_dir):
     result = cli("detect", v2_dir, SAMPLE, "--query", "a house", "--threshold", "0",
                  "--max-detections", "3")  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    assert "3 detections above 0" in result.stdout and "a house" in result.stdout
+    assert "3 of 16 detections above 0 in" in result.stdout and "a house" in result.stdout
     assert result.stderr == ""  # no spinner off a terminal
     empty = cli("detect", v2_dir, SAMPLE, "--query", "a house", "--threshold", "1")
     assert empty.exit_code == 0 and "no detections above 1" in empty.stdout
@@ -313,7 +313,7 @@ def test_console_script_json(v2_dir):
                               "--max-detections", "2", "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)
-    assert len(payload["detections"]) == 2
+    assert len(payload["detections"]) == 2 and payload["total"] == 16
     assert "\x1b[" not in proc.stdout + proc.stderr
 
 
@@ -377,3 +377,45 @@ def test_debug_shows_traceback(cli, v2_dir, tmp_path):
 
 
 # --- pictures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def many_boxes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny v2 model with 8-pixel patches: 64 boxes, more than a picture draws by default."""
+    from dataclasses import replace
+
+    from owlvit_cli.convert.run import convert_checkpoint
+    from owlvit_cli.model.spec import VARIANTS
+    from owlvit_cli.testing.fixtures import build_checkpoint
+
+    tiny = VARIANTS["v2-tiny"]
+    spec = replace(tiny, vision=replace(tiny.vision, patch_size=8))
+    root = tmp_path_factory.mktemp("many-boxes")
+    ckpt = build_checkpoint(root / "ckpt", spec, "v2")
+    convert_checkpoint(ckpt, root / "model")
+    return root / "model"
+
+
+def test_capped_counts_say_how_many_there_were(many_boxes_dir: Path):
+    args = ("detect", many_boxes_dir, SAMPLE, "--query", "a cat", "--threshold", "0")
+    table = run_console_script(*args, "--max-detections", "5")
+    assert table.returncode == 0, table.stderr
+    assert "5 of 64 detections above 0 in" in table.stdout
+    payload = json.loads(run_console_script(*args, "--max-detections", "5", "--json").stdout)
+    assert payload["total"] == 64 and len(payload["detections"]) == 5
+
+
+def test_picture_shows_the_best_25_unless_told(many_boxes_dir: Path, tmp_path: Path):
+    args = ("detect", many_boxes_dir, SAMPLE, "--query", "a cat", "--threshold", "0")
+    human = run_console_script(*args, "-o", tmp_path / "default.png")
+    assert human.returncode == 0, human.stderr
+    assert "with the best 25 of 64 boxes (--max-detections N draws N)" in human.stdout
+    # Uncapped, the table lists every detection and its title says no "of".
+    assert "64 detections above 0 in" in human.stdout and "│ 64 │" in human.stdout
+    payload = json.loads(run_console_script(*args, "-o", tmp_path / "j.png", "--json").stdout)
+    assert payload["drawn"] == 25 and len(payload["detections"]) == payload["total"] == 64
+    told = run_console_script(*args, "--max-detections", "25", "-o", tmp_path / "25.png")
+    assert told.returncode == 0 and "with the best" not in told.stdout
+    # Drawing all 64 would differ from drawing the best 25.
+    with Image.open(tmp_path / "default.png") as drawn, Image.open(tmp_path / "25.png") as best:
+        np.testing.assert_array_equal(np.asarray(drawn), np.asarray(best))

@@ -33,7 +33,7 @@ def test_half_precision_directories_pass_every_level(tiny_checkpoint, converted,
     assert all(r["max_abs"] <= 1e-5 for r in levels_of(report, "mapping"))
     stock = report["levels"]["stock"]
     assert stock["tolerances"] == STOCK_TOLERANCES_BY_DTYPE[dtype]
-    assert set(stock["tolerance_sources"].values()) == {f"default for {dtype} (README: measured)"}
+    assert set(stock["tolerance_sources"].values()) == {f"measured default for {dtype}"}
     assert dtype in stock["compared"]  # the stock model ran in its stored dtype
     precision = levels_of(report, "precision")
     assert precision and all(r["tolerance"] is None and r["passed"] for r in precision)
@@ -99,7 +99,7 @@ def test_atol_is_named_as_the_source_of_a_tolerance(cli, tiny_checkpoint, conver
     assert result.exit_code == 0, result.stderr
     text = " ".join(result.stdout.split())
     assert "weights stored as bfloat16 (from owlvit_conversion.json)" in text
-    assert "tolerances: --atol; default for bfloat16 (README: measured)" in text
+    assert "tolerances: --atol; measured default for bfloat16" in text
     report = json.loads(
         cli(
             "verify", ckpt, converted(ckpt, "bfloat16"), "--atol", "pred_boxes=0.5", "--json"
@@ -108,7 +108,7 @@ def test_atol_is_named_as_the_source_of_a_tolerance(cli, tiny_checkpoint, conver
     stock = report["levels"]["stock"]
     assert stock["tolerances"]["pred_boxes"] == 0.5
     assert stock["tolerance_sources"]["pred_boxes"] == "--atol"
-    assert stock["tolerance_sources"]["pred_logits"] == "default for bfloat16 (README: measured)"
+    assert stock["tolerance_sources"]["pred_logits"] == "measured default for bfloat16"
 
 
 def test_dtype_from_the_weights_when_there_is_no_record(cli, tiny_checkpoint, converted, tmp_path):

@@ -1,4 +1,4 @@
-"""Options and arguments every command shares, declared once: their metavars (the README's
+"""Options and arguments every command shares, declared once: their metavars (the docs'
 CKPT, OUT, HF_DIR, REPO_ID, IMAGE), help and shell completion."""
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typer._click.types import ParamType
 
 from owlvit_cli.cli.output import Output
 from owlvit_cli.errors import BadInputError
-from owlvit_cli.model.dtypes import DTYPE_ALIASES, DTYPES, normalize_dtype
+from owlvit_cli.model.dtypes import AUTO, DTYPE_ALIASES, DTYPES, normalize_dtype
+
+DTYPE_CHOICES = (AUTO, *DTYPES)
 
 # Flags that overwrite, publish or skip a check: a typo is never "corrected" into one of them.
 DANGEROUS_FLAGS = frozenset({"--force", "--overwrite", "--overwrite-card", "--save-card"})
@@ -53,10 +55,10 @@ class DtypeType(ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         try:
-            return normalize_dtype(str(value))
+            return normalize_dtype(str(value), allow_auto=True)
         except BadInputError:
             self.fail(
-                f"{value!r} is not one of {', '.join(DTYPES)} "
+                f"{value!r} is not one of {', '.join(DTYPE_CHOICES)} "
                 f"(or {', '.join(a for a in DTYPE_ALIASES if a not in DTYPES)})",
                 param,
                 ctx,
@@ -65,7 +67,8 @@ class DtypeType(ParamType):
     def shell_complete(
         self, ctx: click.Context, param: click.Parameter, incomplete: str
     ) -> list[CompletionItem]:
-        return [CompletionItem(name) for name in DTYPE_ALIASES if name.startswith(incomplete)]
+        names = [AUTO, *DTYPE_ALIASES]
+        return [CompletionItem(name) for name in names if name.startswith(incomplete)]
 
 
 JsonOption = Annotated[
@@ -83,12 +86,14 @@ QuietOption = Annotated[
         "--quiet", "-q", help="Print the result only: no progress, notes or warnings (errors stay)."
     ),
 ]
+# A string, not a Path: a Path folds a URL's `//` into `/` before anyone can say what it is.
 CheckpointArg = Annotated[
-    Path,
+    str,
     typer.Argument(
         metavar="CKPT",
         help="A scenic OWL-ViT / OWLv2 checkpoint: a Flax msgpack file, an Orbax checkpoint "
-        "directory, or a workdir of checkpoint_N entries (the latest is read).",
+        "directory, or a workdir of checkpoint_N entries (the latest is read). Local files "
+        "only: a released checkpoint's name or a URL gets the command that downloads it.",
         autocompletion=complete_files,
         show_default=False,
     ),
@@ -116,8 +121,10 @@ DtypeOption = Annotated[
     typer.Option(
         "--dtype",
         click_type=DtypeType(),
-        metavar="[" + "|".join(DTYPES) + "]",
-        help="Weights dtype. Also accepts fp32/f32, fp16/f16/half, bf16.",
+        metavar="[" + "|".join(DTYPE_CHOICES) + "]",
+        help="Weights dtype. auto keeps the dtype the checkpoint's weights are stored in "
+        "(float32 where they mix dtypes; a lone scalar does not count). Also accepts "
+        "fp32/f32, fp16/f16/half, bf16.",
     ),
 ]
 
@@ -131,9 +138,10 @@ def make_output(json_mode: bool, debug: bool, quiet: bool = False) -> Output:
     return Output(json_mode=json_mode, debug=debug, quiet=quiet)
 
 
-def checkpoint_path(out: Output, checkpoint: Path, step: int | None) -> Path:
+def checkpoint_path(out: Output, checkpoint: str | Path, step: int | None) -> Path:
     """The checkpoint CKPT and --step name (a workdir's latest, or its `step`), said on stderr
-    when it was picked from a workdir."""
+    when it was picked from a workdir; a URL or a released checkpoint's name that is no local
+    file is refused with the command that downloads it."""
     from owlvit_cli.checkpoint.workdir import resolve_checkpoint
 
     resolved = resolve_checkpoint(checkpoint, step)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from owlvit_cli.cli import process
 from owlvit_cli.cli.commands.common import (
@@ -25,7 +26,7 @@ from owlvit_cli.cli.commands.common import (
 )
 from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.render import human_bytes, key_value_grid
-from owlvit_cli.errors import ExitCode
+from owlvit_cli.errors import BadInputError, ExitCode
 
 HELP = (
     "Convert a scenic OWL-ViT / OWLv2 checkpoint into a transformers model directory OUT that "
@@ -35,6 +36,7 @@ HELP = (
     "unless --overwrite."
     + examples(
         "owlvit convert clip_vit_b32_b0203fc owlvit-b32",
+        "owlvit convert CKPT OUT --dry-run",
         "owlvit convert CKPT OUT --dtype bf16 --max-shard-size 1GB",
         "owlvit convert CKPT OUT --overwrite --verify --json",
     )
@@ -58,7 +60,7 @@ def convert_command(
             show_default=False,
         ),
     ],
-    dtype: DtypeOption = "float32",
+    dtype: DtypeOption = "auto",
     max_shard_size: Annotated[
         str,
         typer.Option(
@@ -91,6 +93,14 @@ def convert_command(
             help="Then run `owlvit verify --record` on OUT; exit 1 if it finds a mismatch.",
         ),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Show what would be written (files, tensors, bytes, shards, dtype, ignored and "
+            "generated tensors) from the checkpoint's headers, and write nothing.",
+        ),
+    ] = False,
     step: StepOption = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
@@ -99,7 +109,24 @@ def convert_command(
     out = make_output(json_mode, debug, quiet)
 
     def action() -> int:
+        if dry_run and verify:
+            raise BadInputError("--dry-run writes nothing, so there is nothing to --verify")
         source = checkpoint_path(out, checkpoint, step)
+        if dry_run:
+            from owlvit_cli.convert.run import plan_conversion
+
+            plan = plan_conversion(
+                source,
+                output,
+                dtype=dtype,
+                max_shard_size=max_shard_size,
+                overwrite=overwrite,
+                force_overwrite=force_overwrite,
+            ).to_json()
+            for warning in plan["warnings"]:
+                out.warn(warning)
+            out.result(plan, lambda console: render_plan(console, plan))
+            return ExitCode.OK
         # Nothing here is linear algebra: idle OpenBLAS threads would only spin on the cores
         # that the transposes and writes need (set before numpy's first import to count).
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -148,7 +175,7 @@ def render(console: Console, payload: dict[str, Any]) -> None:
     table.add_row("wrote", payload["output"])
     table.add_row("model", f"{payload['model_class']} (layout {payload['layout']})")
     table.add_row("tensors", f"{payload['num_tensors']} ({payload['num_parameters']:,} params)")
-    table.add_row("dtype", payload["dtype"])
+    table.add_row("dtype", dtype_line(payload))
     table.add_row("source sha256", payload["source"]["sha256"])
     for item in payload["ignored"]:
         table.add_row("ignored", f"{item['path']}: {item['reason']}")
@@ -166,3 +193,37 @@ def render(console: Console, payload: dict[str, Any]) -> None:
             )
             return
     console.print(f"[green]✓[/green] converted ({human_bytes(payload['source']['size'])} source)")
+
+
+def dtype_line(payload: dict[str, Any]) -> str:
+    """The dtype written and why (a record from before the reason was kept has none)."""
+    reason = payload.get("dtype_reason")
+    return f"{payload['dtype']} ({reason})" if reason else payload["dtype"]
+
+
+def render_plan(console: Console, plan: dict[str, Any]) -> None:
+    """A dry run: what convert would write, and that it wrote nothing."""
+    table = key_value_grid()
+    table.add_row("would write", escape(plan["output"]))
+    table.add_row("model", f"{plan['model_class']} (layout {plan['layout']})")
+    table.add_row("tensors", f"{plan['num_tensors']} ({plan['num_parameters']:,} params)")
+    table.add_row("dtype", escape(dtype_line(plan)))
+    shards = plan["shards"]
+    table.add_row(
+        "weights",
+        f"{human_bytes(plan['bytes'])} ({plan['bytes']:,} bytes) in {len(shards)} "
+        f"file{'s' if len(shards) > 1 else ''}",
+    )
+    if len(shards) > 1:
+        for item in shards:
+            count = f"{item['tensors']} tensor{'s' if item['tensors'] != 1 else ''}"
+            table.add_row("", f"{item['file']}: {count}, {human_bytes(item['bytes'])}")
+    for item in plan["ignored"]:
+        table.add_row("ignored", escape(f"{item['path']}: {item['reason']}"))
+    for target, note in plan["generated"].items():
+        table.add_row("generated", escape(f"{target}: {note}"))
+    weights = {item["file"] for item in shards} if len(shards) > 1 else set()
+    others = [name for name in plan["files"] if name not in weights]
+    table.add_row("files", ", ".join(["the weight files above"] * bool(weights) + others))
+    console.print(table)
+    console.print("dry run: nothing written")

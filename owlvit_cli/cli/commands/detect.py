@@ -33,6 +33,10 @@ HELP = (
     )
 )
 
+# Boxes drawn on the picture when --max-detections does not say: at a low threshold thousands
+# pass, and thousands of labels bury the picture; the best few are what a look at it is for.
+DEFAULT_MAX_DRAWN = 25
+
 
 def register(app: typer.Typer) -> None:
     app.command(
@@ -108,7 +112,12 @@ def detect_command(
     ] = 0.1,
     max_detections: Annotated[
         int | None,
-        typer.Option("--max-detections", metavar="N", help="Report at most the N best boxes."),
+        typer.Option(
+            "--max-detections",
+            metavar="N",
+            help="Report (and draw) at most the N best boxes. Without it every box above "
+            f"--threshold is reported and the best {DEFAULT_MAX_DRAWN} are drawn.",
+        ),
     ] = None,
     preprocessing: Annotated[
         str,
@@ -173,9 +182,12 @@ def detect_command(
             out.warn(warning)
         payload = result.to_json()
         if output is not None:
+            # With --max-detections the list is already the N asked for.
+            drawn = result.detections[: max_detections or DEFAULT_MAX_DRAWN]
             with out.step("drawing"):
-                save_image(draw_detections(load_image(image), result.detections), output)
+                save_image(draw_detections(load_image(image), drawn), output)
             payload["output"] = str(output)
+            payload["drawn"] = len(drawn)
         out.result(payload, lambda console: render(console, payload))
 
     run_guarded(out, action)
@@ -196,7 +208,8 @@ def render(console: Console, payload: dict[str, Any]) -> None:
             "y0",
             "x1",
             "y1",
-            title=f"{len(detections)} detections above {payload['threshold']:g} in {where}",
+            title=f"{counted(len(detections), payload['total'])} above "
+            f"{payload['threshold']:g} in {where}",
         )
         for column in table.columns[2:]:
             column.justify = "right"
@@ -214,6 +227,21 @@ def render(console: Console, payload: dict[str, Any]) -> None:
             f"query {escape(box['label'])}: predicted box {box['box_index']} "
             f"(of {box['candidates']} overlapping it)"
         )
-    for key in ("output", "saved_query_embedding"):
-        if payload.get(key):
-            console.print(f"[green]✓[/green] wrote {escape(payload[key])}")
+    if "output" in payload:
+        console.print(f"[green]✓[/green] wrote {escape(payload['output'])}{drawn_note(payload)}")
+    if payload.get("saved_query_embedding"):
+        console.print(f"[green]✓[/green] wrote {escape(payload['saved_query_embedding'])}")
+
+
+def counted(shown: int, total: int) -> str:
+    """ "5 of 3,365 detections" when a cap kept the best few, "3,365 detections" otherwise."""
+    noun = "detection" if total == 1 else "detections"
+    return f"{shown:,} of {total:,} {noun}" if shown < total else f"{total:,} {noun}"
+
+
+def drawn_note(payload: dict[str, Any]) -> str:
+    """What the picture shows when it is not every detection (the default cap)."""
+    drawn, listed = payload["drawn"], len(payload["detections"])
+    if drawn >= listed:
+        return ""
+    return f" with the best {drawn} of {listed:,} boxes (--max-detections N draws N)"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console, Group
@@ -27,6 +27,9 @@ from owlvit_cli.cli.render import human_bytes, key_value_grid
 from owlvit_cli.errors import ExitCode
 from owlvit_cli.model.model_dir import LAYOUT_DESCRIPTIONS
 
+if TYPE_CHECKING:
+    from owlvit_cli.checkpoint.inspection import FoldedRows
+
 HELP = (
     "Show a checkpoint's params (path, shape, dtype, size) as a tree, and a summary: layout, "
     "OWL version, the config derived from the tensors alone, parameter count and bytes by "
@@ -36,6 +39,7 @@ HELP = (
     "a terminal)."
     + examples(
         "owlvit inspect clip_vit_l14_d83d374 --depth 4",
+        "owlvit inspect clip_vit_l14_d83d374 --all",
         "owlvit inspect clip_vit_l14_d83d374 --filter '*resblocks.0/attn*'",
         "owlvit inspect clip_vit_l14_d83d374 --mapping | grep class_head",
         "owlvit inspect clip_vit_l14_d83d374 --json | jq .config",
@@ -75,6 +79,14 @@ def inspect_command(
             "instead of the tree.",
         ),
     ] = False,
+    show_all: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Show every tensor of the tree: repeated transformer blocks with the same "
+            "tensors are otherwise shown once (resblocks.{0..11}).",
+        ),
+    ] = False,
     step: StepOption = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
@@ -99,7 +111,7 @@ def inspect_command(
                 f"no tensor matches --filter {escape(repr(filter_))} "
                 f"(tried the file's own names and current scenic names)"
             )
-        out.result(report, lambda console: render(console, report, depth))
+        out.result(report, lambda console: render(console, report, depth, fold=not show_all))
         if report["problems"]:
             out.error(f"{len(report['problems'])} problem(s): convert would refuse this checkpoint")
             return ExitCode.BAD_INPUT
@@ -108,16 +120,19 @@ def inspect_command(
     run_guarded(out, action)
 
 
-def render(console: Console, report: dict[str, Any], depth: int | None) -> None:
-    if "mapping" in report:
-        if not console.is_terminal:  # for grep, cut and awk: full names, one row per line
-            print_mapping_tsv(console, report["mapping"])
-            return
-        _print_mapping(console, report["mapping"])
-    elif report["params"]:
-        console.print(_param_tree(report, depth))
+def render(
+    console: Console, report: dict[str, Any], depth: int | None, *, fold: bool = True
+) -> None:
+    """The summary first (what most runs are for), then the tree or the mapping."""
+    if "mapping" in report and not console.is_terminal:
+        print_mapping_tsv(console, report["mapping"])  # for grep, cut and awk: rows only
+        return
     if report["config"] is not None:
         console.print(_summary(report))
+    if "mapping" in report:
+        _print_mapping(console, report["mapping"])
+    elif report["params"]:
+        _print_tree(console, report, depth, fold)
     if report["problems"]:
         _print_problems(console, report["problems"])
 
@@ -130,17 +145,34 @@ def _print_problems(console: Console, problems: list[str]) -> None:
         console.print(Text(f"  • {problem}"), soft_wrap=True)
 
 
-def _param_tree(report: dict[str, Any], depth: int | None) -> Tree:
-    tree = Tree(f"[bold]{escape(report['file'])}[/bold]")
+def _print_tree(console: Console, report: dict[str, Any], depth: int | None, fold: bool) -> None:
+    from owlvit_cli.checkpoint.inspection import fold_repeated_blocks
+
+    rows = [{**row, "repeat": 1} for row in report["params"]]
+    folded = fold_repeated_blocks(report["params"]) if fold else None
+    console.print(_param_tree(report["file"], folded.rows if folded else rows, depth, folded))
+    visible = [k for k in folded.blocks if depth is None or k.count("/") < depth] if folded else []
+    if folded and visible:
+        hidden = sum(count - 1 for count in folded.blocks.values())
+        console.print(
+            "[dim]repeated blocks with the same tensors are shown once, as "
+            f"resblocks.{{first..last}} ({hidden} not shown); --all shows every tensor[/dim]"
+        )
+
+
+def _param_tree(
+    file: str, rows: list[dict[str, Any]], depth: int | None, folded: FoldedRows | None
+) -> Tree:
+    tree = Tree(f"[bold]{escape(file)}[/bold]")
     nodes: dict[str, Tree] = {}
     collapsed: dict[str, list[int]] = {}
-    for row in report["params"]:
+    for row in rows:
         parts = row["path"].split("/")
         if depth is not None and len(parts) > depth:
             key = "/".join(parts[:depth])
             counts = collapsed.setdefault(key, [0, 0])
-            counts[0] += 1
-            counts[1] += row["size"]
+            counts[0] += row["repeat"]
+            counts[1] += row["size"] * row["repeat"]
             parts = parts[:depth]
             leaf = None
         else:
@@ -158,6 +190,9 @@ def _param_tree(report: dict[str, Any], depth: int | None) -> Tree:
                 f"[magenta]{escape(leaf['dtype'])}[/magenta]  "
                 f"[dim]{human_bytes(leaf['nbytes'])}[/dim]"
             )
+    for key, count in (folded.blocks if folded else {}).items():
+        if key in nodes:
+            nodes[key].label = f"{nodes[key].label}  [dim]({count} blocks, each as below)[/dim]"
     for key, (count, size) in collapsed.items():
         nodes[key].label = f"{nodes[key].label}  [dim]({count} tensors, {size:,} params)[/dim]"
     return tree
