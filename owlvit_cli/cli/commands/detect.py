@@ -225,7 +225,7 @@ def render(console: Console, payload: dict[str, Any]) -> None:
     for box in payload.get("query_boxes", []):
         console.print(
             f"query {escape(box['label'])}: predicted box {box['box_index']} "
-            f"(of {box['candidates']} overlapping it)"
+            f"(of {box['candidates']} candidates)"
         )
     if "output" in payload:
         console.print(f"[green]✓[/green] wrote {escape(payload['output'])}{drawn_note(payload)}")
