@@ -1,8 +1,9 @@
 """owlvit: convert scenic OWL-ViT / OWLv2 checkpoints to transformers, verify, publish.
 
 The Python API (docs/python-api.md): `inspect_checkpoint`, `convert_checkpoint`,
-`verify_conversion`, `push_to_hub`, `detect_objects`. (Not `verify` or `detect`: those names
-are the subpackages.) Importing the package is cheap; each function loads what it needs.
+`verify_conversion`, `push_to_hub`, `detect_objects`, `embed_image_query`. (Not `verify` or
+`detect`: those names are the subpackages.) Importing the package is cheap; each function
+loads what it needs.
 """
 
 __version__ = "0.1.0"
@@ -11,6 +12,7 @@ from owlvit_cli.api import (
     CheckpointInfo,
     convert_checkpoint,
     detect_objects,
+    embed_image_query,
     inspect_checkpoint,
     push_to_hub,
     verify_conversion,
@@ -39,6 +41,7 @@ __all__ = [
     "__version__",
     "convert_checkpoint",
     "detect_objects",
+    "embed_image_query",
     "inspect_checkpoint",
     "push_to_hub",
     "verify_conversion",

@@ -18,6 +18,8 @@ from owlvit_cli.progress import NO_PROGRESS, Progress
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    import numpy as np
+
     from owlvit_cli.convert.run import ConversionPlan, ConversionResult
     from owlvit_cli.detect.run import DetectionResult
     from owlvit_cli.model.spec import ModelSpec
@@ -179,7 +181,23 @@ def detect_objects(
 ) -> DetectionResult:
     """Run a converted model with its saved processor on an image; boxes in image pixels.
     `queries` is one text query or several.
-    `options` are `owlvit_cli.detect.run.detect`'s keywords (image_query, max_detections, ...)."""
+    `options` are `owlvit_cli.detect.run.detect`'s keywords (image_query, query_boxes,
+    query_embedding, max_detections, ...)."""
     from owlvit_cli.detect.run import detect as run
 
     return run(Path(hf_dir), Path(image), queries, threshold, progress=progress, **options)
+
+
+def embed_image_query(
+    hf_dir: PathLike,
+    image: PathLike,
+    box: Sequence[float] | str,
+    *,
+    preprocessing: str = "processor",
+) -> np.ndarray:
+    """The query embedding ([E] float32, not normalised) that scenic's notebook takes for an
+    example `box` ([x0, y0, x1, y1] in `image`'s pixels); save it with `numpy.save` and detect
+    with `detect_objects(..., query_embedding=path)` on any image, as often as needed."""
+    from owlvit_cli.detect.run import embed_query_box
+
+    return embed_query_box(Path(hf_dir), Path(image), box, preprocessing=preprocessing)

@@ -21,6 +21,7 @@ padding): they point at padding, not at anything in the picture.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +32,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from owlvit_cli.detect.image_query import (
+    ImageQueries,
+    QueryExample,
+    check_embedding_width,
+    embed_examples,
+    load_query_embedding,
+    pair_examples,
+    save_query_embedding,
+    score_image,
+)
 from owlvit_cli.errors import BadInputError
 from owlvit_cli.progress import NO_PROGRESS, Progress
+from owlvit_cli.scenic.image_query import NMS_IOU_THRESHOLD, Box, parse_box
 from owlvit_cli.scenic.preprocess import load_image
 
 DEFAULT_THRESHOLD = 0.1
@@ -43,6 +55,12 @@ DEFAULT_PREPROCESSING = "processor"
 # transformers' default for image-guided detection: one-shot queries light up many
 # overlapping boxes around each match, text queries do not (and HF applies no NMS there).
 DEFAULT_NMS_THRESHOLD = 0.3
+# Query modes, as `--json` names them.
+TEXT, IMAGE, IMAGE_BOX, EMBEDDING = "text", "image", "image_box", "embedding"
+# The NMS each mode applies unless told otherwise: none for text (as transformers), its own
+# for transformers' box-free rule, scenic's for the modes that follow scenic's notebook.
+DEFAULT_NMS = {TEXT: None, IMAGE: DEFAULT_NMS_THRESHOLD, IMAGE_BOX: NMS_IOU_THRESHOLD}
+DEFAULT_NMS[EMBEDDING] = NMS_IOU_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -70,18 +88,25 @@ class DetectionResult:
     model_dir: Path
     image_path: Path
     image_size: tuple[int, int]  # (width, height)
-    mode: str  # "text" or "image" (one-shot, image-conditioned)
+    mode: str  # TEXT, IMAGE (transformers' rule), IMAGE_BOX (scenic's) or EMBEDDING
     queries: list[str]
     threshold: float
     detections: list[Detection]
+    query_images: list[Path] = field(default_factory=list)
     total: int = 0  # boxes above the threshold, before `max_detections` kept the best
-    query_image: Path | None = None
     max_detections: int | None = None
     nms_threshold: float | None = None
     preprocessing: str = DEFAULT_PREPROCESSING
     clip_to_image: bool = False
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    image_queries: ImageQueries | None = None  # the boxes' chosen embeddings
+    query_embedding: Path | None = None  # a saved embedding that was the query
+    saved_query_embedding: Path | None = None
+
+    @property
+    def query_image(self) -> Path | None:
+        return self.query_images[0] if self.query_images else None
 
     def to_json(self) -> dict[str, Any]:
         width, height = self.image_size
@@ -92,6 +117,10 @@ class DetectionResult:
             "mode": self.mode,
             "queries": list(self.queries),
             "query_image": None if self.query_image is None else str(self.query_image),
+            "query_images": [str(p) for p in self.query_images],
+            "query_boxes": [] if self.image_queries is None else self.image_queries.to_json(),
+            "query_embedding": _optional(self.query_embedding),
+            "saved_query_embedding": _optional(self.saved_query_embedding),
             "threshold": self.threshold,
             "max_detections": self.max_detections,
             "nms_threshold": self.nms_threshold,
@@ -113,24 +142,63 @@ class Detector:
     processor: Any
 
 
-def validate_queries(queries: str | Sequence[str] | None, image_query: Path | None) -> list[str]:
-    """Exactly one of text queries / an image query; text queries must say something. One
-    string is one query (not one query per character)."""
+def validate_queries(
+    queries: str | Sequence[str] | None,
+    image_query: Sequence[Path] | Path | None,
+    query_embedding: Path | None = None,
+) -> list[str]:
+    """Exactly one kind of query: text, example images, or a saved embedding; text queries
+    must say something. A single string is one query, not one per character."""
     queries = [queries] if isinstance(queries, str) else list(queries or [])
     for index, query in enumerate(queries):
         if not isinstance(query, str):
             raise BadInputError(f"query {index + 1} is not text: {query!r}")
-    if queries and image_query is not None:
-        raise BadInputError("give either text queries or an image query, not both")
-    if not queries and image_query is None:
+    kinds = [bool(queries), bool(image_queries(image_query)), query_embedding is not None]
+    if sum(kinds) > 1:
+        raise BadInputError(
+            "give one kind of query: text queries, an image query or a saved query embedding"
+        )
+    if not any(kinds):
         raise BadInputError(
             "give at least one text query (or an image query)",
-            hint="--query TEXT or --image-query PATH",
+            hint="--query TEXT, --image-query PATH or --query-embedding FILE.npy",
         )
     for index, query in enumerate(queries):
         if not query.strip():
             raise BadInputError(f"query {index + 1} is empty")
     return queries
+
+
+def image_queries(image_query: Sequence[Path] | Path | None) -> list[Path]:
+    """One query image or several, as paths."""
+    if image_query is None:
+        return []
+    if isinstance(image_query, (str, os.PathLike)):
+        return [Path(image_query)]
+    return [Path(p) for p in image_query]
+
+
+def validate_query_boxes(
+    query_boxes: Sequence[Box | str], query_images: Sequence[Path], save_to: Path | None
+) -> list[Box]:
+    """Boxes as numbers; they need the query image they are drawn on, and several query
+    images need a box each (transformers' box-free rule takes one image)."""
+    boxes = [parse_box(b) if isinstance(b, str) else tuple(map(float, b)) for b in query_boxes]
+    if boxes and not query_images:
+        raise BadInputError(
+            "a query box needs the query image it is drawn on", hint="--image-query IMAGE"
+        )
+    if len(query_images) > 1 and not boxes:
+        raise BadInputError(
+            "several query images need a query box each",
+            hint="--query-box X0,Y0,X1,Y1 once per --image-query",
+        )
+    if save_to is not None and not boxes:
+        raise BadInputError(
+            "saving a query embedding needs a query box to choose it from",
+            hint="--query-box X0,Y0,X1,Y1 (the whole query image: 0,0,WIDTH,HEIGHT)",
+        )
+    return boxes  # type: ignore[return-value]
 
 
 def validate_threshold(threshold: float, name: str = "threshold") -> float:
@@ -300,50 +368,80 @@ def detect(
     queries: str | Sequence[str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     *,
-    image_query: Path | None = None,
+    image_query: Sequence[Path] | Path | None = None,
+    query_boxes: Sequence[Box | str] = (),
+    query_embedding: Path | None = None,
+    save_query_embedding_to: Path | None = None,
     max_detections: int | None = None,
-    nms_threshold: float = DEFAULT_NMS_THRESHOLD,
+    nms_threshold: float | None = None,
     preprocessing: str = DEFAULT_PREPROCESSING,
     clip_to_image: bool = False,
     detector: Detector | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> DetectionResult:
-    """Detect `queries` (or things like the `image_query` crop) in an image file.
+    """Detect `queries`, or things like examples: `image_query` images with `query_boxes` in
+    their pixels (scenic's choice of embedding), one `image_query` without a box
+    (transformers' rule), or a `query_embedding` saved earlier (.npy).
 
     All inputs are checked (cheaply) before the model is loaded, so a typo fails in
     milliseconds. `progress` hears the slow parts (a spinner in the CLI); `detector` lets a caller
-    reuse a loaded model.
+    reuse a loaded model. `nms_threshold` (None: the mode's default) applies to example and
+    embedding queries only.
     """
     from owlvit_cli.model.model_dir import check_model_dir
 
     start = time.perf_counter()
     hf_dir, image_path = Path(hf_dir), Path(image_path)
-    queries = validate_queries(queries, image_query)
+    query_paths = image_queries(image_query)
+    embedding_path = None if query_embedding is None else Path(query_embedding)
+    save_to = None if save_query_embedding_to is None else Path(save_query_embedding_to)
+    boxes = validate_query_boxes(query_boxes, query_paths, save_to)
+    queries = validate_queries(queries, query_paths, embedding_path)
+    mode = _mode(queries, boxes, query_paths)
     threshold = validate_threshold(threshold)
     max_detections = validate_max_detections(max_detections)
-    nms_threshold = validate_threshold(nms_threshold, "NMS threshold")
+    nms = DEFAULT_NMS[mode] if nms_threshold is None else nms_threshold
+    if nms is not None:
+        nms = validate_threshold(nms, "NMS threshold")
     preprocessing = validate_preprocessing(preprocessing)
     config, version, _ = check_model_dir(hf_dir)
     image = load_image(image_path)
-    query_image = None if image_query is None else load_image(image_query)
-    for picture in (image, query_image):
-        if picture is not None:
-            check_processor_can_take(picture, preprocessing, config, version)
+    query_pictures = {path: load_image(path) for path in dict.fromkeys(query_paths)}
+    examples = _examples(query_paths, boxes, query_pictures)
+    saved = None if embedding_path is None else load_query_embedding(embedding_path)
+    if saved is not None:
+        check_embedding_width(saved, int(config["projection_dim"]), str(embedding_path))
+    for picture in (image, *query_pictures.values()):
+        check_processor_can_take(picture, preprocessing, config, version)
     how = {"preprocessing": preprocessing, "clip_to_image": clip_to_image}
     warnings: list[str] = []
+    chosen = None
     if detector is None:
         with progress.step("loading model"):
             detector = load_detector(hf_dir)
     with progress.step("detecting"):
-        if query_image is not None:
-            label = str(image_query)
+        if examples:
+            chosen = embed_examples(
+                detector.model, examples, lambda im: model_pixels(detector, im, preprocessing)
+            )
+            queries = chosen.labels
+            found = detect_embeddings(
+                detector, image, chosen.embeddings, queries, threshold, nms, **how
+            )
+        elif saved is not None:
+            queries = _embedding_labels(embedding_path, len(saved))  # type: ignore[arg-type]
+            found = detect_embeddings(detector, image, saved, queries, threshold, nms, **how)
+        elif query_paths:
+            label = str(query_paths[0])
             found = detect_image_query(
-                detector, image, query_image, label, threshold, nms_threshold, **how
+                detector, image, query_pictures[query_paths[0]], label, threshold, nms, **how
             )
             queries = [label]
         else:
             warnings += _truncation_warnings(detector, queries)
             found = detect_text(detector, image, queries, threshold, **how)
+    if save_to is not None and chosen is not None:
+        save_query_embedding(save_to, chosen.embeddings)
     total = len(found)
     if max_detections is not None:
         found = found[:max_detections]
@@ -352,19 +450,106 @@ def detect(
         model_dir=hf_dir,
         image_path=image_path,
         image_size=(width, height),
-        mode="text" if image_query is None else "image",
+        mode=mode,
         queries=queries,
         threshold=threshold,
         detections=found,
+        query_images=query_paths,
         total=total,
-        query_image=image_query,
         max_detections=max_detections,
-        nms_threshold=nms_threshold if image_query is not None else None,
+        nms_threshold=nms,
         preprocessing=preprocessing,
         clip_to_image=clip_to_image,
         seconds=time.perf_counter() - start,
         warnings=warnings,
+        image_queries=chosen,
+        query_embedding=embedding_path,
+        saved_query_embedding=save_to,
     )
+
+
+def detect_embeddings(
+    detector: Detector,
+    image: np.ndarray,
+    embeddings: np.ndarray,
+    labels: list[str],
+    threshold: float = DEFAULT_THRESHOLD,
+    nms_threshold: float | None = NMS_IOU_THRESHOLD,
+    *,
+    preprocessing: str = DEFAULT_PREPROCESSING,
+    clip_to_image: bool = False,
+) -> list[Detection]:
+    """Detection against [Q, E] query embeddings (from example boxes or a saved file), as
+    scenic's notebook scores them: the class head, best query per box, NMS."""
+    pixels = model_pixels(detector, image, preprocessing)
+    found = score_image(
+        detector.model,
+        detector.processor.image_processor,
+        pixels,
+        embeddings,
+        image.shape,
+        threshold,
+        1.0 if nms_threshold is None else nms_threshold,
+    )
+    return _detections(found, image, labels, clip_to_image)
+
+
+def embed_query_box(
+    hf_dir: Path,
+    image_path: Path,
+    box: Box | str,
+    *,
+    preprocessing: str = DEFAULT_PREPROCESSING,
+    detector: Detector | None = None,
+) -> np.ndarray:
+    """The [E] query embedding scenic's notebook takes for `box` ([x0, y0, x1, y1] in the
+    image's pixels): reusable across images and runs with `detect(query_embedding=...)` once
+    saved, or with `detect_embeddings`."""
+    from owlvit_cli.model.model_dir import check_model_dir
+
+    hf_dir, image_path = Path(hf_dir), Path(image_path)
+    preprocessing = validate_preprocessing(preprocessing)
+    (parsed,) = validate_query_boxes([box], [image_path], None)
+    config, version, _ = check_model_dir(hf_dir)
+    picture = load_image(image_path)
+    examples = _examples([image_path], [parsed], {image_path: picture})
+    check_processor_can_take(picture, preprocessing, config, version)
+    detector = detector or load_detector(hf_dir)
+    chosen = embed_examples(
+        detector.model, examples, lambda im: model_pixels(detector, im, preprocessing)
+    )
+    return chosen.embeddings[0]
+
+
+def _mode(queries: list[str], boxes: list[Box], query_paths: list[Path]) -> str:
+    if queries:
+        return TEXT
+    if boxes:
+        return IMAGE_BOX
+    return IMAGE if query_paths else EMBEDDING
+
+
+def _examples(
+    query_paths: list[Path], boxes: list[Box], pictures: dict[Path, np.ndarray]
+) -> list[QueryExample]:
+    """Each box with its query image; a box that cannot stand for anything on its image is
+    refused here, before the model loads."""
+    from owlvit_cli.scenic.image_query import relative_box_yxyx
+
+    if not boxes:
+        return []
+    examples = [QueryExample(p, pictures[p], b) for p, b in pair_examples(query_paths, boxes)]
+    for example in examples:
+        relative_box_yxyx(example.box, *example.image.shape[:2])
+    return examples
+
+
+def _embedding_labels(path: Path, count: int) -> list[str]:
+    return [path.name] if count == 1 else [f"{path.name}[{i}]" for i in range(count)]
+
+
+def _optional(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _truncation_warnings(detector: Detector, queries: Sequence[str]) -> list[str]:

@@ -322,6 +322,17 @@ class OwlDetector(nn.Module):
         out.update(pred_logits=logits, class_embeddings=class_embeddings)
         return out
 
+    def score_features(
+        self, feature_map: Array, query_embeddings: Array, query_mask: Array
+    ) -> Array:
+        """The class head alone: [B, gh, gw, D] features against [B, Q, E] queries, [B, N, Q]
+        logits (scenic's `class_predictor` on `image_features` it already has)."""
+        b, gh, gw, w = feature_map.shape
+        logits, _ = self.class_head(
+            feature_map.reshape(b, gh * gw, w), query_embeddings, query_mask
+        )
+        return logits
+
     def __call__(self, images: Array, ids: Array) -> dict[str, Array]:
         """Text-query detection: [B, S, S, 3] in [0, 1] and [B, Q, L] ids, as scenic's call."""
         out = self.detect_and_embed(images, ids)
@@ -402,6 +413,7 @@ class FlaxRunner:
         self._embed_text = wrap(self._make(self.model.embed_text))
         self._detect_with_embeddings = wrap(self._make(self.model.detect_with_embeddings))
         self._detect_and_embed = wrap(self._make(self.model.detect_and_embed))
+        self._score_features = wrap(self._make(self.model.score_features))
         self._compiled: dict[tuple[tuple[int, ...], tuple[int, ...]], Any] = {}
 
     def with_params(self, params_tree: Mapping[str, Any]) -> FlaxRunner:
@@ -500,6 +512,14 @@ class FlaxRunner:
                 f"query_mask must be {list(queries.shape[:2])}; got {list(mask.shape)}"
             )
         return _to_numpy(self._detect_with_embeddings(self.variables, images, queries, mask))
+
+    def score_features(self, feature_map: np.ndarray, query_embeddings: np.ndarray) -> np.ndarray:
+        """[B, gh, gw, D] features (from `detect` or `image_embed`) scored against [B, Q, E]
+        query embeddings by the class head alone: [B, N, Q] logits, no tower run again."""
+        features = np.asarray(feature_map, np.float32)
+        queries = np.asarray(query_embeddings, np.float32)
+        mask = np.ones(queries.shape[:2], np.float32)
+        return np.asarray(self._score_features(self.variables, features, queries, mask))
 
 
 def _identity(fn: Callable[..., Any]) -> Callable[..., Any]:

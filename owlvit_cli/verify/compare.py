@@ -88,6 +88,9 @@ def output_diffs(
             flax["class_embeddings_unnormalized"],
             hf["class_embeddings_unnormalized"],
         )
+    if "image_query_logits" in flax:
+        for name in ("image_query_embedding", "image_query_logits"):
+            pairs[name] = (flax[name], hf[name])
     return {
         name: (float(np.abs(a - b).max()), float(np.abs(a).max())) for name, (a, b) in pairs.items()
     }
@@ -180,6 +183,9 @@ def compare_outputs(
     rows.append(top_k_row("mapping", tops["flax_rounded"], tops["mapping"], MAPPING_ATOL))
     tops["stock"] = top_detections(stock, mask, options.top_k)
     rows.append(top_k_row("stock", tops["flax"], tops["stock"], values["top_k"]))
+    if "image_query_box" in flax.float32:
+        rows += image_query_rows("mapping", flax.rounded, patched, options.top_k, MAPPING_ATOL)
+        rows += image_query_rows("stock", flax.float32, stock, options.top_k, values["top_k"])
     if flax.rounded is not flax.float32:
         precision = output_diffs(flax.float32, flax.rounded, mask)
         rows += [
@@ -192,6 +198,32 @@ def top_k_row(level: str, flax_top: list[dict], other: list[dict], tol: float) -
     worst, same = top_k_agreement(flax_top, other, tol)
     note = "" if same else "different detections or order"
     return Comparison("top_k", level, worst, tol, same and worst <= tol, note)
+
+
+def image_query_rows(
+    level: str, ref: dict[str, np.ndarray], other: dict[str, np.ndarray], k: int, tol: float
+) -> list[Comparison]:
+    """The image-conditioned check's own rows: the same predicted box chosen for every
+    example (exactly), and the same top-k detections against that embedding."""
+    ref_boxes, other_boxes = ref["image_query_box"], other["image_query_box"]
+    differ = int((ref_boxes != other_boxes).sum())
+    note = (
+        ""
+        if not differ
+        else f"Flax chose {ref_boxes.tolist()}, transformers {other_boxes.tolist()}"
+    )
+    box_row = Comparison("image_query_box", level, float(differ), 0.0, not differ, note)
+    worst, same = top_k_agreement(image_query_top(ref, k), image_query_top(other, k), tol)
+    note = "" if same else "different detections or order"
+    top_row = Comparison("image_query_top_k", level, worst, tol, same and worst <= tol, note)
+    return [box_row, top_row]
+
+
+def image_query_top(outputs: dict[str, np.ndarray], k: int) -> list[dict]:
+    """The top-k patches of the image-conditioned logits, picked as the text path's are."""
+    logits = outputs["image_query_logits"]
+    plain = {"pred_logits": logits, "pred_boxes": outputs["pred_boxes"]}
+    return top_detections(plain, np.ones(logits.shape[::2], bool), k)
 
 
 PIPELINE_NOTES = {

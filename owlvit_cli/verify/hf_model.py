@@ -198,7 +198,8 @@ def run_hf_detection(
 
 
 def run_hf_image_only(model: Any, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
-    """The image-only path that image-conditioned (one-shot) detection draws embeddings from."""
+    """The image-only path that image-conditioned (one-shot) detection draws embeddings from,
+    and the feature map that the class head scores such embeddings against."""
     import torch
 
     with torch.inference_mode():
@@ -209,10 +210,27 @@ def run_hf_image_only(model: Any, pixel_values: np.ndarray) -> dict[str, np.ndar
         result = {
             "class_embeddings_unnormalized": class_embeds,
             "pred_boxes": model.box_predictor(feats, feature_map),
+            "feature_map": feature_map,
         }
         if is_v2(model):
             result["objectness_logits"] = model.objectness_predictor(feats)
     return {key: value.detach().float().numpy() for key, value in result.items()}
+
+
+def run_hf_class_head(
+    model: Any, feature_map: np.ndarray, query_embeddings: np.ndarray
+) -> np.ndarray:
+    """[B, gh, gw, D] features scored against [B, Q, E] query embeddings (text- or
+    image-derived, not normalised): the class head alone, [B, N, Q] logits."""
+    import torch
+
+    features = torch.as_tensor(feature_map).to(model.dtype)  # numpy has no bfloat16
+    batch, gh, gw, width = features.shape
+    queries = torch.from_numpy(np.array(query_embeddings, np.float32)).to(model.dtype)
+    mask = torch.ones(queries.shape[:2], dtype=features.dtype)
+    with torch.inference_mode():
+        logits, _ = model.class_predictor(features.reshape(batch, gh * gw, width), queries, mask)
+    return logits.detach().float().numpy()
 
 
 @contextlib.contextmanager

@@ -17,8 +17,11 @@ from owlvit_cli.errors import BadInputError, first_line
 from owlvit_cli.input_files import open_regular
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.scenic import preprocess, semantics
+from owlvit_cli.scenic.image_query import relative_box_yxyx
 
 DEFAULT_QUERIES = ("a house", "a red car", "a tree", "a cat")
+# The image-conditioned check's example on the built-in sample: the red car, in its pixels.
+SAMPLE_QUERY_BOX = (300.0, 295.0, 500.0, 414.0)
 # scenic's evaluator preprocessing is the one behind its published COCO/LVIS numbers (v1 and
 # v2), so by default verify proves the model on the inputs those numbers were measured with.
 DEFAULT_PREPROCESSING: preprocess.Pipeline = "evaluator"
@@ -40,6 +43,9 @@ class VerifyInputs:
     queries: list[str]
     input_ids: np.ndarray
     preprocessing: preprocess.Pipeline = DEFAULT_PREPROCESSING
+    query_image_index: int = 0  # the image the image-conditioned check takes examples from
+    query_boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    query_boxes_yxyx: list[np.ndarray] = field(default_factory=list)  # scenic's, relative
 
     @functools.cached_property
     def pixel_values(self) -> np.ndarray:
@@ -61,6 +67,10 @@ class VerifyOptions:
     processor_detections: bool = False  # run the model on the processor's inputs too
     preprocessing: preprocess.Pipeline = DEFAULT_PREPROCESSING  # scenic's, for image files
     ignore_source: bool = False  # compare even when CKPT is not HF_DIR's recorded source
+    # The image-conditioned check: example boxes on a query image (verified as one more image;
+    # by default the first image, with the sample's car or the whole image as the box).
+    image_query: Path | None = None
+    query_boxes: Sequence[tuple[float, float, float, float]] = ()
 
     @property
     def processor_forward(self) -> bool:
@@ -91,6 +101,11 @@ def prepare_inputs(spec: ModelSpec, options: VerifyOptions) -> VerifyInputs:
     check_preprocessing(options.preprocessing)
     size = spec.vision.image_size
     paths = list(options.images) or [sample_image_path()]
+    if options.query_boxes and options.image_query is None and len(paths) > 1:
+        raise BadInputError("with several images, say which one the query boxes are drawn on")
+    if options.image_query is not None and Path(options.image_query) not in map(Path, paths):
+        paths.append(Path(options.image_query))
+    query_index = list(map(Path, paths)).index(Path(options.image_query or paths[0]))
     queries = list(options.queries) or list(DEFAULT_QUERIES)
     if any(not q.strip() for q in queries):
         raise BadInputError("empty --query; every query needs some text")
@@ -107,7 +122,19 @@ def prepare_inputs(spec: ModelSpec, options: VerifyOptions) -> VerifyInputs:
     rows: list[list[str | None]] = [[*queries, None] for _ in paths]
     ids = tokenize_queries(rows, spec.text.max_position_embeddings)
     images = [str(p) for p in paths]
-    return VerifyInputs(images, raw, np.stack(pixels), queries, ids, options.preprocessing)
+    inputs = VerifyInputs(images, raw, np.stack(pixels), queries, ids, options.preprocessing)
+    shape = raw[query_index].shape if raw[query_index] is not None else (size, size)
+    boxes = list(options.query_boxes) or [_default_query_box(paths[query_index], shape)]
+    inputs.query_image_index, inputs.query_boxes = query_index, boxes
+    inputs.query_boxes_yxyx = [relative_box_yxyx(box, *shape[:2]) for box in boxes]
+    return inputs
+
+
+def _default_query_box(path: Path, shape: tuple[int, ...]) -> tuple[float, float, float, float]:
+    """The sample's car on the built-in sample; elsewhere the whole image."""
+    if Path(path) == sample_image_path():
+        return SAMPLE_QUERY_BOX
+    return (0.0, 0.0, float(shape[1]), float(shape[0]))
 
 
 def load_pixel_array(path: Path, size: int) -> np.ndarray:

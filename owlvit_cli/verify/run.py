@@ -160,6 +160,10 @@ def run_verification(
             )
     with _timed(timings, "hf_forward", progress, "running the transformers model"):
         stock, patched = run_hf_both(model, inputs, stock_model)
+    with _timed(timings, "image_query", progress, "choosing the image-query embeddings"):
+        flax_out, rounded_out, stock, patched = image_query_all(
+            inputs, runners, (model, stock_model), (flax_out, rounded_out, stock, patched)
+        )
     flax = FlaxOutputs(flax_out, rounded_out)
     with _timed(timings, "compare", progress, "comparing"):
         rows, tops = compare_outputs(flax, stock, patched, inputs, options, tolerances)
@@ -180,6 +184,7 @@ def run_verification(
         checkpoint, hf_dir, spec, inputs, rows, timings, flax_top, processor_info, options
     )
     report.update(pairing.report_fields())
+    report["image_query"] = image_query_report(inputs, flax_out, stock)
     report["levels"] = describe_levels(report["levels"], tolerances, model_dtype(stock_model))
     digest = pairing.sha256 or (hasher.digest(progress) if hasher is not None else None)
     if digest is not None and options.record:
@@ -290,6 +295,44 @@ def load_reference(
         with _timed(timings, "inputs", progress, "preparing images and queries"):
             inputs = prepared.result()
     return spec, (runner, rounded), inputs
+
+
+def image_query_all(
+    inputs: VerifyInputs,
+    runners: tuple[Any, Any],
+    models: tuple[Any, Any],
+    outputs: tuple[dict, dict, dict, dict],
+) -> tuple[dict, dict, dict, dict]:
+    """Each side's image-conditioned outputs from its own forward pass: Flax (float32 and
+    rounded: the same dict for a float32 directory, kept the same object), stock and patched
+    transformers. Only the class head runs again."""
+    from functools import partial
+
+    from owlvit_cli.verify.hf_model import run_hf_class_head
+    from owlvit_cli.verify.image_query import with_image_query
+
+    (flax_runner, rounded_runner), (model, stock_model) = runners, models
+    flax_out, rounded_out, stock, patched = outputs
+    same = rounded_out is flax_out
+    flax_out = with_image_query(flax_out, inputs, flax_runner.score_features)
+    rounded_out = (
+        flax_out if same else with_image_query(rounded_out, inputs, rounded_runner.score_features)
+    )
+    stock = with_image_query(stock, inputs, partial(run_hf_class_head, stock_model))
+    patched = with_image_query(patched, inputs, partial(run_hf_class_head, model))
+    return flax_out, rounded_out, stock, patched
+
+
+def image_query_report(inputs: VerifyInputs, flax: dict, stock: dict) -> dict[str, Any]:
+    """What the image-conditioned check used and what each side chose."""
+    return {
+        "image": Path(inputs.images[inputs.query_image_index]).name,
+        "boxes": [list(box) for box in inputs.query_boxes],
+        "box_index": {
+            "flax": flax["image_query_box"].tolist(),
+            "stock": stock["image_query_box"].tolist(),
+        },
+    }
 
 
 def run_hf_both(model: Any, inputs: VerifyInputs, stock_model: Any = None) -> tuple[dict, dict]:

@@ -20,6 +20,8 @@ STOCK_TOLERANCES = {
     "feature_map": 1e-3,
     "image_class_embeddings": 1e-3,
     "top_k": 1e-3,
+    "image_query_embedding": 1e-3,
+    "image_query_logits": 2e-4,
 }
 
 # float16 / bfloat16: the model as transformers loads it by default (weights and compute in
@@ -38,6 +40,8 @@ STOCK_TOLERANCES_BY_DTYPE = {
         "feature_map": 1e-1,
         "image_class_embeddings": 5e-2,
         "top_k": 5e-2,
+        "image_query_embedding": 5e-2,
+        "image_query_logits": 5e-2,
     },
     "bfloat16": {
         "pred_logits": 2e-1,
@@ -48,6 +52,8 @@ STOCK_TOLERANCES_BY_DTYPE = {
         "feature_map": 1.0,
         "image_class_embeddings": 5e-1,
         "top_k": 2e-1,
+        "image_query_embedding": 5e-1,
+        "image_query_logits": 2e-1,
     },
 }
 DEFAULT_SOURCE = "measured default for {dtype}"

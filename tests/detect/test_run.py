@@ -328,7 +328,7 @@ ERROR_CASES = {
     "empty query": ("MODEL SAMPLE --query x --query ''", "query 2 is empty"),
     "blank query": ("MODEL SAMPLE --query '  '", "query 1 is empty"),
     "no query": ("MODEL SAMPLE", "--query"),
-    "both queries": ("MODEL SAMPLE --query x --image-query SAMPLE", "not both"),
+    "both queries": ("MODEL SAMPLE --query x --image-query SAMPLE", "one kind of query"),
     "bad image query": ("MODEL SAMPLE --image-query NOTIMG", "not an image"),
     "threshold below 0": ("MODEL SAMPLE --query x --threshold -0.1", "between 0 and 1"),
     "threshold above 1": ("MODEL SAMPLE --query x --threshold 1.5", "between 0 and 1"),

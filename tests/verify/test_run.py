@@ -35,7 +35,8 @@ def test_passes_on_every_tiny_variant_and_layout(tiny_checkpoint, converted, var
     assert report["passed"], report["failed"]
     names = {(r["level"], r["name"]) for r in report["outputs"]}
     expected = {"pred_logits", "pred_boxes", "class_embeddings", "query_embeddings",
-                "feature_map", "image_class_embeddings", "top_k"}  # fmt: skip
+                "feature_map", "image_class_embeddings", "top_k", "image_query_box",
+                "image_query_embedding", "image_query_logits", "image_query_top_k"}  # fmt: skip
     if variant.startswith("v2"):
         expected.add("objectness_logits")
     assert {n for level, n in names if level == "mapping"} == expected | {"finite_weights"}

@@ -28,6 +28,7 @@ HELP = (
     "(one-shot detection)."
     + examples(
         'owlvit detect owlv2-b16 street.jpg --query "a bus" --query "a bicycle" -o boxes.png',
+        "owlvit detect owlv2-b16 street.jpg --image-query example.jpg --query-box 40,60,180,200",
         "owlvit detect owlv2-b16 street.jpg --image-query example_crop.jpg --json",
     )
 )
@@ -63,12 +64,44 @@ def detect_command(
         ),
     ] = None,
     image_query: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             "--image-query",
             metavar="IMAGE",
-            help="An example crop to find instead of text queries (one-shot detection).",
+            help="An example image to find things like (one-shot detection). With --query-box, "
+            "the box's query embedding is chosen as scenic's notebook chooses it; without, "
+            "transformers' rule applies (OWL-ViT: the box overlapping the whole image most, "
+            "least like the image's mean; OWLv2: the most object-like box). Repeat with one "
+            "--query-box each for several examples.",
             autocompletion=complete_files,
+        ),
+    ] = None,
+    query_box: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--query-box",
+            metavar="X0,Y0,X1,Y1",
+            help="The example's box in the query image's pixels; repeat for several boxes "
+            "on one query image, or give one per --image-query.",
+        ),
+    ] = None,
+    query_embedding: Annotated[
+        Path | None,
+        typer.Option(
+            "--query-embedding",
+            metavar="FILE.npy",
+            help="Query with embeddings saved by --save-query-embedding (same model), no "
+            "query image needed.",
+            autocompletion=complete_files,
+        ),
+    ] = None,
+    save_query_embedding: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-query-embedding",
+            metavar="FILE.npy",
+            help="Also write the query boxes' embeddings ([Q, E] float32) for reuse with "
+            "--query-embedding.",
         ),
     ] = None,
     threshold: Annotated[
@@ -119,23 +152,27 @@ def detect_command(
     out = make_output(json_mode, debug, quiet)
 
     def action() -> None:
+        from owlvit_cli.atomic import check_not_input, check_writable_file
         from owlvit_cli.detect.draw import draw_detections, output_format, save_image
         from owlvit_cli.detect.run import detect
         from owlvit_cli.scenic.preprocess import load_image
 
         if output is not None:
-            from owlvit_cli.atomic import check_not_input
-
             output_format(output)  # refuse a bad suffix before loading anything
-            for source in (image, hf_dir, image_query):
-                if source is not None:
-                    check_not_input(output, source, directory=False)  # never over the photo
+        sources = [p for p in (image, hf_dir, *(image_query or []), query_embedding) if p]
+        for target in (t for t in (output, save_query_embedding) if t is not None):
+            check_writable_file(target)
+            for source in sources:
+                check_not_input(target, source, directory=False)  # never over the photo
         result = detect(
             hf_dir,
             image,
             query,
             threshold,
             image_query=image_query,
+            query_boxes=query_box or (),
+            query_embedding=query_embedding,
+            save_query_embedding_to=save_query_embedding,
             max_detections=max_detections,
             preprocessing=preprocessing,
             clip_to_image=clip_to_image,
@@ -185,8 +222,15 @@ def render(console: Console, payload: dict[str, Any]) -> None:
                 *(f"{v:.1f}" for v in (x0, y0, x1, y1)),
             )
         console.print(table)
+    for box in payload.get("query_boxes", []):
+        console.print(
+            f"query {escape(box['label'])}: predicted box {box['box_index']} "
+            f"(of {box['candidates']} candidates)"
+        )
     if "output" in payload:
         console.print(f"[green]✓[/green] wrote {escape(payload['output'])}{drawn_note(payload)}")
+    if payload.get("saved_query_embedding"):
+        console.print(f"[green]✓[/green] wrote {escape(payload['saved_query_embedding'])}")
 
 
 def counted(shown: int, total: int) -> str:

@@ -33,6 +33,7 @@ HELP = (
     + examples(
         "owlvit verify clip_vit_b32_b0203fc owlvit-b32",
         'owlvit verify CKPT HF_DIR --image street.jpg --query "a bus" --query "a bicycle"',
+        "owlvit verify CKPT HF_DIR --image-query street.jpg --query-box 40,60,180,200",
         "owlvit verify CKPT HF_DIR --atol pred_boxes=2e-3 --json --record",
     )
 )
@@ -67,6 +68,26 @@ def verify_command(
             "--query",
             metavar="TEXT",
             help="Text query. Repeatable. Default: four built-in ones.",
+        ),
+    ] = None,
+    image_query: Annotated[
+        Path | None,
+        typer.Option(
+            "--image-query",
+            metavar="IMAGE",
+            help="The image the image-conditioned check takes its example boxes from "
+            "(verified as one more image). Default: the first image.",
+            autocompletion=complete_files,
+        ),
+    ] = None,
+    query_box: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--query-box",
+            metavar="X0,Y0,X1,Y1",
+            help="An example box in that image's pixels; both models must choose the same "
+            "query embedding for it and detect the same things with it. Repeatable. Default: "
+            "the car on the built-in sample, else the whole image.",
         ),
     ] = None,
     atol: Annotated[
@@ -154,6 +175,7 @@ def verify_command(
 
     def action() -> int:
         source = checkpoint_path(out, checkpoint, step)
+        from owlvit_cli.scenic.image_query import parse_box
         from owlvit_cli.verify.inputs import VerifyOptions
 
         options = VerifyOptions(
@@ -165,6 +187,8 @@ def verify_command(
             processor_detections=processor_detections,
             preprocessing=preprocessing,  # type: ignore[arg-type]  # checked by prepare_inputs
             ignore_source=ignore_source,
+            image_query=image_query,
+            query_boxes=[parse_box(box) for box in query_box or []],
         )
         report = verify_and_report(out, source, hf_dir, options, record, save_outputs, save_viz)
         payload = report if report["passed"] else {**report, **verification_error(report)}
