@@ -60,12 +60,13 @@ def jax_runtime() -> dict[str, Any]:
 
 def hub_settings() -> dict[str, Any]:
     from owlvit_cli.errors import BadInputError
-    from owlvit_cli.publish.hub import resolve_endpoint
+    from owlvit_cli.publish.names import resolve_endpoint
+    from owlvit_cli.redaction import public_url
 
     try:
-        endpoint = resolve_endpoint(None)
-    except BadInputError as exc:
-        endpoint = f"unusable: {exc}"
+        endpoint = public_url(resolve_endpoint(None))
+    except BadInputError as exc:  # its message shows the endpoint as public_url does
+        endpoint = str(exc)
     return {"endpoint": endpoint, "token": token_source()}
 
 

@@ -54,11 +54,11 @@ from owlvit_cli.publish.names import (
 from owlvit_cli.publish.secrets import (
     RedactingFilter,
     endpoint_secrets,
-    public_endpoint,
     redact,
     scrub_exception,
 )
 from owlvit_cli.publish.selection import LeftOut, matches, select_files
+from owlvit_cli.redaction import public_url
 
 DEFAULT_TIMEOUT = 60.0
 # Never deleted by --delete, as `hf upload --delete` keeps it: the Hub's LFS rules live there.
@@ -126,7 +126,7 @@ class PushPlan:
 
     @property
     def shown_endpoint(self) -> str:
-        return public_endpoint(self.endpoint)
+        return public_url(self.endpoint)
 
 
 def plan_push(

@@ -13,12 +13,11 @@ import re
 from urllib.parse import quote, unquote, urlsplit
 
 from owlvit_cli.errors import BadInputError, HubError, first_line
+from owlvit_cli.redaction import HIDDEN
 
 # RFC 6750 b64token: anything else cannot be sent in an Authorization header, and httpx would
 # echo the rejected header value (the token) in its exception text.
 BEARER_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-HIDDEN = "***"
-USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/@]*@")
 
 
 def endpoint_secrets(endpoint: str) -> list[str]:
@@ -36,12 +35,6 @@ def endpoint_secrets(endpoint: str) -> list[str]:
     basic = base64.b64encode(f"{user}:{plain_password}".encode()).decode()
     spellings |= {basic, basic.rstrip("=")}
     return sorted(spellings, key=len, reverse=True)
-
-
-def public_endpoint(endpoint: str) -> str:
-    """The endpoint as it may be shown: credentials (anything before an `@` in the authority,
-    with or without a scheme) replaced by ***."""
-    return USERINFO_RE.sub(rf"\1{HIDDEN}@", endpoint)
 
 
 def resolve_token(explicit: str | None) -> str:

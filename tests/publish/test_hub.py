@@ -1110,6 +1110,36 @@ def test_url_credentials_are_not_shown_in_a_dry_run(
     assert PASSWORD not in assert_one_line_error(bad, 2)
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        f"https:/alice:{PASSWORD}@hub.example",
+        f"https://alice:{PASSWORD}/x@hub.example",
+        f"https://alice:{PASSWORD}?x@hub.example",
+        f"https://alice:{PASSWORD}#x@hub.example",
+        f"https://alice:{PASSWORD}",
+        "http://[::1",
+        "https://hub.example\n",
+        f"https://hub.example/?token={PASSWORD}",
+    ],
+    ids=["one-slash", "slash", "question", "hash", "no-host", "ipv6", "newline", "query"],
+)
+@pytest.mark.parametrize("json_mode", [False, True], ids=["human", "json"])
+def test_a_malformed_endpoint_is_one_line_exit_2_without_the_password(
+    cli: Callable, hub: HubServer, make_model_dir: Callable, endpoint: str, json_mode: bool
+) -> None:
+    result = cli(make_model_dir(), "tester/owl", *(["--json"] if json_mode else []),
+                 endpoint=endpoint)  # fmt: skip
+    assert PASSWORD not in result.stdout + result.stderr
+    assert not hub.state.requests
+    if json_mode:
+        assert result.returncode == 2, result.stderr
+        error = json.loads(result.stdout)["error"]
+        assert error["code"] == 2 and "unusable endpoint" in error["message"]
+    else:
+        assert "unusable endpoint" in assert_one_line_error(result, 2)
+
+
 # --------------------------------------------------------------------------------------------
 # The card
 
