@@ -128,9 +128,10 @@ def push_to_hub(
     `owlvit_cli.publish.hub.plan_push`'s keywords (revision, create_pr, private, license_,
     commit_message, endpoint, ...); `plan_push` alone is the dry run (no network)."""
     from owlvit_cli.publish import hub
+    from owlvit_cli.publish.secrets import resolve_token
 
     plan = hub.plan_push(Path(hf_dir), repo_id, **plan_options)
-    secret = hub.resolve_token(token)
+    secret = resolve_token(token)
     return hub.push(plan, token=secret, timeout=timeout, progress=progress)
 
 
