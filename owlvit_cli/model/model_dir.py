@@ -176,10 +176,29 @@ def _weight_files(hf_dir: Path) -> list[str]:
     if not isinstance(weight_map, dict) or not weight_map:
         raise ModelDirError(f"{index_path} has no weight_map")
     shards = sorted(set(map(str, weight_map.values())))
+    outside = [shard for shard in shards if not _names_a_file_inside(shard)]
+    if outside:
+        raise ModelDirError(
+            f"{index_path} lists shard(s) outside the model directory: "
+            f"{', '.join(map(repr, outside))}; a shard must be a path inside it (a published "
+            "copy would point at nothing)"
+        )
     missing = [shard for shard in shards if not (hf_dir / shard).is_file()]
     if missing:
         raise ModelDirError(f"{index_path} lists missing shard(s): {', '.join(missing)}")
     return [WEIGHTS_INDEX_FILE, *shards]
+
+
+def _names_a_file_inside(name: str) -> bool:
+    """A relative path that stays in the directory as written (transformers and the Hub join
+    it to the model's own folder): no absolute path, no `..`, no backslash, no empty part."""
+    parts = name.split("/")
+    return (
+        bool(name)
+        and "\\" not in name
+        and not name.startswith("/")
+        and not ({"", ".", ".."} & set(parts))
+    )
 
 
 # --------------------------------------------------------------------------------------------
