@@ -10,17 +10,23 @@ the same bytes again does not push the count past the file's size.
 from __future__ import annotations
 
 import io
+import os
 from contextlib import ExitStack
 from pathlib import Path
 
 from owlvit_cli.progress import Progress, Step
 
 
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+
+
 class CountedFile(io.BufferedReader):
     """A read-only file whose reads advance `step` by the bytes newly reached."""
 
     def __init__(self, path: Path, *steps: Step) -> None:
-        super().__init__(io.FileIO(path, "rb"))
+        # `path` has its symlinks resolved and checked; one planted since then is not followed.
+        super().__init__(io.FileIO(path, "rb", opener=_no_follow))
         self.count(*steps)
 
     def count(self, *steps: Step) -> None:

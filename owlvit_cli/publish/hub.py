@@ -165,7 +165,7 @@ def plan_push(
     forced_failure = _check_verification(model_dir, force)
     selection = select_files(model_dir, include, exclude)
     files = [
-        UploadFile(rel, (hf_dir / rel).stat().st_size, local_path=hf_dir / rel)
+        UploadFile(rel, selection.sources[rel].stat().st_size, local_path=selection.sources[rel])
         for rel in selection.files
     ]
     card_excluded = any(matches(CARD_FILE, pattern) for pattern in exclude)
@@ -187,10 +187,10 @@ def plan_push(
         forced_failure=forced_failure,
         warnings=list(model_dir.warnings),
     )
-    existing_card = hf_dir / CARD_FILE
+    existing_card = selection.sources.get(CARD_FILE)  # checked to lie inside HF_DIR
     if card_excluded:
         return plan
-    if existing_card.is_file() and not overwrite_card:
+    if existing_card is not None and not overwrite_card:
         plan.card_source = "existing"
         plan.card_text = existing_card.read_text(encoding="utf-8", errors="replace")
         if license_ is not None:
@@ -199,7 +199,7 @@ def plan_push(
                 "(pass --overwrite-card to replace it)"
             )
         return plan
-    if existing_card.is_file():
+    if existing_card is not None:
         plan.card_source = "generated (replaces existing)"
     return _with_card(plan)
 
@@ -257,8 +257,10 @@ def save_card(plan: PushPlan) -> Path | None:
     """Write the generated card into the directory (only on request: --save-card)."""
     if not plan.card_source.startswith("generated") or plan.card_text is None:
         return None
+    from owlvit_cli.atomic import atomic_write_bytes
+
     path = plan.model_dir.path / CARD_FILE
-    path.write_text(plan.card_text, encoding="utf-8")
+    atomic_write_bytes(path, plan.card_text.encode("utf-8"))
     return path
 
 

@@ -850,6 +850,98 @@ def test_env_never_leaves_the_machine(
     assert not any(".env" in r.path or "ipynb" in r.path for r in hub.state.requests)
 
 
+SECRET = "TOP-SECRET-BYTES from outside the model directory"
+
+
+def everything_on_the_hub(hub: HubServer, repo_id: str) -> bytes:
+    files = hub.state.head(repo_id).files if repo_id in hub.state.repos else {}
+    return b"".join(hub.state.lfs_objects.values()) + b"".join(
+        entry.content or b"" for entry in files.values()
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "link", "args"),
+    [
+        ("README.md", "secret", []),
+        ("merges.txt", "secret", []),
+        ("notes.md", "secret", ["--include", "*"]),
+        ("notes.md", "chain", ["--include", "*"]),  # a link to a link that leads out
+        ("notes.md", "secret", ["--include", "notes.md"]),
+        ("README.md", "secret", ["--overwrite-card", "--save-card"]),
+    ],
+    ids=["readme", "merges", "include-star", "link-to-link", "include-name", "save-card"],
+)
+def test_a_symlink_leading_outside_is_refused_before_any_request(
+    cli: Callable, hub: HubServer, make_model_dir: Callable, tmp_path: Path,
+    name: str, link: str, args: list[str],
+) -> None:  # fmt: skip
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET)
+    model = make_model_dir()
+    (tmp_path / "chain").symlink_to(secret)
+    (model / name).unlink(missing_ok=True)
+    (model / name).symlink_to(tmp_path / link)
+    for extra in (["--dry-run"], []):
+        result = cli(model, "tester/owl", *args, *extra)
+        line = assert_one_line_error(result, 2)
+        assert f"{name} -> {secret}" in line and "symlinks that lead outside" in line
+        assert SECRET not in result.stdout + result.stderr
+    assert not hub.state.requests
+    assert secret.read_text() == SECRET  # --save-card did not write through the link
+
+
+def test_symlinks_are_judged_by_where_they_lead(
+    cli: Callable, hub: HubServer, make_model_dir: Callable, tmp_path: Path
+) -> None:
+    """Inside links go up with their content; a link to a hidden file is hidden; a linked
+    folder is never followed; a link that leads out but is not selected is only left out."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text(SECRET)
+    model = make_model_dir()
+    (model / ".env").write_text(SECRET)
+    (model / "docs").mkdir()
+    (model / "docs" / "notes.txt").write_text("inside notes")
+    (model / "notes.md").symlink_to("docs/notes.txt")
+    (model / "env.md").symlink_to(".env")
+    (model / "linked").symlink_to(outside, target_is_directory=True)
+    (model / "away.md").symlink_to(outside / "secret.md")
+    shown = tmp_path / "shown"  # HF_DIR itself may be a symlink
+    shown.symlink_to(model, target_is_directory=True)
+
+    result = cli(shown, "tester/owl", "--include", "*.md", "--include", "linked/*",
+                 "--exclude", "away.md", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    left_out = {item["path"]: item["reason"] for item in payload["left_out"]}
+    assert left_out["env.md"] == "hidden (a symlink to .env)"
+    assert left_out["linked"] == "symlinked folder, not followed"
+    assert left_out["away.md"] == "excluded by away.md"
+    files = hub.state.head("tester/owl").files
+    assert files["notes.md"].content == b"inside notes"
+    assert not {"env.md", "away.md", ".env"} & set(files)
+    assert not any(path.startswith("linked") for path in files)
+    assert SECRET.encode() not in everything_on_the_hub(hub, "tester/owl")
+
+    hidden = cli(shown, "tester/other", "--include", "*.md", "--include", ".env",
+                 "--exclude", "away.md", "--dry-run", "--json")  # fmt: skip
+    names = {f["path"] for f in json.loads(hidden.stdout)["files"]}
+    assert {"env.md", ".env"} <= names  # a pattern that names hidden files asks for them
+
+
+def test_a_model_file_linked_to_a_hidden_file_is_refused(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    model = make_model_dir()
+    (model / ".secret").write_text(SECRET)
+    (model / "merges.txt").unlink()
+    (model / "merges.txt").symlink_to(".secret")
+    line = assert_one_line_error(cli(model, "tester/owl"), 2)
+    assert "merges.txt -> " in line and ".secret" in line
+    assert not hub.state.requests
+
+
 @pytest.mark.parametrize(
     ("include", "exclude", "added", "removed"),
     [
