@@ -94,14 +94,16 @@ def verify_conversion(
     hf_dir: PathLike,
     options: VerifyOptions | None = None,
     *,
-    record: bool = False,
+    record: bool | None = None,
     save_outputs: PathLike | None = None,
     save_viz: PathLike | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> Verification:
     """Run the scenic-exact Flax model and the converted model on the same inputs and compare
     every output. A mismatch is not an exception: read `.report["passed"]` and
-    `.report["failed"]`. `options` is a `owlvit_cli.verify.inputs.VerifyOptions`."""
+    `.report["failed"]`. `options` is a `owlvit_cli.verify.inputs.VerifyOptions`. The report is
+    kept in HF_DIR (for `push_to_hub`'s card) when owlvit wrote it, unless `record=False`;
+    `record=True` refuses any other directory; `.recorded` says where it went."""
     from owlvit_cli.verify.run import verify as run
 
     return run(

@@ -145,13 +145,19 @@ def library_versions() -> dict[str, str]:
 
 
 def conversion_record(
-    ckpt: Checkpoint, spec: ModelSpec, plan: MappingPlan, sha256: str, dtype: str
+    ckpt: Checkpoint,
+    spec: ModelSpec,
+    plan: MappingPlan,
+    sha256: str,
+    dtype: str,
+    output: Path | None = None,
 ) -> dict[str, Any]:
     return {
         "tool": TOOL_NAME,
         "tool_version": __version__,
         "source": {
             "file": ckpt.path.name,
+            **({"path": source_path_from(output, ckpt.path)} if output is not None else {}),
             "format": ckpt.format,
             "size": ckpt.file_size,
             "sha256": sha256,
@@ -170,6 +176,12 @@ def conversion_record(
         "libraries": library_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def source_path_from(output: Path, checkpoint: Path) -> str:
+    """Where the checkpoint lies, relative to the output directory: enough to name it in a
+    later command (`owlvit verify`), without publishing where files live on this machine."""
+    return Path(os.path.relpath(os.path.abspath(checkpoint), os.path.abspath(output))).as_posix()
 
 
 def convert_checkpoint(
@@ -214,7 +226,7 @@ def convert_checkpoint(
                 hf_files.result()
                 ckpt.check_unchanged()
                 digest = hasher.digest(progress)
-                record = conversion_record(ckpt, spec, plan, digest, dtype)
+                record = conversion_record(ckpt, spec, plan, digest, dtype, output)
                 (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
                 files_written = sorted(p.name for p in tmp.iterdir())
         except OSError as exc:  # disk full, quota, vanished directory: the user's to fix

@@ -8,7 +8,9 @@ command can call `read_model_dir` or `check_complete` for the same answers.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,7 +314,10 @@ def verification_state(model_dir: ModelDir) -> str:
 def verification_warnings(model_dir: ModelDir) -> list[str]:
     verification = model_dir.verification
     if verification is None:
-        return [f"no {VERIFICATION_FILE}: the card will say 'not verified'"]
+        return [
+            f"no {VERIFICATION_FILE}: the card will say 'not verified'; record one with "
+            + verify_command(model_dir)
+        ]
     out = []
     local = sorted(k for k, v in verification.items() if isinstance(v, str) and _is_abs_path(v))
     if local:  # `owlvit verify --record` stores where things were on this machine
@@ -322,6 +327,30 @@ def verification_warnings(model_dir: ModelDir) -> list[str]:
     elif verification.get("passed") is not True:
         out.append(f"{VERIFICATION_FILE} records a FAILED verification")
     return out
+
+
+def verify_command(model_dir: ModelDir) -> str:
+    """The one command that verifies this directory and records the result, naming the
+    checkpoint where the conversion record says it was (when it is still there)."""
+    checkpoint = source_checkpoint(model_dir)
+    command = f"`owlvit verify {shlex.quote(str(checkpoint or 'CKPT'))} "
+    command += f"{shlex.quote(str(model_dir.path))}`"
+    name = record_source(model_dir).get("file")
+    if checkpoint is None and isinstance(name, str) and name.isprintable():
+        command += f" (CKPT: the {name} it was converted from)"
+    return command
+
+
+def source_checkpoint(model_dir: ModelDir) -> Path | None:
+    """The converted checkpoint, found from the record's path (relative to the directory)."""
+    relative = record_source(model_dir).get("path")
+    if not isinstance(relative, str) or not relative or not relative.isprintable():
+        return None
+    for base in (str(model_dir.path), os.path.realpath(model_dir.path)):
+        candidate = Path(os.path.normpath(os.path.join(base, relative)))
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def _is_abs_path(value: str) -> bool:

@@ -28,6 +28,8 @@ class Verification:
     # when verification returns: freeing a compiled XLA program and two sets of weights
     # takes 0.1-0.25 s, which a process about to exit (the CLI) need not spend.
     models: dict[str, Any] = field(default_factory=dict, repr=False)
+    recorded: Path | None = None  # where the report was kept (HF_DIR/owlvit_verification.json)
+    record_skipped: str | None = None  # why a report kept by default was not
 
     def picture(self) -> Any:
         """The first image with the Flax and the stock transformers top detections side by
@@ -147,18 +149,15 @@ def failure_summary(report: dict[str, Any]) -> str:
 
 def write_outputs(
     result: Verification,
-    hf_dir: Path,
-    record: bool,
+    record: Path | None,
     save_outputs: Path | None,
     save_viz: Path | None,
 ) -> None:
-    """Keep what the caller asked for: the arrays, a picture, the report inside HF_DIR (which
-    `push` turns into the model card). Each file appears whole or not at all."""
+    """Keep what the caller asked for: the arrays, a picture, the report at `record` (inside
+    HF_DIR, which `push` turns into the model card). Each file appears whole or not at all."""
     import io
 
     from owlvit_cli.atomic import atomic_write_bytes
-    from owlvit_cli.json_text import strict_json_dumps
-    from owlvit_cli.model.model_dir import VERIFICATION_FILE
 
     if result.inputs is None:  # CKPT is not HF_DIR's source: nothing ran, nothing to keep
         return
@@ -170,20 +169,19 @@ def write_outputs(
         from owlvit_cli.detect.draw import save_image
 
         save_image(result.picture(), save_viz)
-    if record:
-        text = strict_json_dumps(result.report, indent=2, default=str) + "\n"
-        atomic_write_bytes(hf_dir / VERIFICATION_FILE, text.encode())
+    if record is not None:
+        from owlvit_cli.verify.record import write_record
+
+        write_record(record, result.report)
 
 
 def check_output_paths(
     save_outputs: Path | None,
     save_viz: Path | None,
-    record_dir: Path | None = None,
     inputs: Sequence[Path] = (),
 ) -> None:
     """Refuse unusable or unwritable outputs before the slow part, not after it."""
     from owlvit_cli.atomic import check_not_input, check_writable_file
-    from owlvit_cli.model.model_dir import VERIFICATION_FILE
 
     if save_outputs is not None and save_outputs.suffix != ".npz":
         raise BadInputError(f"the outputs file must be a .npz file, got {save_outputs}")
@@ -196,5 +194,3 @@ def check_output_paths(
             for source in inputs:
                 check_not_input(path, source, directory=False)
             check_writable_file(path)
-    if record_dir is not None and record_dir.is_dir():  # a missing HF_DIR is verify's to say
-        check_writable_file(record_dir / VERIFICATION_FILE)

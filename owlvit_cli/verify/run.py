@@ -47,6 +47,7 @@ from owlvit_cli.verify.inputs import (
     check_preprocessing,
     prepare_inputs,
 )
+from owlvit_cli.verify.record import plan_record
 from owlvit_cli.verify.report import (
     Verification,
     build_report,
@@ -322,22 +323,25 @@ def verify(
     hf_dir: str | os.PathLike[str],
     options: VerifyOptions | None = None,
     *,
-    record: bool = False,
+    record: bool | None = None,
     save_outputs: str | os.PathLike[str] | None = None,
     save_viz: str | os.PathLike[str] | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> Verification:
-    """Verify, then keep what was asked for: `record` writes the report into HF_DIR (and hashes
-    the checkpoint so the report names it), `save_outputs` a .npz of inputs and outputs,
-    `save_viz` both sides' top detections drawn on the first image."""
+    """Verify, then keep what was asked for: the report in HF_DIR (`record`: True, False, or
+    None for "when owlvit wrote HF_DIR"; recording also hashes the checkpoint so the report
+    names it), `save_outputs` a .npz of inputs and outputs, `save_viz` both sides' top
+    detections drawn on the first image. `Verification.recorded` says where the report went."""
     hf_dir = Path(hf_dir)
     outputs = None if save_outputs is None else Path(save_outputs)
     viz = None if save_viz is None else Path(save_viz)
-    options = dataclasses.replace(options or VerifyOptions(), record=record)
+    target = plan_record(hf_dir, record)
+    options = dataclasses.replace(options or VerifyOptions(), record=target.path is not None)
     inputs = [Path(checkpoint), hf_dir, *map(Path, options.images)]
-    check_output_paths(outputs, viz, hf_dir if record else None, inputs)
+    check_output_paths(outputs, viz, inputs)
     result = run_verification(checkpoint, hf_dir, options, progress)
     hold_point("verify-compared")
     raise_if_interrupted()  # a Ctrl-C that landed in a GC callback: no report after it
-    write_outputs(result, hf_dir, record, outputs, viz)
-    return result
+    write_outputs(result, target.path, outputs, viz)
+    recorded = target.path if result.inputs is not None else None
+    return dataclasses.replace(result, recorded=recorded, record_skipped=target.skipped)

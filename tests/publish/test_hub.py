@@ -378,6 +378,37 @@ def test_card_shows_verification_results(cli: Callable, make_model_dir: Callable
     assert "holds local paths (hf_dir)" in result.stderr
 
 
+def test_convert_verify_push_in_that_order_publish_a_verified_card(
+    cli: Callable, hub: HubServer, tiny_checkpoint: Callable, tmp_path: Path, download: Callable
+) -> None:
+    """As a newcomer runs them: push names the one command that records the verification (with
+    the checkpoint where convert found it), and after it the card shows the result."""
+    import shlex
+
+    from tests.helpers import run_console_script
+
+    checkpoint = tmp_path / "checkpoints" / "clip_vit_tiny"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(tiny_checkpoint("v1-tiny").read_bytes())
+    model = tmp_path / "owlvit-tiny"
+    assert run_console_script("convert", checkpoint, model).returncode == 0
+
+    dry = cli(model, "tester/owl", "--dry-run")
+    warning = next(line for line in dry.stderr.splitlines() if "not verified" in line)
+    command = re.search(r"record one with `([^`]*)`", warning)
+    assert command, warning
+    assert shlex.split(command.group(1)) == ["owlvit", "verify", str(checkpoint), str(model)]
+
+    verify = run_console_script(*shlex.split(command.group(1))[1:])
+    assert verify.returncode == 0, verify.stderr
+    assert f"recorded the report in {model / 'owlvit_verification.json'}" in verify.stderr
+    result = cli(model, "tester/owl")
+    assert result.returncode == 0, result.stderr
+    assert "not verified" not in result.stderr
+    card = download("tester/owl", "README.md").decode()
+    assert "**Passed**" in card and "Not verified" not in card
+
+
 @pytest.mark.parametrize(
     ("verification", "expected"),
     [

@@ -129,13 +129,15 @@ def verify_command(
         ),
     ] = None,
     record: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--record",
-            help="Write the report to HF_DIR/owlvit_verification.json (push puts it in the "
-            "model card).",
+            "--record/--no-record",
+            help="Keep the report in HF_DIR/owlvit_verification.json, which push puts in the "
+            "model card. Default: when owlvit convert wrote HF_DIR (it has "
+            "owlvit_conversion.json); --record refuses any other directory.",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     save_viz: Annotated[
         Path | None,
         typer.Option(

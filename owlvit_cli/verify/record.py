@@ -1,0 +1,85 @@
+"""Where `verify` keeps its report: HF_DIR/owlvit_verification.json, which `push` turns into
+the model card.
+
+By default the report is kept in a directory owlvit wrote (it holds owlvit's conversion
+record), so that convert, verify and push run in that order publish a card that shows the
+verification, with nothing to remember. A directory owlvit did not write is never written
+into unasked; asked (`record=True`) it is refused, before any model loads. An existing
+record is replaced only when it is one verify wrote, and only as a file of the directory:
+a symlink in its place is replaced, never written through.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from owlvit_cli.errors import BadInputError
+from owlvit_cli.model.model_dir import RECORD_FILE, VERIFICATION_FILE
+
+# Every report verify writes has these; a file without them is someone else's.
+REPORT_KEYS = frozenset({"passed", "tool_version", "created"})
+
+
+@dataclass(frozen=True)
+class RecordPlan:
+    """The decision, made before the slow part: `path` to write, or why nothing is written."""
+
+    path: Path | None
+    skipped: str | None = None  # said to the user when a default record is not made
+
+
+def plan_record(hf_dir: Path, record: bool | None) -> RecordPlan:
+    """`record`: True (asked), False (declined) or None (the default: only into a directory
+    owlvit wrote)."""
+    from owlvit_cli.atomic import check_writable_file, is_owlvit_output
+
+    if record is False or not hf_dir.is_dir():  # a missing HF_DIR is verify's to report
+        return RecordPlan(None)
+    if not is_owlvit_output(hf_dir):
+        why = f"{hf_dir} has no {RECORD_FILE}, so it was not written by `owlvit convert`"
+        if record:
+            raise BadInputError(
+                f"cannot record the report: {why}, and owlvit writes only into its own directories",
+                hint="drop --record",
+            )
+        return RecordPlan(None, f"report not recorded: {why}")
+    path = hf_dir / VERIFICATION_FILE
+    check_replaceable(path)
+    check_writable_file(path)
+    return RecordPlan(path)
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to replace anything but a regular file verify wrote."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise BadInputError(
+            f"{path} is a symlink or not a regular file; verify records only into a file "
+            "of its own",
+            hint="remove it, or pass --no-record",
+        )
+    if path.exists() and not is_verify_report(path):
+        raise BadInputError(
+            f"{path} was not written by `owlvit verify`, so it is not replaced",
+            hint="move it away, or pass --no-record",
+        )
+
+
+def is_verify_report(path: Path) -> bool:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(report, dict) and set(report) >= REPORT_KEYS
+
+
+def write_record(path: Path, report: dict[str, Any]) -> None:
+    """Write the report whole or not at all, in place of whatever stands at `path` now (a
+    symlink planted since the check is replaced, not followed)."""
+    from owlvit_cli.atomic import atomic_write_bytes
+    from owlvit_cli.json_text import strict_json_dumps
+
+    text = strict_json_dumps(report, indent=2, default=str) + "\n"
+    atomic_write_bytes(path, text.encode(), follow_symlinks=False)

@@ -1,0 +1,76 @@
+"""Where verify keeps its report: by default in a directory owlvit wrote, never elsewhere."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from owlvit_cli.model.model_dir import RECORD_FILE, VERIFICATION_FILE
+from owlvit_cli.verify.record import plan_record
+from tests.helpers import run_console_script
+
+
+@pytest.fixture
+def model(converted, tiny_checkpoint, tmp_path: Path) -> Path:
+    hf_dir = tmp_path / "model"
+    shutil.copytree(converted(tiny_checkpoint()), hf_dir)
+    return hf_dir
+
+
+def one_line_exit_2(*args: object) -> str:
+    proc = run_console_script(*args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_record_refuses_a_directory_owlvit_did_not_write(model: Path, tiny_checkpoint) -> None:
+    (model / RECORD_FILE).unlink()
+    line = one_line_exit_2("verify", tiny_checkpoint(), model, "--record")
+    assert "was not written by `owlvit convert`" in line and "drop --record" in line
+    assert not (model / VERIFICATION_FILE).exists()
+    plan = plan_record(model, None)  # the default: no record, and the reason to say
+    assert plan.path is None and "not written by `owlvit convert`" in (plan.skipped or "")
+
+
+def test_a_record_verify_did_not_write_is_never_replaced(model: Path, tiny_checkpoint) -> None:
+    mine = model / VERIFICATION_FILE
+    mine.write_text('{"my": "notes"}')
+    for extra in ([], ["--record"]):
+        line = one_line_exit_2("verify", tiny_checkpoint(), model, *extra)
+        assert "was not written by `owlvit verify`" in line and "--no-record" in line
+    assert mine.read_text() == '{"my": "notes"}'
+
+
+def test_a_symlinked_record_is_refused_and_its_target_untouched(
+    model: Path, tiny_checkpoint, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim.json"
+    victim.write_text(json.dumps({"passed": True, "tool_version": "x", "created": "y"}))
+    (model / VERIFICATION_FILE).symlink_to(victim)
+    line = one_line_exit_2("verify", tiny_checkpoint(), model)
+    assert "is a symlink" in line
+    assert json.loads(victim.read_text())["tool_version"] == "x"
+
+
+def test_no_record_and_the_default(model: Path) -> None:
+    assert plan_record(model, False).path is None
+    assert plan_record(model, None).path == model / VERIFICATION_FILE
+    assert plan_record(model, True).path == model / VERIFICATION_FILE
+
+
+def test_the_record_replaces_a_link_planted_after_the_check(model: Path, tmp_path: Path) -> None:
+    from owlvit_cli.verify.record import write_record
+
+    target = plan_record(model, None).path
+    assert target is not None
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    target.symlink_to(victim)
+    write_record(target, {"passed": True})
+    assert victim.read_text() == "precious"
+    assert not target.is_symlink() and json.loads(target.read_text()) == {"passed": True}
