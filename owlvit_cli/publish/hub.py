@@ -95,7 +95,7 @@ class PushPlan:
     endpoint: str
     revision: str
     create_pr: bool
-    private: bool
+    private: bool | None  # None: the Hub's default for a new repo (public, or the org's)
     commit_message: str
     commit_description: str
     files: list[UploadFile]
@@ -128,6 +128,11 @@ class PushPlan:
     def shown_endpoint(self) -> str:
         return public_url(self.endpoint)
 
+    @property
+    def repo_url(self) -> str | None:
+        """The repo's page (credentials hidden), once the full id is known."""
+        return f"{self.shown_endpoint}/{self.repo_id}" if self.namespace_resolved else None
+
 
 def plan_push(
     hf_dir: Path,
@@ -135,10 +140,11 @@ def plan_push(
     *,
     revision: str | None = None,
     create_pr: bool = False,
-    private: bool = False,
+    private: bool | None = None,
     license_: str | None = None,
     overwrite_card: bool = False,
     commit_message: str | None = None,
+    commit_description: str | None = None,
     force: bool = False,
     endpoint: str | None = None,
     include: Sequence[str] = (),
@@ -177,7 +183,9 @@ def plan_push(
         create_pr=create_pr,
         private=private,
         commit_message=commit_message or _default_message(model_dir),
-        commit_description=_description(model_dir),
+        commit_description=_description(model_dir)
+        if commit_description is None
+        else commit_description,
         files=files,
         left_out=selection.left_out,
         delete=list(delete),
@@ -272,7 +280,8 @@ def plan_payload(plan: PushPlan) -> dict[str, Any]:
         "endpoint": plan.shown_endpoint,
         "revision": plan.revision,
         "create_pr": plan.create_pr,
-        "private": plan.private,
+        "private": plan.private is True,
+        "repo_url": plan.repo_url,
         "commit_message": plan.commit_message,
         "total_size": plan.total_size,
         "files": [{"path": f.path_in_repo, "size": f.size, "source": f.source} for f in plan.files],
@@ -439,16 +448,9 @@ def _push(
     )
     with progress.step(f"preparing {plan.repo_id}"):
         step.name = f"creating repo {plan.repo_id}"
-        api.create_repo(plan.repo_id, private=True if plan.private else None, exist_ok=True)
-        if plan.private:
-            step.name = f"checking that {plan.repo_id} is private"
-            info = api.repo_info(plan.repo_id, timeout=timeout)
-            if not info.private:
-                raise BadInputError(
-                    f"{plan.repo_id} already exists and is public, and a repo is made private "
-                    "only when it is created",
-                    hint="make it private on the Hub first, or drop --private",
-                )
+        api.create_repo(plan.repo_id, private=plan.private, exist_ok=True)
+        if plan.private is not None:
+            _check_visibility(api, plan, step, timeout)
         if plan.creates_branch:
             step.name = f"creating branch {plan.revision}"
             api.create_branch(plan.repo_id, branch=plan.revision, exist_ok=True)
@@ -457,7 +459,8 @@ def _push(
         step.name = "hashing the files"
         with progress.step(step.name, total=plan.total_size, unit="bytes") as hashing:
             operations = [_operation(upload, open_files, hashing) for upload in plan.files]
-        with progress.step("uploading", total=plan.total_size, unit="bytes") as uploading:
+        with contextlib.ExitStack() as upload_line:
+            uploading = LineOnFirstRead(progress, "uploading", plan.total_size, upload_line)
             for upload, operation in operations:
                 step.name = f"uploading {upload.path_in_repo}"
                 _upload(api, plan, upload, operation, progress, uploading)
@@ -490,6 +493,22 @@ def _push(
     )
 
 
+def _check_visibility(api: Any, plan: PushPlan, step: _Step, timeout: float) -> None:
+    """A repo that already existed keeps its visibility: refuse rather than publish a
+    private push into a public repo (or the other way round)."""
+    wanted = "private" if plan.private else "public"
+    step.name = f"checking that {plan.repo_id} is {wanted}"
+    info = api.repo_info(plan.repo_id, timeout=timeout)
+    if bool(info.private) != plan.private:
+        other = "public" if plan.private else "private"
+        flag = "--private" if plan.private else "--no-private"
+        raise BadInputError(
+            f"{plan.repo_id} already exists and is {other}, and a repo is made {wanted} "
+            "only when it is created",
+            hint=f"make it {wanted} on the Hub first, or drop {flag}",
+        )
+
+
 def _remote_deletions(api: Any, plan: PushPlan, step: _Step) -> list[str]:
     """Remote files matching a --delete pattern, except the ones this commit uploads (and
     .gitattributes), as `hf upload --delete` chooses them."""
@@ -517,7 +536,12 @@ def _operation(upload: UploadFile, open_files: contextlib.ExitStack, hashing: St
 
 
 def _upload(
-    api: Any, plan: PushPlan, upload: UploadFile, operation: Any, progress: Progress, total: Step
+    api: Any,
+    plan: PushPlan,
+    upload: UploadFile,
+    operation: Any,
+    progress: Progress,
+    total: LineOnFirstRead,
 ) -> None:
     """Send one file's content (LFS); a large file gets a line of its own, in bytes."""
     counted = operation.path_or_fileobj
@@ -533,7 +557,7 @@ def _upload(
             free_memory=False,
         )
     # What was not read here goes inside the commit, or is on the Hub already.
-    total.advance(upload.size - (counted.counted if isinstance(counted, CountedFile) else 0))
+    total.settle(upload.size - (counted.counted if isinstance(counted, CountedFile) else 0))
     if isinstance(counted, CountedFile):
         counted.count()
 

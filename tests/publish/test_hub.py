@@ -467,11 +467,15 @@ def test_private_flag_reaches_the_server(
     with pytest.raises(Exception):  # noqa: B017 - anonymous readers cannot see it
         download("tester/secret", "vocab.json", token=False)
 
-    # An existing public repo is not silently used for a --private push.
+    # An existing public repo is not silently used for a --private push, nor the reverse.
     assert cli(model, "tester/public").returncode == 0
     result = cli(model, "tester/public", "--private")
     line = assert_one_line_error(result, 2)
     assert "already exists and is public" in line
+    line = assert_one_line_error(cli(model, "tester/secret", "--no-private"), 2)
+    assert "already exists and is private" in line and "drop --no-private" in line
+    assert cli(model, "tester/open", "--no-private").returncode == 0
+    assert hub.state.repos["tester/open"].private is False
 
 
 def test_revision_creates_and_reuses_a_branch(
@@ -514,6 +518,43 @@ def test_create_pr_gives_a_pr_url_and_leaves_main_alone(
 
     result = cli(model, "tester/owl", "--create-pr", "--revision", "dev")
     assert "pull request against main" in assert_one_line_error(result, 2)
+
+
+def test_commit_description_and_the_repo_url(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    model = make_model_dir()
+    text = "Converted for the lab's benchmark."
+    result = cli(model, "tester/owl", "--commit-description", text, "--json")
+    assert result.returncode == 0, result.stderr
+    assert hub.state.head("tester/owl").description == text
+    assert json.loads(result.stdout)["repo_url"] == f"{hub.url}/tester/owl"
+    human = cli(make_model_dir("other"), "tester/owl2")
+    assert f"repo: {hub.url}/tester/owl2" in human.stdout.splitlines()
+    dry = cli(model, "owl", "--dry-run", "--json")  # the token's user is not known yet
+    assert json.loads(dry.stdout)["repo_url"] is None
+
+
+def test_an_unchanged_push_says_nothing_was_uploaded(
+    hub: HubServer, make_model_dir: Callable, tmp_path: Path
+) -> None:
+    """On a terminal: no upload bar for bytes that were never sent."""
+    from owlvit_cli.testing.terminal import run_in_terminal
+
+    model = make_model_dir()
+    home = tmp_path / "hf_home_terminal"
+    home.mkdir()
+    env = {"HF_HOME": str(home), "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0"}
+    args = ["push", model, "tester/owl", "--token", TOKEN, "--endpoint", hub.url]
+    first = run_in_terminal(*args, env=env)
+    assert first.exit_code == 0, first.text()
+    upload_bar = re.compile(r"^\W*uploading\b")  # `✓ uploading  ━━━ 47.7 KiB/47.7 KiB`
+    assert any(upload_bar.match(line) for line in first.lines), first.text()
+    again = run_in_terminal(*args, env=env)
+    assert again.exit_code == 0, again.text()
+    assert not any(upload_bar.match(line) for line in again.lines), again.text()
+    assert "nothing uploaded: tester/owl@main" in again.text()
+    assert "already has every file, with the same content" in again.text()
 
 
 def test_second_identical_push_uploads_nothing(
