@@ -71,9 +71,15 @@ def hub_settings() -> dict[str, Any]:
 
 
 def token_source() -> str | None:
-    """Where push would take a token from (`HF_TOKEN` or `stored`), or None; never the token."""
+    """Where push would take a token from (`HF_TOKEN` or `stored`), or None; never the token.
+    A token file that must not be read (a device, a pipe) is reported, not opened."""
     if os.environ.get("HF_TOKEN", "").strip():
         return "HF_TOKEN"
+    from owlvit_cli.publish.secrets import token_file_problem
+
+    problem = token_file_problem(pipes=False)
+    if problem:
+        return f"unusable: {problem}"
     try:
         from huggingface_hub import get_token
 

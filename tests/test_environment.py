@@ -36,3 +36,17 @@ def test_env_never_prints_endpoint_credentials(endpoint: str, shown: str | None)
     assert "hub endpoint" in human.stdout
     for text in (machine.stdout, machine.stderr, human.stdout, human.stderr):
         assert PASSWORD not in text and PASSWORD.replace("-", "") not in text
+
+
+def test_env_never_reads_a_token_file_that_is_a_device_or_a_pipe(tmp_path) -> None:
+    """/dev/zero would be read until memory runs out; a pipe would wait for a writer."""
+    import os
+
+    pipe = tmp_path / "token-pipe"
+    os.mkfifo(pipe)
+    for path, says in (("/dev/zero", "not a regular file"), (str(pipe), "is a pipe")):
+        env = {"HF_TOKEN": "", "HUGGING_FACE_HUB_TOKEN": "", "HF_TOKEN_PATH": path}
+        proc = run_console_script("env", "--json", env=env, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        token = json.loads(proc.stdout)["hub"]["token"]
+        assert token.startswith("unusable: ") and says in token

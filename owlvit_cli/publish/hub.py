@@ -54,6 +54,7 @@ from owlvit_cli.publish.names import (
 from owlvit_cli.publish.secrets import (
     RedactingFilter,
     endpoint_secrets,
+    proxy_secrets,
     redact,
     scrub_exception,
 )
@@ -268,7 +269,8 @@ def save_card(plan: PushPlan) -> Path | None:
     from owlvit_cli.atomic import atomic_write_bytes
 
     path = plan.model_dir.path / CARD_FILE
-    atomic_write_bytes(path, plan.card_text.encode("utf-8"))
+    # A README.md symlink (even to another file of the model) is replaced, not written through.
+    atomic_write_bytes(path, plan.card_text.encode("utf-8"), follow_symlinks=False)
     return path
 
 
@@ -415,7 +417,7 @@ def _on_the_hub(
 ) -> T:
     """Run `work` in a configured huggingface_hub session; every failure becomes one
     redacted line (HubError, exit 3) naming `step`, and no secret survives in any exception."""
-    secrets = [token, *endpoint_secrets(plan.endpoint)]
+    secrets = [token, *endpoint_secrets(plan.endpoint), *proxy_secrets()]
     try:
         with _hub_session(secrets, timeout, debug) as collected:
             result = work()

@@ -456,6 +456,19 @@ def test_save_card_writes_the_card_into_the_directory(
     assert (model / "README.md").read_bytes() == hub.state.file_bytes("tester/owl", "README.md")
 
 
+def test_save_card_replaces_a_readme_symlink_instead_of_writing_through_it(
+    cli: Callable, make_model_dir: Callable
+) -> None:
+    model = make_model_dir()
+    config = (model / "config.json").read_bytes()
+    (model / "README.md").symlink_to("config.json")
+    result = cli(model, "tester/owl", "--overwrite-card", "--save-card")
+    assert result.returncode == 0, result.stderr
+    assert (model / "config.json").read_bytes() == config
+    assert not (model / "README.md").is_symlink()
+    assert (model / "README.md").read_text().startswith("---")
+
+
 def test_private_flag_reaches_the_server(
     cli: Callable, hub: HubServer, make_model_dir: Callable, download: Callable
 ) -> None:
@@ -779,6 +792,15 @@ def test_token_with_unsendable_characters_is_refused_without_echoing_it(
 
 # --------------------------------------------------------------------------------------------
 # Hub failures (exit 3)
+
+
+def test_a_token_file_that_is_a_device_is_refused_not_read(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    result = cli(make_model_dir(), "tester/owl", token=None, env={"HF_TOKEN_PATH": "/dev/zero"})
+    line = assert_one_line_error(result, 2)
+    assert "token file /dev/zero is not a regular file" in line
+    assert not hub.state.requests
 
 
 def test_missing_token_fails_before_any_request(
