@@ -75,6 +75,12 @@ def select_files(
     sources: dict[str, Path] = {}
     unsafe: list[str] = []
     files, left_out = directory_files(root)
+    # A model file reached only through a symlinked folder (a shard `sub/x` with `sub` a link).
+    unsafe += [
+        f"{path} (through a symlinked folder)"
+        for path in sorted(defaults - set(files))
+        if not any(matches(path, pattern) for pattern in exclude)
+    ]
     for path in files:
         real = Path(os.path.realpath(root / path))
         target = _inside(real, real_root)

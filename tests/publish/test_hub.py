@@ -1024,6 +1024,24 @@ def test_symlinks_are_judged_by_where_they_lead(
     assert {"env.md", ".env"} <= names  # a pattern that names hidden files asks for them
 
 
+def test_a_shard_behind_a_symlinked_folder_is_refused(
+    cli: Callable, hub: HubServer, make_model_dir: Callable, tmp_path: Path
+) -> None:
+    """The index names `shards/...`, and `shards` links elsewhere: never a broken repo."""
+    model = make_model_dir(weights="sharded")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    index = json.loads((model / "model.safetensors.index.json").read_text())
+    for shard in set(index["weight_map"].values()):
+        (model / shard).rename(elsewhere / shard)
+    index["weight_map"] = {k: f"shards/{v}" for k, v in index["weight_map"].items()}
+    (model / "model.safetensors.index.json").write_text(json.dumps(index))
+    (model / "shards").symlink_to(elsewhere, target_is_directory=True)
+    line = assert_one_line_error(cli(model, "tester/owl", "--dry-run"), 2)
+    assert "shards/model-00001-of-00002.safetensors (through a symlinked folder)" in line
+    assert not hub.state.requests
+
+
 def test_a_model_file_linked_to_a_hidden_file_is_refused(
     cli: Callable, hub: HubServer, make_model_dir: Callable
 ) -> None:
