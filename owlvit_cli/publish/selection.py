@@ -8,6 +8,11 @@ on the repo path, a pattern ending in `/` means everything under that folder). H
 and folders (a path part starting with `.`) stay behind unless an `--include` pattern that
 itself names a hidden part (`.env`, `.*`, `.config/*`) matches them: `--include '*'` alone
 never publishes `.env`.
+
+No byte comes from outside the directory: a symlink is judged by its name and by what it
+resolves to (through any chain of links), symlinked folders are not walked, and the file is
+later read from its resolved path, so a link that leads out (or a model file that leads to a
+hidden one) is refused before anything is read.
 """
 
 from __future__ import annotations

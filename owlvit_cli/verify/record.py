@@ -52,6 +52,22 @@ def plan_record(hf_dir: Path, record: bool | None) -> RecordPlan:
     return RecordPlan(path)
 
 
+def keep_only_own_source(plan: RecordPlan, report: dict[str, Any], asked: bool) -> RecordPlan:
+    """A default record is for HF_DIR's own checkpoint only: a comparison against another
+    one (made on purpose, ignoring the source check) must not replace a valid record."""
+    source = report.get("source")
+    if (
+        asked
+        or plan.path is None
+        or not isinstance(source, dict)
+        or source.get("matches") is not False
+    ):
+        return plan
+    return RecordPlan(
+        None, "report not recorded: CKPT is not the checkpoint HF_DIR was converted from"
+    )
+
+
 def check_replaceable(path: Path) -> None:
     """Refuse to replace anything but a regular file verify wrote."""
     if path.is_symlink() or (path.exists() and not path.is_file()):

@@ -47,7 +47,7 @@ from owlvit_cli.verify.inputs import (
     check_preprocessing,
     prepare_inputs,
 )
-from owlvit_cli.verify.record import plan_record
+from owlvit_cli.verify.record import keep_only_own_source, plan_record
 from owlvit_cli.verify.report import (
     Verification,
     build_report,
@@ -342,6 +342,8 @@ def verify(
     result = run_verification(checkpoint, hf_dir, options, progress)
     hold_point("verify-compared")
     raise_if_interrupted()  # a Ctrl-C that landed in a GC callback: no report after it
+    target = keep_only_own_source(target, result.report, asked=record is True)
     write_outputs(result, target.path, outputs, viz)
-    recorded = target.path if result.inputs is not None else None
-    return dataclasses.replace(result, recorded=recorded, record_skipped=target.skipped)
+    ran = result.inputs is not None  # else CKPT is not HF_DIR's source, said once already
+    recorded, skipped = (target.path, target.skipped) if ran else (None, None)
+    return dataclasses.replace(result, recorded=recorded, record_skipped=skipped)

@@ -74,3 +74,19 @@ def test_the_record_replaces_a_link_planted_after_the_check(model: Path, tmp_pat
     write_record(target, {"passed": True})
     assert victim.read_text() == "precious"
     assert not target.is_symlink() and json.loads(target.read_text()) == {"passed": True}
+
+
+def test_a_comparison_with_another_checkpoint_keeps_the_valid_record(
+    model: Path, tiny_checkpoint
+) -> None:
+    """--ignore-source on purpose: the report is shown, the directory's record stays."""
+    record = model / VERIFICATION_FILE
+    valid = {"passed": True, "tool_version": "0.1.0", "created": "2026-01-01T00:00:00+00:00"}
+    record.write_text(json.dumps(valid))
+    other = tiny_checkpoint("v1-tiny", seed=1)
+    proc = run_console_script("verify", other, model, "--ignore-source")
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "report not recorded: CKPT is not the checkpoint HF_DIR was converted from" in (
+        proc.stderr
+    )
+    assert json.loads(record.read_text()) == valid
