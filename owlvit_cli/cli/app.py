@@ -131,7 +131,7 @@ def _safe_suggestions(exc: NoSuchOption) -> None:
 def _wants_json(args: list[str]) -> bool:
     """--json or --format json anywhere before a `--`, even on a command line click refused
     to parse."""
-    options = args[: args.index("--")] if "--" in args else args
+    options = [a.lower() for a in (args[: args.index("--")] if "--" in args else args)]
     spelled = [f"{a} {b}" for a, b in itertools.pairwise(options)]
     return "--json" in options or "--format=json" in options or "--format json" in spelled
 
