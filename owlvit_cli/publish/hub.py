@@ -60,6 +60,7 @@ from owlvit_cli.publish.secrets import (
 )
 from owlvit_cli.publish.selection import LeftOut, matches, select_files
 from owlvit_cli.redaction import public_url
+from owlvit_cli.testing.hold import hold_point
 
 DEFAULT_TIMEOUT = 60.0
 # Never deleted by --delete, as `hf upload --delete` keeps it: the Hub's LFS rules live there.
@@ -457,6 +458,7 @@ def _push(
             step.name = f"creating branch {plan.revision}"
             api.create_branch(plan.repo_id, branch=plan.revision, exist_ok=True)
 
+    hold_point("push-before-reading")
     with contextlib.ExitStack() as open_files:
         step.name = "hashing the files"
         with progress.step(step.name, total=plan.total_size, unit="bytes") as hashing:
@@ -533,7 +535,13 @@ def _operation(upload: UploadFile, open_files: contextlib.ExitStack, hashing: St
     if upload.content is not None:
         hashing.advance(len(upload.content))
         return upload, CommitOperationAdd(upload.path_in_repo, upload.content)
-    source = open_files.enter_context(CountedFile(upload.local_path, hashing))
+    try:
+        source = open_files.enter_context(CountedFile(upload.local_path, hashing))
+    except OSError as exc:  # a symlink planted since the check is not followed (ELOOP)
+        raise BadInputError(
+            f"cannot read {upload.path_in_repo} from the model directory "
+            f"({exc.strerror or exc}); was it replaced while pushing?"
+        ) from None
     return upload, CommitOperationAdd(upload.path_in_repo, source)
 
 

@@ -1042,6 +1042,38 @@ def test_a_shard_behind_a_symlinked_folder_is_refused(
     assert not hub.state.requests
 
 
+def test_a_symlink_planted_after_the_check_is_not_followed(
+    hub: HubServer, hf_home: Path, make_model_dir: Callable, tmp_path: Path
+) -> None:
+    """The run is held after the checks, before any file is opened; config.json becomes a
+    link to a secret meanwhile: the push stops with one line and the secret stays home."""
+    import time
+
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET)
+    model = make_model_dir()
+    hold = tmp_path / "hold"
+    environ = {k: v for k, v in os.environ.items() if k not in HF_ENV_VARS}
+    environ.update(HF_HOME=str(hf_home), HF_HUB_DISABLE_XET="1", PYTHONPATH=str(REPO_ROOT),
+                   OWLVIT_TEST_HOLD=f"push-before-reading:{hold}")  # fmt: skip
+    args = ["push", model, "tester/owl", "--token", TOKEN, "--endpoint", hub.url]
+    proc = subprocess.Popen([sys.executable, "-m", "owlvit_cli", *map(str, args)], env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not hold.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    (model / "config.json").unlink()
+    (model / "config.json").symlink_to(secret)
+    hold.unlink()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "cannot read config.json" in errors[0], err
+    assert "Traceback" not in err and out == ""
+    assert SECRET.encode() not in everything_on_the_hub(hub, "tester/owl")
+
+
 def test_a_model_file_linked_to_a_hidden_file_is_refused(
     cli: Callable, hub: HubServer, make_model_dir: Callable
 ) -> None:
