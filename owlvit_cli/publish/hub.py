@@ -404,7 +404,15 @@ def push(
 
     result = _on_the_hub(plan, token, timeout, debug, step, run, hub_warnings)
     result.warnings += hub_warnings
+    # The URLs are the server's words: a careless one echoes credentials in them too.
+    secrets = _secrets(plan, token)
+    result.commit_url = redact(result.commit_url, secrets) if result.commit_url else None
+    result.pr_url = redact(result.pr_url, secrets) if result.pr_url else None
     return result
+
+
+def _secrets(plan: PushPlan, token: str) -> list[str]:
+    return [token, *endpoint_secrets(plan.endpoint), *proxy_secrets()]
 
 
 def _on_the_hub(
@@ -418,7 +426,7 @@ def _on_the_hub(
 ) -> T:
     """Run `work` in a configured huggingface_hub session; every failure becomes one
     redacted line (HubError, exit 3) naming `step`, and no secret survives in any exception."""
-    secrets = [token, *endpoint_secrets(plan.endpoint), *proxy_secrets()]
+    secrets = _secrets(plan, token)
     try:
         with _hub_session(secrets, timeout, debug) as collected:
             result = work()
