@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from owlvit_cli.errors import BadInputError
+from owlvit_cli.errors import BadInputError, OutputError
 from owlvit_cli.model.model_dir import RECORD_FILE, VERIFICATION_FILE
 
 # Every report verify writes has these; a file without them is someone else's.
@@ -48,7 +48,12 @@ def plan_record(hf_dir: Path, record: bool | None) -> RecordPlan:
         return RecordPlan(None, f"report not recorded: {why}")
     path = hf_dir / VERIFICATION_FILE
     check_replaceable(path)
-    check_writable_file(path)
+    try:
+        check_writable_file(path)
+    except OutputError as exc:  # a read-only copy can still be verified, unless asked
+        if record:
+            raise
+        return RecordPlan(None, f"report not recorded: {exc}")
     return RecordPlan(path)
 
 

@@ -90,3 +90,21 @@ def test_a_comparison_with_another_checkpoint_keeps_the_valid_record(
         proc.stderr
     )
     assert json.loads(record.read_text()) == valid
+
+
+def test_a_read_only_directory_is_verified_without_a_record(model: Path, tiny_checkpoint) -> None:
+    """Not asked to record: a copy on a read-only mount still verifies, and says why no
+    report was kept (asked, it is refused: tests/cli/test_robustness.py)."""
+    import subprocess
+
+    bind = subprocess.run(["mount", "--bind", "-o", "ro", str(model), str(model)],
+                          capture_output=True, check=False)  # fmt: skip
+    if bind.returncode != 0:
+        pytest.skip("cannot bind-mount read-only here (needs root)")
+    try:
+        proc = run_console_script("verify", tiny_checkpoint(), model)
+    finally:
+        subprocess.run(["umount", str(model)], check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "report not recorded: " in proc.stderr and "cannot write here" in proc.stderr
+    assert not (model / VERIFICATION_FILE).exists()
