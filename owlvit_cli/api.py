@@ -128,7 +128,7 @@ def verify_conversion(
     hf_dir: PathLike,
     options: VerifyOptions | None = None,
     *,
-    record: bool = False,
+    record: bool | None = None,
     save_outputs: PathLike | None = None,
     save_viz: PathLike | None = None,
     step: int | None = None,
@@ -136,7 +136,9 @@ def verify_conversion(
 ) -> Verification:
     """Run the scenic-exact Flax model and the converted model on the same inputs and compare
     every output. A mismatch is not an exception: read `.report["passed"]` and
-    `.report["failed"]`. `options` is a `owlvit_cli.verify.inputs.VerifyOptions`."""
+    `.report["failed"]`. `options` is a `owlvit_cli.verify.inputs.VerifyOptions`. The report is
+    kept in HF_DIR (for `push_to_hub`'s card) when owlvit wrote it, unless `record=False`;
+    `record=True` refuses any other directory; `.recorded` says where it went."""
     from owlvit_cli.verify.run import verify as run
 
     return run(
@@ -164,9 +166,10 @@ def push_to_hub(
     `owlvit_cli.publish.hub.plan_push`'s keywords (revision, create_pr, private, license_,
     commit_message, endpoint, ...); `plan_push` alone is the dry run (no network)."""
     from owlvit_cli.publish import hub
+    from owlvit_cli.publish.secrets import resolve_token
 
     plan = hub.plan_push(Path(hf_dir), repo_id, **plan_options)
-    secret = hub.resolve_token(token)
+    secret = resolve_token(token)
     return hub.push(plan, token=secret, timeout=timeout, progress=progress)
 
 

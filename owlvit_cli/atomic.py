@@ -234,10 +234,16 @@ def _is_non_empty(directory: Path) -> bool:
         return any(True for _ in entries)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file through a temporary sibling so readers never see half of it."""
+def atomic_write_bytes(path: Path, data: bytes, *, follow_symlinks: bool = True) -> None:
+    """Write a file through a temporary sibling so readers never see half of it.
+
+    A symlink at `path` is written through (the user's own output link), unless
+    `follow_symlinks` is false: then the link itself is replaced by the file."""
     check_name_length(path)
-    real = Path(os.path.realpath(path))
+    if follow_symlinks:
+        real = Path(os.path.realpath(path))
+    else:
+        real = Path(os.path.realpath(path.parent)) / path.name
     fd, tmp_name = tempfile.mkstemp(prefix=hidden_prefix(real.name, TMP_MARK), dir=real.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -60,19 +60,26 @@ def jax_runtime() -> dict[str, Any]:
 
 def hub_settings() -> dict[str, Any]:
     from owlvit_cli.errors import BadInputError
-    from owlvit_cli.publish.hub import resolve_endpoint
+    from owlvit_cli.publish.names import resolve_endpoint
+    from owlvit_cli.redaction import public_url
 
     try:
-        endpoint = resolve_endpoint(None)
-    except BadInputError as exc:
-        endpoint = f"unusable: {exc}"
+        endpoint = public_url(resolve_endpoint(None))
+    except BadInputError as exc:  # its message shows the endpoint as public_url does
+        endpoint = str(exc)
     return {"endpoint": endpoint, "token": token_source()}
 
 
 def token_source() -> str | None:
-    """Where push would take a token from (`HF_TOKEN` or `stored`), or None; never the token."""
+    """Where push would take a token from (`HF_TOKEN` or `stored`), or None; never the token.
+    A token file that must not be read (a device, a pipe) is reported, not opened."""
     if os.environ.get("HF_TOKEN", "").strip():
         return "HF_TOKEN"
+    from owlvit_cli.publish.secrets import token_file_problem
+
+    problem = token_file_problem(pipes=False)
+    if problem:
+        return f"unusable: {problem}"
     try:
         from huggingface_hub import get_token
 

@@ -522,6 +522,12 @@ class _Handler(BaseHTTPRequestHandler):
             "url": self.path,
         }
 
+    def _echoed_query(self) -> str:
+        """With `echo_credentials`, the credentials in the URLs a commit answers with too."""
+        if not self.state.echo_credentials:
+            return ""
+        return "?auth=" + self.headers.get("Authorization", "").replace(" ", "+")
+
     def _send_error(self, method: str, error: HttpError, record: RequestRecord) -> None:
         record.status = error.status
         headers = dict(error.headers)
@@ -785,7 +791,7 @@ class _Handler(BaseHTTPRequestHandler):
             ref = f"refs/pr/{num}"
             repo.refs[ref] = commit.oid
             repo.pull_requests.append(PullRequest(num, revision, ref, commit.title))
-            pr_url = f"{self.base}/{repo.repo_id}/discussions/{num}"
+            pr_url = f"{self.base}/{repo.repo_id}/discussions/{num}{self._echoed_query()}"
         else:
             repo.refs[revision] = commit.oid
         return (
@@ -793,7 +799,8 @@ class _Handler(BaseHTTPRequestHandler):
             {
                 "success": True,
                 "commitOid": commit.oid,
-                "commitUrl": f"{self.base}/{repo.repo_id}/commit/{commit.oid}",
+                "commitUrl": f"{self.base}/{repo.repo_id}/commit/{commit.oid}"
+                + self._echoed_query(),
                 "pullRequestUrl": pr_url,
                 "hookOutput": "",
             },

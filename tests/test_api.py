@@ -5,6 +5,8 @@ docs/python-api.md's example is run as written by tests/test_docs.py."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,3 +130,51 @@ def test_shard_size_in_bytes(tiny_checkpoint, tmp_path: Path):
         tiny_checkpoint(), tmp_path / "m", max_shard_size=1_000_000
     )
     assert "model.safetensors.index.json" in result.files
+
+
+PUSH_SCRIPT = """
+import json, sys
+import owlvit_cli
+
+try:
+    result = owlvit_cli.push_to_hub(sys.argv[1], sys.argv[2], endpoint=sys.argv[3])
+except owlvit_cli.OwlvitError as exc:
+    print(json.dumps({"error": str(exc), "code": int(exc.exit_code)}))
+else:
+    print(json.dumps({"changed": result.changed, "commit_url": result.commit_url,
+                      "repo_id": result.plan.repo_id}))
+"""
+
+
+def push_from_python(hf_dir: Path, repo_id: str, endpoint: str, token: str, home: Path) -> dict:
+    """`push_to_hub` as a notebook calls it, in a fresh interpreter with only HF_TOKEN set."""
+    import json
+    import os
+
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    env = {**keep, "HF_TOKEN": token, "HF_HOME": str(home), "HF_HUB_DISABLE_XET": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", PUSH_SCRIPT, str(hf_dir), repo_id, endpoint],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PYTHONPATH": str(Path(__file__).parents[1])},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert token not in proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_push_to_hub_publishes_to_a_hub(tiny_checkpoint, converted, tmp_path: Path):
+    from tests.hub_server import HubServer
+
+    hf_dir = converted(tiny_checkpoint("v1-tiny"))
+    with HubServer() as hub:
+        pushed = push_from_python(hf_dir, "owl-api", hub.url, "hf_test_token", tmp_path)
+        assert pushed["changed"] is True and pushed["repo_id"] == "tester/owl-api"
+        head = hub.state.head("tester/owl-api")
+        assert pushed["commit_url"].endswith(head.oid)
+        assert {"model.safetensors", "config.json", "README.md"} <= set(head.files)
+        refused = push_from_python(hf_dir, "owl-api", hub.url, "hf_wrong_token_0", tmp_path)
+        assert refused["code"] == 3 and "HTTP 401" in refused["error"]

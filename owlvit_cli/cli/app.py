@@ -4,6 +4,7 @@ that `owlvit --help` starts instantly."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -11,18 +12,21 @@ from typing import Any
 import typer
 from typer import _click as click  # Typer vendors click: its exceptions are the ones raised
 from typer._click.exceptions import NoSuchOption, UsageError
-from typer.core import TyperCommand, TyperGroup
+from typer._click.types import ParamType
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from owlvit_cli import __version__
 from owlvit_cli.cli import process
-from owlvit_cli.cli.commands import convert, detect, env, inspect, push, verify
+from owlvit_cli.cli.commands import convert, detect, env, inspect, push, verify, version
 from owlvit_cli.cli.commands.common import DANGEROUS_FLAGS, examples
 from owlvit_cli.cli.output import usage_failure
 
 PROG_NAME = "owlvit"
-# Words users type from habit (`hf version`, `hf env`, `--format json`) and what owlvit calls them.
-COMMAND_HINTS = {"version": "owlvit --version", "info": "owlvit env", "upload": "owlvit push"}
-OPTION_HINTS = {"--format": "--json", "--output-format": "--json", "--verbose": "--debug"}
+# Words users type from habit (`hf env`, `hf upload`) and what owlvit calls them.
+COMMAND_HINTS = {"info": "owlvit env", "upload": "owlvit push"}
+OPTION_HINTS = {"--output-format": "--json", "--verbose": "--debug"}
+JSON_PARAM = "json_mode"  # every command's --json parameter
+FORMAT_KEY = "owlvit.format"
+FORMATS = ("json", "text")
 
 
 class OwlvitGroup(TyperGroup):
@@ -69,11 +73,49 @@ class OwlvitGroup(TyperGroup):
 
 class OwlvitCommand(TyperCommand):
     """A command whose usage line reads as the docs write it: `owlvit convert [OPTIONS] CKPT OUT`
-    (Typer would write `{CKPT} {OUT}`)."""
+    (Typer would write `{CKPT} {OUT}`), and that takes `--format json` (the `hf` spelling) as
+    another way to say `--json`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        names = [param.name for param in self.params]
+        if JSON_PARAM in names:
+            self.params.insert(names.index(JSON_PARAM) + 1, _format_option())
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if ctx.meta.get(FORMAT_KEY) == "json":
+            ctx.params[JSON_PARAM] = True
+        return super().invoke(ctx)
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
         pieces = super().collect_usage_pieces(ctx)
         return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+
+class FormatType(ParamType):
+    """`--format`: json or text, as `hf` takes it."""
+
+    name = "format"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if str(value).lower() not in FORMATS:
+            self.fail(f"{value!r} is not one of {', '.join(FORMATS)}", param, ctx)
+        return str(value).lower()
+
+
+def _format_option() -> click.Option:
+    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        ctx.meta[FORMAT_KEY] = value
+
+    return TyperOption(
+        param_decls=["--format"],
+        type=FormatType(),
+        metavar="[json|text]",
+        default=None,
+        expose_value=False,
+        callback=remember,
+        help="'json' is the same as --json (as `hf` spells it); 'text' is the default.",
+    )
 
 
 def _safe_suggestions(exc: NoSuchOption) -> None:
@@ -87,8 +129,11 @@ def _safe_suggestions(exc: NoSuchOption) -> None:
 
 
 def _wants_json(args: list[str]) -> bool:
-    """--json anywhere before a `--`, even on a command line click refused to parse."""
-    return "--json" in (args[: args.index("--")] if "--" in args else args)
+    """--json or --format json anywhere before a `--`, even on a command line click refused
+    to parse."""
+    options = [a.lower() for a in (args[: args.index("--")] if "--" in args else args)]
+    spelled = [f"{a} {b}" for a, b in itertools.pairwise(options)]
+    return "--json" in options or "--format=json" in options or "--format json" in spelled
 
 
 app = typer.Typer(
@@ -111,7 +156,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
-for module in (inspect, convert, verify, push, detect, env):
+for module in (inspect, convert, verify, push, detect, env, version):
     module.register(app)
 for info in app.registered_commands:
     info.cls = OwlvitCommand
@@ -119,7 +164,7 @@ for info in app.registered_commands:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"owlvit {__version__}")
+        typer.echo(version.version_line())
         raise typer.Exit()
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from owlvit_cli.cli.output import Output, error_object
@@ -24,7 +25,7 @@ def verify_and_report(
     checkpoint: Path,
     hf_dir: Path,
     options: Any = None,
-    record: bool = False,
+    record: bool | None = None,
     save_outputs: Path | None = None,
     save_viz: Path | None = None,
 ) -> dict[str, Any]:
@@ -45,6 +46,12 @@ def verify_and_report(
     hold_until_exit(result.models)
     if not result.report["passed"]:
         out.error(failure_summary(result.report))
+    if result.recorded is not None:
+        out.info(
+            f"recorded the report in {escape(str(result.recorded))} (push shows it in the card)"
+        )
+    elif result.record_skipped is not None:
+        out.info(escape(result.record_skipped))
     return result.report
 
 

@@ -150,13 +150,19 @@ def library_versions() -> dict[str, str]:
 
 
 def conversion_record(
-    ckpt: Checkpoint, spec: ModelSpec, plan: MappingPlan, sha256: str, dtype: DtypeChoice
+    ckpt: Checkpoint,
+    spec: ModelSpec,
+    plan: MappingPlan,
+    sha256: str,
+    dtype: DtypeChoice,
+    output: Path | None = None,
 ) -> dict[str, Any]:
     return {
         "tool": TOOL_NAME,
         "tool_version": __version__,
         "source": {
             "file": ckpt.path.name,
+            **({"path": source_path_from(output, ckpt.path)} if output is not None else {}),
             "format": ckpt.format,
             "size": ckpt.file_size,
             "sha256": sha256,
@@ -301,6 +307,12 @@ def plan_conversion(
     return ConversionPlan(output, fields, shards, sorted(files), ready.warnings)
 
 
+def source_path_from(output: Path, checkpoint: Path) -> str:
+    """Where the checkpoint lies, relative to the output directory: enough to name it in a
+    later command (`owlvit verify`), without publishing where files live on this machine."""
+    return Path(os.path.relpath(os.path.abspath(checkpoint), os.path.abspath(output))).as_posix()
+
+
 def convert_checkpoint(
     checkpoint: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -349,7 +361,7 @@ def convert_checkpoint(
                     digest = hasher.digest(progress)
                 finally:  # after the hash, which read the same files (and failed if they went)
                     ckpt.check_unchanged()
-                record = conversion_record(ckpt, spec, plan, digest, choice)
+                record = conversion_record(ckpt, spec, plan, digest, choice, output)
                 record[WRITTEN_KEY] = describe_written(tmp, os.listdir(tmp))
                 (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
                 files_written = sorted(p.name for p in tmp.iterdir())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,10 +176,29 @@ def _weight_files(hf_dir: Path) -> list[str]:
     if not isinstance(weight_map, dict) or not weight_map:
         raise ModelDirError(f"{index_path} has no weight_map")
     shards = sorted(set(map(str, weight_map.values())))
+    outside = [shard for shard in shards if not _names_a_file_inside(shard)]
+    if outside:
+        raise ModelDirError(
+            f"{index_path} lists shard(s) outside the model directory: "
+            f"{', '.join(map(repr, outside))}; a shard must be a path inside it (a published "
+            "copy would point at nothing)"
+        )
     missing = [shard for shard in shards if not is_regular_file(hf_dir / shard, ModelDirError)]
     if missing:
         raise ModelDirError(f"{index_path} lists missing shard(s): {', '.join(missing)}")
     return [WEIGHTS_INDEX_FILE, *shards]
+
+
+def _names_a_file_inside(name: str) -> bool:
+    """A relative path that stays in the directory as written (transformers and the Hub join
+    it to the model's own folder): no absolute path, no `..`, no backslash, no empty part."""
+    parts = name.split("/")
+    return (
+        bool(name)
+        and "\\" not in name
+        and not name.startswith("/")
+        and not ({"", ".", ".."} & set(parts))
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,7 +322,10 @@ def verification_state(model_dir: ModelDir) -> str:
 def verification_warnings(model_dir: ModelDir) -> list[str]:
     verification = model_dir.verification
     if verification is None:
-        return [f"no {VERIFICATION_FILE}: the card will say 'not verified'"]
+        return [
+            f"no {VERIFICATION_FILE}: the card will say 'not verified'; record one with "
+            + verify_command(model_dir)
+        ]
     out = []
     local = sorted(k for k, v in verification.items() if isinstance(v, str) and _is_abs_path(v))
     if local:  # `owlvit verify --record` stores where things were on this machine
@@ -312,6 +335,30 @@ def verification_warnings(model_dir: ModelDir) -> list[str]:
     elif verification.get("passed") is not True:
         out.append(f"{VERIFICATION_FILE} records a FAILED verification")
     return out
+
+
+def verify_command(model_dir: ModelDir) -> str:
+    """The one command that verifies this directory and records the result, naming the
+    checkpoint where the conversion record says it was (when it is still there)."""
+    checkpoint = source_checkpoint(model_dir)
+    command = f"`owlvit verify {shlex.quote(str(checkpoint or 'CKPT'))} "
+    command += f"{shlex.quote(str(model_dir.path))}`"
+    name = record_source(model_dir).get("file")
+    if checkpoint is None and isinstance(name, str) and name.isprintable():
+        command += f" (CKPT: the {name} it was converted from)"
+    return command
+
+
+def source_checkpoint(model_dir: ModelDir) -> Path | None:
+    """The converted checkpoint, found from the record's path (relative to the directory)."""
+    relative = record_source(model_dir).get("path")
+    if not isinstance(relative, str) or not relative or not relative.isprintable():
+        return None
+    for base in (str(model_dir.path), os.path.realpath(model_dir.path)):
+        candidate = Path(os.path.normpath(os.path.join(base, relative)))
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def _is_abs_path(value: str) -> bool:

@@ -125,6 +125,18 @@ def _regular_bytes(path: Path, limit: int = HASHED_LIMIT) -> bytes | None:
         return handle.read(limit + 1)
 
 
+def is_owlvit_output(directory: Path) -> bool:
+    """Written by `owlvit convert`: its conversion record, a regular file, names the tool.
+    Enough to write a report into it; replacing its files takes `unproven_files`."""
+    record = read_json_object(directory / RECORD_FILE)
+    return record is not None and record.get("tool") == TOOL_NAME
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A small regular file's JSON object, else None (a link, a FIFO, too large, not JSON)."""
+    return _json_object(_regular_bytes(path))
+
+
 def _json_object(data: bytes | None) -> dict[str, Any] | None:
     if data is None:
         return None

@@ -10,17 +10,23 @@ the same bytes again does not push the count past the file's size.
 from __future__ import annotations
 
 import io
+import os
 from contextlib import ExitStack
 from pathlib import Path
 
 from owlvit_cli.progress import Progress, Step
 
 
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+
+
 class CountedFile(io.BufferedReader):
     """A read-only file whose reads advance `step` by the bytes newly reached."""
 
     def __init__(self, path: Path, *steps: Step) -> None:
-        super().__init__(io.FileIO(path, "rb"))
+        # `path` has its symlinks resolved and checked; one planted since then is not followed.
+        super().__init__(io.FileIO(path, "rb", opener=_no_follow))
         self.count(*steps)
 
     def count(self, *steps: Step) -> None:
@@ -52,6 +58,7 @@ class LineOnFirstRead:
     def __init__(self, progress: Progress, label: str, size: int, lines: ExitStack) -> None:
         self.progress, self.label, self.size, self.lines = progress, label, size, lines
         self.step: Step | None = None
+        self.settled = 0.0  # done without being sent, shown once something is
 
     def set_total(self, total: float, unit: str = "") -> None:
         self.size = int(total)
@@ -60,7 +67,16 @@ class LineOnFirstRead:
         if self.step is None:
             line = self.progress.step(self.label, total=self.size, unit="bytes")
             self.step = self.lines.enter_context(line)
+            self.step.advance(self.settled)
         self.step.advance(amount)
+
+    def settle(self, amount: float) -> None:
+        """Count bytes that need no sending (on the Hub already, or going inside the commit)
+        without opening the line: a push that sends nothing shows no upload at all."""
+        if self.step is None:
+            self.settled += amount
+        else:
+            self.step.advance(amount)
 
     def describe(self, name: str) -> None:
         self.label = name

@@ -55,11 +55,13 @@ from owlvit_cli.publish.names import (
 from owlvit_cli.publish.secrets import (
     RedactingFilter,
     endpoint_secrets,
-    public_endpoint,
+    proxy_secrets,
     redact,
     scrub_exception,
 )
 from owlvit_cli.publish.selection import LeftOut, matches, select_files
+from owlvit_cli.redaction import public_url
+from owlvit_cli.testing.hold import hold_point
 
 DEFAULT_TIMEOUT = 60.0
 # Never deleted by --delete, as `hf upload --delete` keeps it: the Hub's LFS rules live there.
@@ -96,7 +98,7 @@ class PushPlan:
     endpoint: str
     revision: str
     create_pr: bool
-    private: bool
+    private: bool | None  # None: the Hub's default for a new repo (public, or the org's)
     commit_message: str
     commit_description: str
     files: list[UploadFile]
@@ -127,7 +129,12 @@ class PushPlan:
 
     @property
     def shown_endpoint(self) -> str:
-        return public_endpoint(self.endpoint)
+        return public_url(self.endpoint)
+
+    @property
+    def repo_url(self) -> str | None:
+        """The repo's page (credentials hidden), once the full id is known."""
+        return f"{self.shown_endpoint}/{self.repo_id}" if self.namespace_resolved else None
 
 
 def plan_push(
@@ -136,10 +143,11 @@ def plan_push(
     *,
     revision: str | None = None,
     create_pr: bool = False,
-    private: bool = False,
+    private: bool | None = None,
     license_: str | None = None,
     overwrite_card: bool = False,
     commit_message: str | None = None,
+    commit_description: str | None = None,
     force: bool = False,
     endpoint: str | None = None,
     include: Sequence[str] = (),
@@ -166,7 +174,7 @@ def plan_push(
     forced_failure = _check_verification(model_dir, force)
     selection = select_files(model_dir, include, exclude)
     files = [
-        UploadFile(rel, (hf_dir / rel).stat().st_size, local_path=hf_dir / rel)
+        UploadFile(rel, selection.sources[rel].stat().st_size, local_path=selection.sources[rel])
         for rel in selection.files
     ]
     card_excluded = any(matches(CARD_FILE, pattern) for pattern in exclude)
@@ -178,7 +186,9 @@ def plan_push(
         create_pr=create_pr,
         private=private,
         commit_message=commit_message or _default_message(model_dir),
-        commit_description=_description(model_dir),
+        commit_description=_description(model_dir)
+        if commit_description is None
+        else commit_description,
         files=files,
         left_out=selection.left_out,
         delete=list(delete),
@@ -188,10 +198,10 @@ def plan_push(
         forced_failure=forced_failure,
         warnings=list(model_dir.warnings),
     )
-    existing_card = hf_dir / CARD_FILE
+    existing_card = selection.sources.get(CARD_FILE)  # checked to lie inside HF_DIR
     if card_excluded:
         return plan
-    if existing_card.is_file() and not overwrite_card:
+    if existing_card is not None and not overwrite_card:
         plan.card_source = "existing"
         plan.card_text = read_limited(existing_card).decode("utf-8", errors="replace")
         if license_ is not None:
@@ -200,7 +210,7 @@ def plan_push(
                 "(pass --overwrite-card to replace it)"
             )
         return plan
-    if existing_card.is_file():
+    if existing_card is not None:
         plan.card_source = "generated (replaces existing)"
     return _with_card(plan)
 
@@ -258,8 +268,11 @@ def save_card(plan: PushPlan) -> Path | None:
     """Write the generated card into the directory (only on request: --save-card)."""
     if not plan.card_source.startswith("generated") or plan.card_text is None:
         return None
+    from owlvit_cli.atomic import atomic_write_bytes
+
     path = plan.model_dir.path / CARD_FILE
-    path.write_text(plan.card_text, encoding="utf-8")
+    # A README.md symlink (even to another file of the model) is replaced, not written through.
+    atomic_write_bytes(path, plan.card_text.encode("utf-8"), follow_symlinks=False)
     return path
 
 
@@ -271,7 +284,8 @@ def plan_payload(plan: PushPlan) -> dict[str, Any]:
         "endpoint": plan.shown_endpoint,
         "revision": plan.revision,
         "create_pr": plan.create_pr,
-        "private": plan.private,
+        "private": plan.private is True,
+        "repo_url": plan.repo_url,
         "commit_message": plan.commit_message,
         "total_size": plan.total_size,
         "files": [{"path": f.path_in_repo, "size": f.size, "source": f.source} for f in plan.files],
@@ -391,7 +405,15 @@ def push(
 
     result = _on_the_hub(plan, token, timeout, debug, step, run, hub_warnings)
     result.warnings += hub_warnings
+    # The URLs are the server's words: a careless one echoes credentials in them too.
+    secrets = _secrets(plan, token)
+    result.commit_url = redact(result.commit_url, secrets) if result.commit_url else None
+    result.pr_url = redact(result.pr_url, secrets) if result.pr_url else None
     return result
+
+
+def _secrets(plan: PushPlan, token: str) -> list[str]:
+    return [token, *endpoint_secrets(plan.endpoint), *proxy_secrets()]
 
 
 def _on_the_hub(
@@ -405,7 +427,7 @@ def _on_the_hub(
 ) -> T:
     """Run `work` in a configured huggingface_hub session; every failure becomes one
     redacted line (HubError, exit 3) naming `step`, and no secret survives in any exception."""
-    secrets = [token, *endpoint_secrets(plan.endpoint)]
+    secrets = _secrets(plan, token)
     try:
         with _hub_session(secrets, timeout, debug) as collected:
             result = work()
@@ -438,25 +460,20 @@ def _push(
     )
     with progress.step(f"preparing {plan.repo_id}"):
         step.name = f"creating repo {plan.repo_id}"
-        api.create_repo(plan.repo_id, private=True if plan.private else None, exist_ok=True)
-        if plan.private:
-            step.name = f"checking that {plan.repo_id} is private"
-            info = api.repo_info(plan.repo_id, timeout=timeout)
-            if not info.private:
-                raise BadInputError(
-                    f"{plan.repo_id} already exists and is public, and a repo is made private "
-                    "only when it is created",
-                    hint="make it private on the Hub first, or drop --private",
-                )
+        api.create_repo(plan.repo_id, private=plan.private, exist_ok=True)
+        if plan.private is not None:
+            _check_visibility(api, plan, step, timeout)
         if plan.creates_branch:
             step.name = f"creating branch {plan.revision}"
             api.create_branch(plan.repo_id, branch=plan.revision, exist_ok=True)
 
+    hold_point("push-before-reading")
     with contextlib.ExitStack() as open_files:
         step.name = "hashing the files"
         with progress.step(step.name, total=plan.total_size, unit="bytes") as hashing:
             operations = [_operation(upload, open_files, hashing) for upload in plan.files]
-        with progress.step("uploading", total=plan.total_size, unit="bytes") as uploading:
+        with contextlib.ExitStack() as upload_line:
+            uploading = LineOnFirstRead(progress, "uploading", plan.total_size, upload_line)
             for upload, operation in operations:
                 step.name = f"uploading {upload.path_in_repo}"
                 _upload(api, plan, upload, operation, progress, uploading)
@@ -489,6 +506,22 @@ def _push(
     )
 
 
+def _check_visibility(api: Any, plan: PushPlan, step: _Step, timeout: float) -> None:
+    """A repo that already existed keeps its visibility: refuse rather than publish a
+    private push into a public repo (or the other way round)."""
+    wanted = "private" if plan.private else "public"
+    step.name = f"checking that {plan.repo_id} is {wanted}"
+    info = api.repo_info(plan.repo_id, timeout=timeout)
+    if bool(info.private) != plan.private:
+        other = "public" if plan.private else "private"
+        flag = "--private" if plan.private else "--no-private"
+        raise BadInputError(
+            f"{plan.repo_id} already exists and is {other}, and a repo is made {wanted} "
+            "only when it is created",
+            hint=f"make it {wanted} on the Hub first, or drop {flag}",
+        )
+
+
 def _remote_deletions(api: Any, plan: PushPlan, step: _Step) -> list[str]:
     """Remote files matching a --delete pattern, except the ones this commit uploads (and
     .gitattributes), as `hf upload --delete` chooses them."""
@@ -511,12 +544,23 @@ def _operation(upload: UploadFile, open_files: contextlib.ExitStack, hashing: St
     if upload.content is not None:
         hashing.advance(len(upload.content))
         return upload, CommitOperationAdd(upload.path_in_repo, upload.content)
-    source = open_files.enter_context(CountedFile(upload.local_path, hashing))
+    try:
+        source = open_files.enter_context(CountedFile(upload.local_path, hashing))
+    except OSError as exc:  # a symlink planted since the check is not followed (ELOOP)
+        raise BadInputError(
+            f"cannot read {upload.path_in_repo} from the model directory "
+            f"({exc.strerror or exc}); was it replaced while pushing?"
+        ) from None
     return upload, CommitOperationAdd(upload.path_in_repo, source)
 
 
 def _upload(
-    api: Any, plan: PushPlan, upload: UploadFile, operation: Any, progress: Progress, total: Step
+    api: Any,
+    plan: PushPlan,
+    upload: UploadFile,
+    operation: Any,
+    progress: Progress,
+    total: LineOnFirstRead,
 ) -> None:
     """Send one file's content (LFS); a large file gets a line of its own, in bytes."""
     counted = operation.path_or_fileobj
@@ -532,7 +576,7 @@ def _upload(
             free_memory=False,
         )
     # What was not read here goes inside the commit, or is on the Hub already.
-    total.advance(upload.size - (counted.counted if isinstance(counted, CountedFile) else 0))
+    total.settle(upload.size - (counted.counted if isinstance(counted, CountedFile) else 0))
     if isinstance(counted, CountedFile):
         counted.count()
 

@@ -16,6 +16,7 @@ PR_REVISION_RE = re.compile(r"refs/pr/\d+")
 MAX_REVISION_BYTES = 255
 # git check-ref-format: no control characters, space, ~ ^ : ? * [ \ anywhere.
 REF_FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+CONTROL_OR_SPACE_RE = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
 
 
 def validate_repo_id(repo_id: str) -> str:
@@ -75,11 +76,39 @@ def _ref_problem(name: str) -> str | None:
 
 
 def resolve_endpoint(explicit: str | None) -> str:
-    """--endpoint, else HF_ENDPOINT, else the public Hub."""
-    endpoint = (explicit or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        from owlvit_cli.publish.secrets import public_endpoint
+    """--endpoint, else HF_ENDPOINT, else the public Hub: checked here, so a malformed URL is
+    bad input (never a crash inside the HTTP client) and no message shows its credentials."""
+    from owlvit_cli.redaction import public_url
 
-        raise BadInputError(f"endpoint must be an http(s) URL, got {public_endpoint(endpoint)!r}")
+    endpoint = (explicit or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    problem = _endpoint_problem(endpoint)
+    if problem:
+        raise BadInputError(f"unusable endpoint {public_url(endpoint)!r}: {problem}")
     return endpoint
+
+
+def _endpoint_problem(endpoint: str) -> str | None:
+    if CONTROL_OR_SPACE_RE.search(endpoint):
+        return "it contains whitespace or a control character (a trailing newline?)"
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:  # its text may quote the credentials: never shown
+        return "not a valid URL (an unclosed '[' around the host?)"
+    if parts.scheme not in ("http", "https"):
+        return "expected an http(s) URL such as https://huggingface.co"
+    if not parts.netloc:
+        return "no host name (expected http(s)://HOST, with two slashes)"
+    if "@" in parts.path + parts.query + parts.fragment:
+        return (
+            "its credentials hold an unencoded '/', '?' or '#' "
+            "(percent-encode them as %2F, %3F and %23)"
+        )
+    if not parts.hostname:
+        return "no host name (expected http(s)://HOST)"
+    try:
+        parts.port  # noqa: B018  # raises on a port that is not a number
+    except ValueError:  # its text quotes what stands after the ':', maybe a password
+        return "the port is not a number from 0 to 65535"
+    if parts.query or parts.fragment:
+        return "expected the Hub's base URL, without a query (?...) or fragment (#...)"
+    return None

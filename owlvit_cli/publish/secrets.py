@@ -9,16 +9,40 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
+import stat
 from urllib.parse import quote, unquote, urlsplit
 
 from owlvit_cli.errors import BadInputError, HubError, first_line
+from owlvit_cli.redaction import HIDDEN
 
 # RFC 6750 b64token: anything else cannot be sent in an Authorization header, and httpx would
 # echo the rejected header value (the token) in its exception text.
 BEARER_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-HIDDEN = "***"
-USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/@]*@")
+# Where huggingface_hub looks for a token before its file (OIDC aside).
+TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE")
+MAX_TOKEN_FILE = 1 << 16
+# A proxy's credentials can be echoed too (a 407 page), by any of these spellings.
+PROXY_VARIABLES = (
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "all_proxy",
+)
+
+
+def proxy_secrets() -> list[str]:
+    """The credentials in the proxy URLs httpx takes from the environment."""
+    secrets: list[str] = []
+    for name in PROXY_VARIABLES:
+        try:
+            secrets += endpoint_secrets(os.environ.get(name, ""))
+        except ValueError:  # a proxy URL httpx cannot use either
+            continue
+    return secrets
 
 
 def endpoint_secrets(endpoint: str) -> list[str]:
@@ -38,10 +62,27 @@ def endpoint_secrets(endpoint: str) -> list[str]:
     return sorted(spellings, key=len, reverse=True)
 
 
-def public_endpoint(endpoint: str) -> str:
-    """The endpoint as it may be shown: credentials (anything before an `@` in the authority,
-    with or without a scheme) replaced by ***."""
-    return USERINFO_RE.sub(rf"\1{HIDDEN}@", endpoint)
+def token_file_problem(*, pipes: bool = True) -> str | None:
+    """Why the stored-token file (HF_TOKEN_PATH, or `hf auth login`'s) must not be read, when
+    huggingface_hub would read it: a device (`/dev/zero` is read until memory runs out), a
+    folder, or a file far larger than any token. A pipe (`HF_TOKEN_PATH=<(pass show hf)`) is
+    read as given, unless not `pipes` (a report that must not wait for a writer)."""
+    if any(os.environ.get(name, "").strip() for name in TOKEN_VARIABLES):
+        return None  # huggingface_hub takes the variable and never opens the file
+    from huggingface_hub import constants
+
+    path = constants.HF_TOKEN_PATH
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):  # missing (no stored token), or a name that cannot exist
+        return None
+    if stat.S_ISFIFO(info.st_mode):
+        return None if pipes else f"the token file {path} is a pipe (not read here)"
+    if not stat.S_ISREG(info.st_mode):
+        return f"the token file {path} is not a regular file"
+    if info.st_size > MAX_TOKEN_FILE:
+        return f"the token file {path} holds {info.st_size} bytes, too many for a token"
+    return None
 
 
 def resolve_token(explicit: str | None) -> str:
@@ -50,6 +91,9 @@ def resolve_token(explicit: str | None) -> str:
     if not token:
         from huggingface_hub import get_token
 
+        problem = token_file_problem()
+        if problem:
+            raise BadInputError(f"cannot read the stored Hugging Face token: {problem}")
         try:
             token = get_token()
         except Exception as exc:  # OIDC exchange / OAuth refresh failures

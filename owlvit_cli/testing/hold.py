@@ -10,8 +10,9 @@ the hook costs one dictionary lookup. Not an interface for users.
 
 Points: `convert-read` (every tensor read and written, the checkpoint not yet checked for
 changes), `convert-before-rename` (the temporary output directory is complete, not yet renamed
-into place), `verify-paired` (HF_DIR's source checked, no model loaded yet) and
-`verify-compared` (both models ran, nothing written yet).
+into place), `verify-paired` (HF_DIR's source checked, no model loaded yet),
+`verify-compared` (both models ran, nothing written yet) and `push-before-reading` (the repo
+exists, no file of the model directory opened yet).
 """
 
 from __future__ import annotations

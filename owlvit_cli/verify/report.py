@@ -31,6 +31,8 @@ class Verification:
     # when verification returns: freeing a compiled XLA program and two sets of weights
     # takes 0.1-0.25 s, which a process about to exit (the CLI) need not spend.
     models: dict[str, Any] = field(default_factory=dict, repr=False)
+    recorded: Path | None = None  # where the report was kept (HF_DIR/owlvit_verification.json)
+    record_skipped: str | None = None  # why a report kept by default was not
 
     def picture(self) -> Any:
         """The first image with the Flax and the stock transformers top detections side by
@@ -187,7 +189,6 @@ def write_outputs(
 def check_output_paths(
     save_outputs: Path | None,
     save_viz: Path | None,
-    record_dir: Path | None = None,
     inputs: Sequence[Path] = (),
     checkpoint: Sequence[Path] = (),
 ) -> None:
@@ -196,7 +197,6 @@ def check_output_paths(
     it came from), whose every file is part of its identity."""
     from owlvit_cli.atomic import check_not_input, check_writable_file
     from owlvit_cli.checkpoint.workdir import check_not_a_step
-    from owlvit_cli.model.model_dir import VERIFICATION_FILE
 
     if save_outputs is not None and save_outputs.suffix != ".npz":
         raise BadInputError(f"the outputs file must be a .npz file, got {save_outputs}")
@@ -212,5 +212,3 @@ def check_output_paths(
                 check_not_input(path, source)
             check_not_a_step(path)
             check_writable_file(path)
-    if record_dir is not None and record_dir.is_dir():  # a missing HF_DIR is verify's to say
-        check_writable_file(record_dir / VERIFICATION_FILE)

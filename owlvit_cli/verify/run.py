@@ -49,6 +49,7 @@ from owlvit_cli.verify.inputs import (
     check_preprocessing,
     prepare_inputs,
 )
+from owlvit_cli.verify.record import keep_only_own_source, plan_record
 from owlvit_cli.verify.report import (
     Verification,
     build_report,
@@ -368,16 +369,17 @@ def verify(
     hf_dir: str | os.PathLike[str],
     options: VerifyOptions | None = None,
     *,
-    record: bool = False,
+    record: bool | None = None,
     save_outputs: str | os.PathLike[str] | None = None,
     save_viz: str | os.PathLike[str] | None = None,
     step: int | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> Verification:
-    """Verify, then keep what was asked for: `record` writes the report into HF_DIR (and hashes
-    the checkpoint so the report names it), `save_outputs` a .npz of inputs and outputs,
-    `save_viz` both sides' top detections drawn on the first image. `checkpoint` may be a
-    workdir: its latest step is read, or `step`.
+    """Verify, then keep what was asked for: the report in HF_DIR (`record`: True, False, or
+    None for "when owlvit wrote HF_DIR"; recording also hashes the checkpoint so the report
+    names it), `save_outputs` a .npz of inputs and outputs, `save_viz` both sides' top
+    detections drawn on the first image. `Verification.recorded` says where the report went.
+    `checkpoint` may be a workdir: its latest step is read, or `step`.
 
     HF_DIR is pinned while it is read: if it is replaced or rewritten before the end (another
     conversion into it), nothing is kept and a `ModelDirError` says so, rather than a report
@@ -386,9 +388,10 @@ def verify(
     hf_dir = Path(hf_dir)
     outputs = None if save_outputs is None else Path(save_outputs)
     viz = None if save_viz is None else Path(save_viz)
-    options = dataclasses.replace(options or VerifyOptions(), record=record)
+    target = plan_record(hf_dir, record)
+    options = dataclasses.replace(options or VerifyOptions(), record=target.path is not None)
     inputs = [hf_dir, *map(Path, options.images)]
-    check_output_paths(outputs, viz, hf_dir if record else None, inputs, resolved.inputs)
+    check_output_paths(outputs, viz, inputs, resolved.inputs)
     with pinned_directory(hf_dir) as pinned:
         result = run_verification(resolved.path, hf_dir, options, progress)
         hold_point("verify-compared")
@@ -396,5 +399,8 @@ def verify(
         if pinned is None:  # no directory when verify began, one now: not what was read
             raise ModelDirError(f"{hf_dir} appeared while it was being read; nothing was recorded")
         pinned.check()
-        write_outputs(result, pinned, record, outputs, viz)
-    return result
+        target = keep_only_own_source(target, result.report, asked=record is True)
+        write_outputs(result, pinned, target.path is not None, outputs, viz)
+    ran = result.inputs is not None  # else CKPT is not HF_DIR's source, said once already
+    recorded, skipped = (target.path, target.skipped) if ran else (None, None)
+    return dataclasses.replace(result, recorded=recorded, record_skipped=skipped)

@@ -14,7 +14,7 @@ from owlvit_cli.errors import BadInputError
 from owlvit_cli.model.dtypes import DTYPE_ALIASES, DTYPES, normalize_dtype
 from tests.helpers import run_console_script
 
-COMMANDS = ("inspect", "convert", "verify", "push", "detect", "env")
+COMMANDS = ("inspect", "convert", "verify", "push", "detect", "env", "version")
 USAGE = {
     "inspect": "owlvit inspect [OPTIONS] CKPT",
     "convert": "owlvit convert [OPTIONS] CKPT OUT",
@@ -22,6 +22,7 @@ USAGE = {
     "push": "owlvit push [OPTIONS] HF_DIR REPO_ID",
     "detect": "owlvit detect [OPTIONS] HF_DIR IMAGE",
     "env": "owlvit env [OPTIONS]",
+    "version": "owlvit version [OPTIONS]",
 }
 
 
@@ -92,12 +93,51 @@ def test_typo_suggestions_never_name_a_dangerous_flag(cli, tmp_path: Path, comma
 
 
 def test_habits_get_owlvit_spellings(cli, tmp_path: Path):
-    result = cli("push", tmp_path, "o/n", "--format", "json")
+    result = cli("push", tmp_path, "o/n", "--output-format", "json")
     assert "(Possible options: --json)" in result.stderr and "--force" not in result.stderr
-    result = cli("version")
-    assert result.exit_code == 2 and "Did you mean `owlvit --version`?" in result.stderr
-    assert "verify" not in result.stderr
-    assert run_console_script("--version").stdout.startswith("owlvit ")
+    result = cli("info")
+    assert result.exit_code == 2 and "Did you mean `owlvit env`?" in result.stderr
+
+
+def test_version_is_a_command_too():
+    from owlvit_cli import __version__
+
+    flag = run_console_script("--version")
+    command = run_console_script("version")
+    assert flag.returncode == command.returncode == 0
+    assert command.stdout == flag.stdout == f"owlvit {__version__}\n"
+    for spelling in (["--json"], ["--format", "json"]):
+        result = run_console_script("version", *spelling)
+        assert result.returncode == 0 and json.loads(result.stdout) == {"version": __version__}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["inspect", "{missing}"],
+        ["convert", "{missing}", "{tmp}/out"],
+        ["verify", "{missing}", "{tmp}"],
+        ["push", "{missing}", "o/n", "--dry-run"],
+        ["detect", "{missing}", "{missing}.png", "--query", "a cat"],
+        ["env"],
+        ["version"],
+    ],
+    ids=lambda args: args[0],
+)
+@pytest.mark.parametrize("spelling", [["--format", "json"], ["--format=json"]])
+def test_format_json_is_json_on_every_command(tmp_path: Path, args, spelling) -> None:
+    """`hf`'s spelling: one JSON object on stdout, the same one --json prints."""
+    args = [a.format(missing=tmp_path / "missing", tmp=tmp_path) for a in args]
+    as_format = run_console_script(*args, *spelling)
+    as_json = run_console_script(*args, "--json")
+    assert as_format.returncode == as_json.returncode, as_format.stderr
+    payload = json.loads(as_format.stdout)  # exactly one JSON document
+    if as_json.returncode:
+        assert payload == json.loads(as_json.stdout) and payload["error"]["code"] == 2
+    else:
+        assert set(payload) == set(json.loads(as_json.stdout))
+    text = run_console_script(*args, "--format", "text")
+    assert text.returncode == as_json.returncode and not text.stdout.lstrip().startswith("{")
 
 
 def test_swapped_push_arguments_get_a_hint(tmp_path: Path):

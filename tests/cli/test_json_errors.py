@@ -28,10 +28,11 @@ def only_json_object(stdout: str) -> dict:
 @pytest.mark.parametrize(
     ("args", "kind", "says"),
     [
-        (["push", "x", "my/y", "--format", "json"], "usage", "No such option: --format"),
+        (["push", "x", "my/y", "--format", "yaml"], "usage", "'yaml' is not one of json, text"),
+        (["push", "x", "my/y", "--formats", "json"], "usage", "No such option: --formats"),
         (["inspect"], "usage", "Missing argument 'CKPT'"),
         (["convert", "a", "b", "--dtype", "fp17"], "usage", "'fp17' is not one of"),
-        (["version"], "usage", "owlvit --version"),
+        (["versoin"], "usage", "No such command 'versoin'"),
         (["inspect", "--depth", "0", "x"], "usage", "--depth"),
         (["inspect", "/nonexistent/ckpt"], "checkpoint", "no such file"),
     ],
@@ -46,7 +47,7 @@ def test_failure_is_one_json_error_object(cli, args: list[str], kind: str, says:
 
 
 def test_without_json_a_failure_leaves_stdout_empty(cli):
-    result = cli("push", "x", "my/y", "--format", "json")
+    result = cli("push", "x", "my/y", "--format", "yaml")
     assert result.exit_code == 2 and result.stdout == ""
     result = cli("inspect", "/nonexistent/ckpt")
     assert result.exit_code == 2 and result.stdout == ""
@@ -94,9 +95,9 @@ expect() {
     echo "ok $want_code $want_kind: $*"
 }
 
-expect 2 usage     push "$HF_DIR" my-org/model --format json
+expect 2 usage     push "$HF_DIR" my-org/model --format yaml
 expect 2 usage     convert "$CKPT" "$WORK/o" --dtype fp17
-expect 2 usage     version
+expect 2 usage     versoin
 expect 2 checkpoint inspect "$WORK/missing"
 expect 2 checkpoint convert "$WORK/missing" "$WORK/o"
 expect 2 bad_input push my-org/model "$HF_DIR"                       # hf upload's order

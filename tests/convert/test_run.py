@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,7 @@ def test_output_directory_contents_and_record(converted, tiny_checkpoint):
     record = json.loads((out / RECORD_FILE).read_text())
     assert record["source"] == {
         "file": ckpt.name,
+        "path": os.path.relpath(ckpt, out),  # names it for a later command, not this machine
         "format": "msgpack",
         "size": ckpt.stat().st_size,
         "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(),

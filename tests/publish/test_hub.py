@@ -378,6 +378,37 @@ def test_card_shows_verification_results(cli: Callable, make_model_dir: Callable
     assert "holds local paths (hf_dir)" in result.stderr
 
 
+def test_convert_verify_push_in_that_order_publish_a_verified_card(
+    cli: Callable, hub: HubServer, tiny_checkpoint: Callable, tmp_path: Path, download: Callable
+) -> None:
+    """As a newcomer runs them: push names the one command that records the verification (with
+    the checkpoint where convert found it), and after it the card shows the result."""
+    import shlex
+
+    from tests.helpers import run_console_script
+
+    checkpoint = tmp_path / "checkpoints" / "clip_vit_tiny"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(tiny_checkpoint("v1-tiny").read_bytes())
+    model = tmp_path / "owlvit-tiny"
+    assert run_console_script("convert", checkpoint, model).returncode == 0
+
+    dry = cli(model, "tester/owl", "--dry-run")
+    warning = next(line for line in dry.stderr.splitlines() if "not verified" in line)
+    command = re.search(r"record one with `([^`]*)`", warning)
+    assert command, warning
+    assert shlex.split(command.group(1)) == ["owlvit", "verify", str(checkpoint), str(model)]
+
+    verify = run_console_script(*shlex.split(command.group(1))[1:])
+    assert verify.returncode == 0, verify.stderr
+    assert f"recorded the report in {model / 'owlvit_verification.json'}" in verify.stderr
+    result = cli(model, "tester/owl")
+    assert result.returncode == 0, result.stderr
+    assert "not verified" not in result.stderr
+    card = download("tester/owl", "README.md").decode()
+    assert "**Passed**" in card and "Not verified" not in card
+
+
 @pytest.mark.parametrize(
     ("verification", "expected"),
     [
@@ -425,6 +456,19 @@ def test_save_card_writes_the_card_into_the_directory(
     assert (model / "README.md").read_bytes() == hub.state.file_bytes("tester/owl", "README.md")
 
 
+def test_save_card_replaces_a_readme_symlink_instead_of_writing_through_it(
+    cli: Callable, make_model_dir: Callable
+) -> None:
+    model = make_model_dir()
+    config = (model / "config.json").read_bytes()
+    (model / "README.md").symlink_to("config.json")
+    result = cli(model, "tester/owl", "--overwrite-card", "--save-card")
+    assert result.returncode == 0, result.stderr
+    assert (model / "config.json").read_bytes() == config
+    assert not (model / "README.md").is_symlink()
+    assert (model / "README.md").read_text().startswith("---")
+
+
 def test_private_flag_reaches_the_server(
     cli: Callable, hub: HubServer, make_model_dir: Callable, download: Callable
 ) -> None:
@@ -436,11 +480,15 @@ def test_private_flag_reaches_the_server(
     with pytest.raises(Exception):  # noqa: B017 - anonymous readers cannot see it
         download("tester/secret", "vocab.json", token=False)
 
-    # An existing public repo is not silently used for a --private push.
+    # An existing public repo is not silently used for a --private push, nor the reverse.
     assert cli(model, "tester/public").returncode == 0
     result = cli(model, "tester/public", "--private")
     line = assert_one_line_error(result, 2)
     assert "already exists and is public" in line
+    line = assert_one_line_error(cli(model, "tester/secret", "--no-private"), 2)
+    assert "already exists and is private" in line and "drop --no-private" in line
+    assert cli(model, "tester/open", "--no-private").returncode == 0
+    assert hub.state.repos["tester/open"].private is False
 
 
 def test_revision_creates_and_reuses_a_branch(
@@ -483,6 +531,43 @@ def test_create_pr_gives_a_pr_url_and_leaves_main_alone(
 
     result = cli(model, "tester/owl", "--create-pr", "--revision", "dev")
     assert "pull request against main" in assert_one_line_error(result, 2)
+
+
+def test_commit_description_and_the_repo_url(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    model = make_model_dir()
+    text = "Converted for the lab's benchmark."
+    result = cli(model, "tester/owl", "--commit-description", text, "--json")
+    assert result.returncode == 0, result.stderr
+    assert hub.state.head("tester/owl").description == text
+    assert json.loads(result.stdout)["repo_url"] == f"{hub.url}/tester/owl"
+    human = cli(make_model_dir("other"), "tester/owl2")
+    assert f"repo: {hub.url}/tester/owl2" in human.stdout.splitlines()
+    dry = cli(model, "owl", "--dry-run", "--json")  # the token's user is not known yet
+    assert json.loads(dry.stdout)["repo_url"] is None
+
+
+def test_an_unchanged_push_says_nothing_was_uploaded(
+    hub: HubServer, make_model_dir: Callable, tmp_path: Path
+) -> None:
+    """On a terminal: no upload bar for bytes that were never sent."""
+    from owlvit_cli.testing.terminal import run_in_terminal
+
+    model = make_model_dir()
+    home = tmp_path / "hf_home_terminal"
+    home.mkdir()
+    env = {"HF_HOME": str(home), "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0"}
+    args = ["push", model, "tester/owl", "--token", TOKEN, "--endpoint", hub.url]
+    first = run_in_terminal(*args, env=env)
+    assert first.exit_code == 0, first.text()
+    upload_bar = re.compile(r"^\W*uploading\b")  # `✓ uploading  ━━━ 47.7 KiB/47.7 KiB`
+    assert any(upload_bar.match(line) for line in first.lines), first.text()
+    again = run_in_terminal(*args, env=env)
+    assert again.exit_code == 0, again.text()
+    assert not any(upload_bar.match(line) for line in again.lines), again.text()
+    assert "nothing uploaded: tester/owl@main" in again.text()
+    assert "already has every file, with the same content" in again.text()
 
 
 def test_second_identical_push_uploads_nothing(
@@ -709,6 +794,15 @@ def test_token_with_unsendable_characters_is_refused_without_echoing_it(
 # Hub failures (exit 3)
 
 
+def test_a_token_file_that_is_a_device_is_refused_not_read(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    result = cli(make_model_dir(), "tester/owl", token=None, env={"HF_TOKEN_PATH": "/dev/zero"})
+    line = assert_one_line_error(result, 2)
+    assert "token file /dev/zero is not a regular file" in line
+    assert not hub.state.requests
+
+
 def test_missing_token_fails_before_any_request(
     cli: Callable, hub: HubServer, make_model_dir: Callable
 ) -> None:
@@ -848,6 +942,148 @@ def test_env_never_leaves_the_machine(
     )
     assert b"hf_leaked_secret" not in everything
     assert not any(".env" in r.path or "ipynb" in r.path for r in hub.state.requests)
+
+
+SECRET = "TOP-SECRET-BYTES from outside the model directory"
+
+
+def everything_on_the_hub(hub: HubServer, repo_id: str) -> bytes:
+    files = hub.state.head(repo_id).files if repo_id in hub.state.repos else {}
+    return b"".join(hub.state.lfs_objects.values()) + b"".join(
+        entry.content or b"" for entry in files.values()
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "link", "args"),
+    [
+        ("README.md", "secret", []),
+        ("merges.txt", "secret", []),
+        ("notes.md", "secret", ["--include", "*"]),
+        ("notes.md", "chain", ["--include", "*"]),  # a link to a link that leads out
+        ("notes.md", "secret", ["--include", "notes.md"]),
+        ("README.md", "secret", ["--overwrite-card", "--save-card"]),
+    ],
+    ids=["readme", "merges", "include-star", "link-to-link", "include-name", "save-card"],
+)
+def test_a_symlink_leading_outside_is_refused_before_any_request(
+    cli: Callable, hub: HubServer, make_model_dir: Callable, tmp_path: Path,
+    name: str, link: str, args: list[str],
+) -> None:  # fmt: skip
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET)
+    model = make_model_dir()
+    (tmp_path / "chain").symlink_to(secret)
+    (model / name).unlink(missing_ok=True)
+    (model / name).symlink_to(tmp_path / link)
+    for extra in (["--dry-run"], []):
+        result = cli(model, "tester/owl", *args, *extra)
+        line = assert_one_line_error(result, 2)
+        assert f"{name} -> {secret}" in line and "symlinks that lead outside" in line
+        assert SECRET not in result.stdout + result.stderr
+    assert not hub.state.requests
+    assert secret.read_text() == SECRET  # --save-card did not write through the link
+
+
+def test_symlinks_are_judged_by_where_they_lead(
+    cli: Callable, hub: HubServer, make_model_dir: Callable, tmp_path: Path
+) -> None:
+    """Inside links go up with their content; a link to a hidden file is hidden; a linked
+    folder is never followed; a link that leads out but is not selected is only left out."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text(SECRET)
+    model = make_model_dir()
+    (model / ".env").write_text(SECRET)
+    (model / "docs").mkdir()
+    (model / "docs" / "notes.txt").write_text("inside notes")
+    (model / "notes.md").symlink_to("docs/notes.txt")
+    (model / "env.md").symlink_to(".env")
+    (model / "linked").symlink_to(outside, target_is_directory=True)
+    (model / "away.md").symlink_to(outside / "secret.md")
+    shown = tmp_path / "shown"  # HF_DIR itself may be a symlink
+    shown.symlink_to(model, target_is_directory=True)
+
+    result = cli(shown, "tester/owl", "--include", "*.md", "--include", "linked/*",
+                 "--exclude", "away.md", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    left_out = {item["path"]: item["reason"] for item in payload["left_out"]}
+    assert left_out["env.md"] == "hidden (a symlink to .env)"
+    assert left_out["linked"] == "symlinked folder, not followed"
+    assert left_out["away.md"] == "excluded by away.md"
+    files = hub.state.head("tester/owl").files
+    assert files["notes.md"].content == b"inside notes"
+    assert not {"env.md", "away.md", ".env"} & set(files)
+    assert not any(path.startswith("linked") for path in files)
+    assert SECRET.encode() not in everything_on_the_hub(hub, "tester/owl")
+
+    hidden = cli(shown, "tester/other", "--include", "*.md", "--include", ".env",
+                 "--exclude", "away.md", "--dry-run", "--json")  # fmt: skip
+    names = {f["path"] for f in json.loads(hidden.stdout)["files"]}
+    assert {"env.md", ".env"} <= names  # a pattern that names hidden files asks for them
+
+
+def test_a_shard_behind_a_symlinked_folder_is_refused(
+    cli: Callable, hub: HubServer, make_model_dir: Callable, tmp_path: Path
+) -> None:
+    """The index names `shards/...`, and `shards` links elsewhere: never a broken repo."""
+    model = make_model_dir(weights="sharded")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    index = json.loads((model / "model.safetensors.index.json").read_text())
+    for shard in set(index["weight_map"].values()):
+        (model / shard).rename(elsewhere / shard)
+    index["weight_map"] = {k: f"shards/{v}" for k, v in index["weight_map"].items()}
+    (model / "model.safetensors.index.json").write_text(json.dumps(index))
+    (model / "shards").symlink_to(elsewhere, target_is_directory=True)
+    line = assert_one_line_error(cli(model, "tester/owl", "--dry-run"), 2)
+    assert "shards/model-00001-of-00002.safetensors (through a symlinked folder)" in line
+    assert not hub.state.requests
+
+
+def test_a_symlink_planted_after_the_check_is_not_followed(
+    hub: HubServer, hf_home: Path, make_model_dir: Callable, tmp_path: Path
+) -> None:
+    """The run is held after the checks, before any file is opened; config.json becomes a
+    link to a secret meanwhile: the push stops with one line and the secret stays home."""
+    import time
+
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET)
+    model = make_model_dir()
+    hold = tmp_path / "hold"
+    environ = {k: v for k, v in os.environ.items() if k not in HF_ENV_VARS}
+    environ.update(HF_HOME=str(hf_home), HF_HUB_DISABLE_XET="1", PYTHONPATH=str(REPO_ROOT),
+                   OWLVIT_TEST_HOLD=f"push-before-reading:{hold}")  # fmt: skip
+    args = ["push", model, "tester/owl", "--token", TOKEN, "--endpoint", hub.url]
+    proc = subprocess.Popen([sys.executable, "-m", "owlvit_cli", *map(str, args)], env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not hold.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    (model / "config.json").unlink()
+    (model / "config.json").symlink_to(secret)
+    hold.unlink()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "cannot read config.json" in errors[0], err
+    assert "Traceback" not in err and out == ""
+    assert SECRET.encode() not in everything_on_the_hub(hub, "tester/owl")
+
+
+def test_a_model_file_linked_to_a_hidden_file_is_refused(
+    cli: Callable, hub: HubServer, make_model_dir: Callable
+) -> None:
+    model = make_model_dir()
+    (model / ".secret").write_text(SECRET)
+    (model / "merges.txt").unlink()
+    (model / "merges.txt").symlink_to(".secret")
+    line = assert_one_line_error(cli(model, "tester/owl"), 2)
+    assert "merges.txt -> " in line and ".secret" in line
+    assert not hub.state.requests
 
 
 @pytest.mark.parametrize(
@@ -1108,6 +1344,36 @@ def test_url_credentials_are_not_shown_in_a_dry_run(
     assert PASSWORD not in result.stdout + result.stderr
     bad = cli(make_model_dir("other"), "tester/owl", "--dry-run", endpoint=f"alice:{PASSWORD}@x")
     assert PASSWORD not in assert_one_line_error(bad, 2)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        f"https:/alice:{PASSWORD}@hub.example",
+        f"https://alice:{PASSWORD}/x@hub.example",
+        f"https://alice:{PASSWORD}?x@hub.example",
+        f"https://alice:{PASSWORD}#x@hub.example",
+        f"https://alice:{PASSWORD}",
+        "http://[::1",
+        "https://hub.example\n",
+        f"https://hub.example/?token={PASSWORD}",
+    ],
+    ids=["one-slash", "slash", "question", "hash", "no-host", "ipv6", "newline", "query"],
+)
+@pytest.mark.parametrize("json_mode", [False, True], ids=["human", "json"])
+def test_a_malformed_endpoint_is_one_line_exit_2_without_the_password(
+    cli: Callable, hub: HubServer, make_model_dir: Callable, endpoint: str, json_mode: bool
+) -> None:
+    result = cli(make_model_dir(), "tester/owl", *(["--json"] if json_mode else []),
+                 endpoint=endpoint)  # fmt: skip
+    assert PASSWORD not in result.stdout + result.stderr
+    assert not hub.state.requests
+    if json_mode:
+        assert result.returncode == 2, result.stderr
+        error = json.loads(result.stdout)["error"]
+        assert error["code"] == 2 and "unusable endpoint" in error["message"]
+    else:
+        assert "unusable endpoint" in assert_one_line_error(result, 2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,11 +29,13 @@ if TYPE_CHECKING:
 
 HELP = (
     "Upload a directory written by `owlvit convert` to a Hub model repo, in one commit. "
-    "The repo is created if missing (public unless --private).\n\n"
+    "The repo is created if missing (public unless --private, or an organization's "
+    "default).\n\n"
     "Only the model's own files are uploaded (weights, config, tokenizer and processor files, "
     "the conversion and verification records, README.md); --include/--exclude change that, "
     "and every file left out is listed by --dry-run. The directory is checked complete "
-    "before the first request.\n\n"
+    "before the first request. Nothing is read from outside HF_DIR: a symlink that leads "
+    "out of it (or a model file that leads to a hidden one) is refused.\n\n"
     "The upload gets a README.md model card: license, tags, pipeline and library metadata, "
     "the source checkpoint and its sha256 (from owlvit_conversion.json), the derived config, "
     "the verify results (from owlvit_verification.json; without it the card says plainly that "
@@ -71,12 +73,15 @@ def push_command(
         ),
     ],
     private: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--private",
-            help="Create the repo private. Refuses to push if it already exists and is public.",
+            "--private/--no-private",
+            help="Create the repo private (--private) or public (--no-private); refuses to push "
+            "into an existing repo of the other kind. Default: the Hub's default for a new "
+            "repo (public, unless an organization says otherwise), any existing repo as it is.",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     revision: Annotated[
         str | None,
         typer.Option(
@@ -100,6 +105,15 @@ def push_command(
             "--commit-message",
             metavar="TEXT",
             help="Commit title. Default names the model and the source checkpoint.",
+        ),
+    ] = None,
+    commit_description: Annotated[
+        str | None,
+        typer.Option(
+            "--commit-description",
+            metavar="TEXT",
+            help="Commit (or pull request) description. Default names the source checkpoint "
+            "and its sha256.",
         ),
     ] = None,
     token: Annotated[
@@ -208,6 +222,7 @@ def push_command(
             license_=license_,
             overwrite_card=overwrite_card,
             commit_message=commit_message,
+            commit_description=commit_description,
             force=force,
             endpoint=endpoint,
             include=include or (),
@@ -245,6 +260,9 @@ def check_argument_order(hf_dir: Path, repo_id: str) -> None:
         )
 
 
+VISIBILITY = {True: " as a private repo", False: " as a public repo"}
+
+
 def _target(repo_id: str, revision: str, endpoint: str) -> str:
     return f"{repo_id}@{revision} on {endpoint}"
 
@@ -264,7 +282,7 @@ def render_dry_run(console: Console, plan: PushPlan) -> None:
     target = _target(plan.shown_repo_id, plan.revision, plan.shown_endpoint)
     console.print(
         f"{len(plan.files)} files, {human_bytes(plan.total_size)}: would {action} "
-        f"{escape(target)}{branch}" + (" as a private repo" if plan.private else ""),
+        f"{escape(target)}{branch}" + VISIBILITY.get(plan.private, ""),
         soft_wrap=True,
     )
     if plan.delete:
@@ -286,7 +304,7 @@ def render_result(console: Console, payload: dict[str, Any]) -> None:
     target = escape(_target(payload["repo_id"], payload["revision"], payload["endpoint"]))
     if not payload["changed"]:
         console.print(
-            f"nothing changed: {target} already has these files"
+            f"nothing uploaded: {target} already has every file, with the same content"
             + ("; no pull request opened" if payload["create_pr"] else ""),
             soft_wrap=True,
         )
@@ -298,6 +316,7 @@ def render_result(console: Console, payload: dict[str, Any]) -> None:
         )
     if payload["deleted"]:
         console.print(f"deleted: {escape(', '.join(payload['deleted']))}", soft_wrap=True)
+    console.print(f"repo: {payload['repo_url']}", soft_wrap=True, markup=False)
     if payload["pr_url"]:
         console.print(f"pull request: {payload['pr_url']}", soft_wrap=True, markup=False)
     else:

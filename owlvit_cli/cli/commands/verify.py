@@ -29,7 +29,9 @@ HELP = (
     "images and queries and compare every output at three levels: 1. mapping (scenic "
     "semantics patched in, must agree to 1e-5), 2. stock transformers (--atol tolerances), "
     "3. the saved processor against scenic's preprocessing (informational unless "
-    "--strict-processor). Exit 0 when every check passes, 1 when one fails, 2 on bad input."
+    "--strict-processor). Exit 0 when every check passes, 1 when one fails, 2 on bad input.\n\n"
+    "The report is kept in HF_DIR/owlvit_verification.json, which push shows in the model "
+    "card, when owlvit convert wrote HF_DIR (--no-record: never)."
     + examples(
         "owlvit verify clip_vit_b32_b0203fc owlvit-b32",
         'owlvit verify CKPT HF_DIR --image street.jpg --query "a bus" --query "a bicycle"',
@@ -150,13 +152,15 @@ def verify_command(
         ),
     ] = None,
     record: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--record",
-            help="Write the report to HF_DIR/owlvit_verification.json (push puts it in the "
-            "model card).",
+            "--record/--no-record",
+            help="Keep the report in HF_DIR/owlvit_verification.json, which push puts in the "
+            "model card. Default: when owlvit convert wrote HF_DIR (it has "
+            "owlvit_conversion.json); --record refuses any other directory.",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     save_viz: Annotated[
         Path | None,
         typer.Option(
