@@ -52,8 +52,16 @@ def format_seconds(seconds: float | None) -> str:
     )
 
 
-def _amount(task: Task, value: float) -> str:
-    return human_bytes(value) if task.fields.get("unit") == BYTES else f"{value:,.0f}"
+def format_amount(value: float, unit: str = "", rate: bool = False) -> str:
+    """A size for bytes, else a count (a slow rate keeps a decimal: `0.4`, not `0`)."""
+    if unit == BYTES:
+        return human_bytes(value)
+    return f"{value:,.1f}" if rate and value < 10 else f"{value:,.0f}"
+
+
+def unit_suffix(unit: str) -> str:
+    """What follows a count: ` layers`; nothing for bytes, whose sizes name their unit."""
+    return f" {unit}" if unit and unit != BYTES else ""
 
 
 def _running(task: Task) -> bool:
@@ -80,16 +88,14 @@ class KnownTotalBar(BarColumn):
 
 
 class AmountColumn(ProgressColumn):
-    """`12.0 MiB/585.0 MiB` or `120/201`."""
+    """`12.0 MiB/585.0 MiB` or `12/24 layers`."""
 
     def render(self, task: Task) -> Text:
         if task.total is None:
             return Text("")
-        if task.fields.get("unit") == BYTES:
-            text = f"{human_bytes(task.completed)}/{human_bytes(task.total)}"
-        else:
-            text = f"{task.completed:,.0f}/{task.total:,.0f}"
-        return Text(text, style="progress.download")
+        unit = task.fields.get("unit", "")
+        done, total = format_amount(task.completed, unit), format_amount(task.total, unit)
+        return Text(f"{done}/{total}{unit_suffix(unit)}", style="progress.download")
 
 
 class RateColumn(ProgressColumn):
@@ -101,7 +107,9 @@ class RateColumn(ProgressColumn):
         rate = task.speed if _running(task) else task.completed / max(task.elapsed or 0, 1e-9)
         if not rate:
             return Text("")
-        return Text(f"{_amount(task, rate)}/s", style="progress.data.speed")
+        unit = task.fields.get("unit", "")
+        text = f"{format_amount(rate, unit, rate=True)}{unit_suffix(unit)}/s"
+        return Text(text, style="progress.data.speed")
 
 
 class RemainingColumn(ProgressColumn):
