@@ -1,6 +1,7 @@
 """The live display of a command's steps on a terminal: one line per step, one display.
 
-While a step runs its line shows a spinner, its name and the time so far, and, once the step
+While a step runs its line shows a spinner, its name (a detail such as the device a forward pass
+runs on goes on a dim line below) and the time so far, and, once the step
 knows its total, a bar with amount/total, the rate and the time left (sizes and a byte rate
 when the unit is bytes). When it ends the spinner becomes a green ✓ (a red ✗ if it raised) and
 the time becomes its duration, so no spinner glyph is ever left on screen. Every column reads
@@ -28,6 +29,7 @@ from rich.table import Column
 from rich.text import Text
 
 from owlvit_cli.cli.render import human_bytes
+from owlvit_cli.progress import split_step_name
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 BYTES = "bytes"
@@ -158,7 +160,7 @@ class StepDisplay:
 
     @contextlib.contextmanager
     def step(self, name: str, total: float | None = None, unit: str = "") -> Iterator[_RichStep]:
-        task = self.progress.add_task(escape(name), total=total, unit=unit, state=RUNNING)
+        task = self.progress.add_task(_markup(name), total=total, unit=unit, state=RUNNING)
         try:
             yield _RichStep(self.progress, task)
         except BaseException:
@@ -190,4 +192,10 @@ class _RichStep:
         self.progress.advance(self.task, amount)
 
     def describe(self, name: str) -> None:
-        self.progress.update(self.task, description=escape(name))
+        self.progress.update(self.task, description=_markup(name))
+
+
+def _markup(name: str) -> str:
+    """The name, and its detail (what runs where) dimmed on a line of its own below it."""
+    title, detail = split_step_name(name)
+    return escape(title) + (f"\n[dim]{escape(detail)}[/dim]" if detail else "")

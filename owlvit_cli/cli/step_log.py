@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from owlvit_cli.cli.display import format_amount, format_seconds, unit_suffix
+from owlvit_cli.progress import split_step_name
 
 INTERVAL_ENV = "OWLVIT_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL = 30.0
@@ -37,7 +38,7 @@ class _LogStep:
     """One step's state, advanced by the work's thread and read by the timer's."""
 
     def __init__(self, name: str, total: float | None, unit: str) -> None:
-        self.name, self.total, self.unit = name, total, unit
+        self.name, self.total, self.unit = _one_line(name), total, unit
         self.completed = 0.0
         self.started = time.monotonic()
         self.lock = threading.Lock()
@@ -53,7 +54,7 @@ class _LogStep:
 
     def describe(self, name: str) -> None:
         with self.lock:
-            self.name = name
+            self.name = _one_line(name)
 
     def running_line(self) -> str:
         """`running the Flax model: 12/24 layers, 30.0s so far, eta 30.0s`."""
@@ -88,6 +89,12 @@ class _LogStep:
 
     def _amount(self, value: float) -> str:
         return format_amount(value, self.unit)
+
+
+def _one_line(name: str) -> str:
+    """`running the Flax model (cpu, 1 image of 768×768, 576 patches, 4 queries)`."""
+    title, detail = split_step_name(name)
+    return f"{title} ({detail})" if detail else title
 
 
 class StepLog:

@@ -9,7 +9,8 @@ where jax's own GC callback runs (how a Ctrl-C could once be swallowed). Without
 the hook costs one dictionary lookup. Not an interface for users.
 
 Points: `convert-before-rename` (the temporary output directory is complete, not yet renamed
-into place) and `verify-compared` (both models ran, nothing written yet).
+into place), `verify-hf-forward` (inside the step that runs the transformers model, before it
+runs) and `verify-compared` (both models ran, nothing written yet).
 """
 
 from __future__ import annotations

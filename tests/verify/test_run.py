@@ -15,6 +15,7 @@ from owlvit_cli.verify.run import run_verification
 from tests.helpers import (
     TINY_CASES,
     edited_model_dir,
+    problem_lines,
     reference_checkpoint,
     reference_io,
     run_console_script,
@@ -266,7 +267,7 @@ def test_bad_images_exit_2(cli, tiny_checkpoint, converted, tmp_path):
     for image in (text, wrong, tmp_path / "missing.jpg"):
         result = cli("verify", ckpt, converted(ckpt), "--image", image)
         assert result.exit_code == 2, (image, result.stderr)
-        assert len(result.stderr.strip().splitlines()) == 1
+        assert len(problem_lines(result.stderr)) == 1
 
 
 def test_broken_model_directories_exit_2(cli, tiny_checkpoint, converted, tmp_path):

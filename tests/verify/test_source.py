@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.helpers import run_console_script
+from tests.helpers import problem_lines, run_console_script
 
 # Runs verify in a fresh interpreter and reports which heavy libraries it imported: with no
 # jax, torch or transformers in sys.modules, no model can have been loaded.
@@ -46,7 +46,7 @@ def test_source_mismatch_through_the_console_script(tiny_checkpoint, converted):
     report = json.loads(result.stdout)
     assert report["passed"] is False and report["failed"] == ["source"]
     assert report["levels"] == {} and report["source"]["matches"] is False
-    assert "--ignore-source" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "--ignore-source" in result.stderr and len(problem_lines(result.stderr)) == 1
     human = run_console_script("verify", ckpt, hf_dir)
     assert human.returncode == 1
     assert "✗ source:" in human.stdout and "✗ verification failed: source" in human.stdout
