@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from owlvit_cli.errors import BadInputError
-from owlvit_cli.progress import NO_PROGRESS, Progress
+from owlvit_cli.progress import LAYERS, NO_PROGRESS, Progress, forward_detail, step_name
 from owlvit_cli.scenic.preprocess import load_image
 
 DEFAULT_THRESHOLD = 0.1
@@ -314,16 +314,22 @@ def detect(
     if detector is None:
         with progress.step("loading model"):
             detector = load_detector(hf_dir)
-    with progress.step("detecting"):
-        if query_image is not None:
-            label = str(image_query)
-            found = detect_image_query(
-                detector, image, query_image, label, threshold, nms_threshold, **how
-            )
-            queries = [label]
-        else:
-            warnings += _truncation_warnings(detector, queries)
-            found = detect_text(detector, image, queries, threshold, **how)
+    with progress.step(step_name("detecting", _forward_detail(detector, queries))) as step:
+        from owlvit_cli.verify.hf_model import encoder_layers, layer_progress
+
+        vision, text = (len(layers) for layers in encoder_layers(detector.model))
+        # an image query runs the vision tower twice (the example crop, then the image)
+        step.set_total(2 * vision if query_image is not None else vision + text, LAYERS)
+        with layer_progress([detector.model], step.advance):
+            if query_image is not None:
+                label = str(image_query)
+                found = detect_image_query(
+                    detector, image, query_image, label, threshold, nms_threshold, **how
+                )
+                queries = [label]
+            else:
+                warnings += _truncation_warnings(detector, queries)
+                found = detect_text(detector, image, queries, threshold, **how)
     if max_detections is not None:
         found = found[:max_detections]
     height, width = image.shape[:2]
@@ -343,6 +349,16 @@ def detect(
         seconds=time.perf_counter() - start,
         warnings=warnings,
     )
+
+
+def _forward_detail(detector: Detector, queries: Sequence[str]) -> str:
+    """What detection runs on: the device, the model's input size and its patches."""
+    from owlvit_cli.verify.hf_model import model_device
+
+    vision = detector.model.config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2
+    device = model_device(detector.model)
+    return forward_detail(device, 1, vision.image_size, patches, len(queries) or None)
 
 
 def _truncation_warnings(detector: Detector, queries: Sequence[str]) -> list[str]:

@@ -193,8 +193,8 @@ def describe_forward(model: Any, spec: ModelSpec, inputs: VerifyInputs) -> str:
     from owlvit_cli.verify.hf_model import model_device
 
     device = model if isinstance(model, str) else model_device(model)
-    images, queries = inputs.input_ids.shape[:2]
-    return forward_detail(device, images, spec.vision.image_size, spec.num_patches, queries)
+    images, size = inputs.input_ids.shape[0], spec.vision.image_size
+    return forward_detail(device, images, size, spec.num_patches, len(inputs.queries))
 
 
 def run_flax_both(
