@@ -130,12 +130,20 @@ def level_verdict(level: str, rows: list[dict[str, Any]]) -> list[str]:
         + _informational(rows)
     ]
     for row in sorted(failed, key=margin, reverse=True):
-        note = f" [dim]({escape(row['note'])})[/dim]" if row["note"] else ""
-        lines.append(
-            f"    [bold red]✗[/bold red] {row['name']}: max |diff| {_value(row)} > tolerance "
-            f"{row['tolerance']:.1e} ({_times(margin(row))} it){note}"
-        )
+        lines.append(f"    [bold red]✗[/bold red] {row['name']}: {_failure(row)}")
     return lines
+
+
+def _failure(row: dict[str, Any]) -> str:
+    """`max |diff| 1.20e-02 > tolerance 4.6e-05 (261× it)`; a row that failed on something
+    else than its size (the top detections' order, a count of bad tensors) says so in its
+    note."""
+    over = margin(row)
+    comparison = ">" if over > 1 else "≤"
+    text = f"max |diff| {_value(row)} {comparison} tolerance {row['tolerance']:.1e}"
+    if 1 < over < float("inf"):
+        text += f" ({over:.3g}× it)"
+    return text + (f" [dim]({escape(row['note'])})[/dim]" if row["note"] else "")
 
 
 def margin(row: dict[str, Any]) -> float:
@@ -148,10 +156,6 @@ def margin(row: dict[str, Any]) -> float:
 
 def _percent(fraction: float) -> str:
     return f"{fraction:.0%}" if fraction >= 0.01 or fraction == 0 else "<1%"
-
-
-def _times(fraction: float) -> str:
-    return "∞×" if fraction == float("inf") else f"{fraction:.3g}×"
 
 
 def _informational(rows: list[dict[str, Any]]) -> str:

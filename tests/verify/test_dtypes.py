@@ -95,7 +95,7 @@ def test_swapped_heads_fail(tiny_checkpoint, converted, tmp_path, dtype):
 
 def test_atol_is_named_as_the_source_of_a_tolerance(cli, tiny_checkpoint, converted):
     ckpt = tiny_checkpoint("v1-tiny", "v2")
-    result = cli("verify", ckpt, converted(ckpt, "bfloat16"), "--atol", "pred_boxes=0.5")
+    result = cli("verify", ckpt, converted(ckpt, "bfloat16"), "--atol", "pred_boxes=0.5", "-v")
     assert result.exit_code == 0, result.stderr
     text = " ".join(result.stdout.split())
     assert "weights stored as bfloat16 (from owlvit_conversion.json)" in text

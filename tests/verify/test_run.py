@@ -54,7 +54,10 @@ def test_one_perturbed_tensor_fails_with_exit_1(cli, tiny_checkpoint, converted,
     result = cli("verify", ckpt, bad)
     assert result.exit_code == 1
     assert "verification failed" in result.stderr and "mapping/pred_logits" in result.stderr
-    assert "FAIL" in result.stdout
+    assert "✗ 1. mapping: " in result.stdout and "    ✗ pred_logits: max |diff| " in result.stdout
+    assert "FAIL" not in result.stdout  # the tables only with --verbose
+    verbose = cli("verify", ckpt, bad, "--verbose")
+    assert verbose.exit_code == 1 and "FAIL" in verbose.stdout
 
 
 def test_console_script_exit_codes_and_complete_output(tiny_checkpoint, converted, tmp_path):
