@@ -184,10 +184,12 @@ class Output:
         return self._display.step(name, total, unit)
 
     def _log_line(self, line: str) -> None:
-        """One plain line, whole, at once: a CI log shows it as it happens."""
+        """One plain line, whole, at once: a CI log shows it as it happens. Written to the
+        stream itself (the timer's thread must not share the trimming wrapper's state)."""
+        stream = getattr(self.stderr.file, "stream", self.stderr.file)
         try:
-            self.stderr.file.write(line + "\n")
-            self.stderr.file.flush()
+            stream.write(line + "\n")
+            stream.flush()
         except (BrokenPipeError, ValueError):  # stderr closed: the log has no reader left
             pass
 

@@ -134,9 +134,14 @@ class StepLog:
     def _tick(self) -> None:
         while not self.stopped.wait(self.interval):
             with self.lock:
+                if self.stopped.is_set():
+                    return
                 for state in self.running:
                     self.write(state.running_line())
 
     def stop(self) -> None:
-        """No more lines: the command is printing its result or its error."""
+        """No more lines from the timer: the command is printing its result or its error,
+        and once this returns no line of the timer's can come between."""
         self.stopped.set()
+        with self.lock:
+            pass

@@ -116,6 +116,7 @@ def layer_progress(listener: Callable[[], None]) -> Iterator[None]:
     _LAYER_LISTENERS.append(listener)
     try:
         yield
+        jax.effects_barrier()  # every callback of the programs that ran has been called
     finally:
         _LAYER_LISTENERS.remove(listener)
 

@@ -4,6 +4,7 @@ box scaling on non-square images against a hand computation, pictures, and every
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,8 @@ def test_human_table_and_max_detections(cli, v2_dir):
     assert result.exit_code == 0, result.stderr
     assert "3 detections above 0" in result.stdout and "a house" in result.stdout
     assert problem_lines(result.stderr) == []  # off a terminal: the steps' plain lines alone
+    detecting = r"detecting \(cpu, 1 image of 64×64, 16 patches, 1 query\): done, 4 layers in "
+    assert re.search(detecting, result.stderr), result.stderr
     assert "\r" not in result.stderr and "\x1b" not in result.stderr
     empty = cli("detect", v2_dir, SAMPLE, "--query", "a house", "--threshold", "1")
     assert empty.exit_code == 0 and "no detections above 1" in empty.stdout
