@@ -151,10 +151,11 @@ def run_verification(
     flax_out, rounded_out = run_flax_both(
         flax_runner, rounded_runner, inputs, spec, timings, progress
     )
-    hf_label = step_name("running the transformers model", describe_forward(model, spec, inputs))
-    with _timed(timings, "hf_forward", progress, hf_label) as step:
-        from owlvit_cli.verify.hf_model import layer_progress
+    from owlvit_cli.verify.hf_model import layer_progress, model_device
 
+    hf_detail = describe_forward(model_device(model), spec, inputs)
+    hf_label = step_name("running the transformers model", hf_detail)
+    with _timed(timings, "hf_forward", progress, hf_label) as step:
         step.set_total(hf_layers(model, stock_model), LAYERS)
         hold_point("verify-hf-forward")
         with layer_progress((model, stock_model), step.advance):
@@ -188,11 +189,8 @@ def run_verification(
     return Verification(report, saved_arrays(inputs, flax_out, stock), inputs, tops, models)
 
 
-def describe_forward(model: Any, spec: ModelSpec, inputs: VerifyInputs) -> str:
-    """What a forward pass of verify runs on (a device name or a torch model's)."""
-    from owlvit_cli.verify.hf_model import model_device
-
-    device = model if isinstance(model, str) else model_device(model)
+def describe_forward(device: str, spec: ModelSpec, inputs: VerifyInputs) -> str:
+    """What a forward pass of verify runs on: the device, the images, the queries."""
     images, size = inputs.input_ids.shape[0], spec.vision.image_size
     return forward_detail(device, images, size, spec.num_patches, len(inputs.queries))
 
