@@ -299,7 +299,7 @@ def test_termination_signals_mid_convert_clean_up(tiny_checkpoint, tmp_path: Pat
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, err
     name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
-    assert err.strip().splitlines() == [f"error: interrupted{name}"]
+    assert problem_lines(err) == [f"error: interrupted{name}"]
     assert list(out_parent.iterdir()) == []
 
 
