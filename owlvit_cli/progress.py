@@ -5,6 +5,9 @@ total once known, advances it by amounts, and the step finishes or fails with th
 runs it. It never knows whether a terminal display, a log or nothing at all is listening: the
 CLI passes its rich display (`owlvit_cli.cli.output`), library callers pass their own or
 nothing (`NO_PROGRESS`). This module imports nothing heavy so every layer can use it.
+
+A step's name may carry a second line, its detail (what runs where, `step_name`): a terminal
+display shows it under the name, a log in parentheses after it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,35 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from typing import Protocol
+
+
+def step_name(title: str, detail: str = "") -> str:
+    """A step's name with the detail a display shows beside it (see module doc)."""
+    return f"{title}\n{detail}" if detail else title
+
+
+def split_step_name(name: str) -> tuple[str, str]:
+    """(title, detail) of a name made by `step_name`."""
+    title, _, detail = name.partition("\n")
+    return title, detail.replace("\n", " ")
+
+
+def forward_detail(
+    device: str, images: int, image_size: int, patches: int, queries: int | None = None
+) -> str:
+    """What a forward pass runs on: `cpu, 2 images of 768×768, 576 patches each, 4 queries`."""
+    parts = [
+        device,
+        f"{images} image{'' if images == 1 else 's'} of {image_size}×{image_size}",
+        f"{patches} patches{'' if images == 1 else ' each'}",
+    ]
+    if queries:
+        parts.append(f"{queries} quer{'y' if queries == 1 else 'ies'}")
+    return ", ".join(parts)
+
+
+LAYERS = "layers"
+"""The unit of a forward pass's progress: encoder layers run, over all its towers and passes."""
 
 
 class Step(Protocol):

@@ -6,6 +6,7 @@ Fixtures live in conftest.py; anything a test module imports by name lives here.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -71,6 +72,22 @@ def held_console_script(
             pytest.fail(f"never reached {point}: {proc.communicate()}")
         time.sleep(0.01)
     return proc
+
+
+# A step's line in a log (owlvit_cli.cli.step_log): `NAME: done[, AMOUNT] in 1.2s[ (RATE/s)]`,
+# `NAME: failed after 1.2s`, or a running step's `NAME: [DONE/TOTAL, ]1.2s so far[, eta 3.4s]`.
+STEP_LINE = re.compile(
+    r": (done(, .+)? in [\d:.]+s?( \(.+/s\))?|failed after [\d:.]+s?|.*[\d:.]+s? so far.*)$"
+)
+
+
+def problem_lines(stderr: str) -> list[str]:
+    """stderr without the steps' progress lines: what a command said about its problems."""
+    return [line for line in stderr.splitlines() if line.strip() and not STEP_LINE.search(line)]
+
+
+def step_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if STEP_LINE.search(line)]
 
 
 def sample_pixels() -> np.ndarray:

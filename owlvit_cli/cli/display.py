@@ -1,6 +1,7 @@
 """The live display of a command's steps on a terminal: one line per step, one display.
 
-While a step runs its line shows a spinner, its name and the time so far, and, once the step
+While a step runs its line shows a spinner, its name (a detail such as the device a forward pass
+runs on goes on a dim line below) and the time so far, and, once the step
 knows its total, a bar with amount/total, the rate and the time left (sizes and a byte rate
 when the unit is bytes). When it ends the spinner becomes a green ✓ (a red ✗ if it raised) and
 the time becomes its duration, so no spinner glyph is ever left on screen. Every column reads
@@ -28,6 +29,7 @@ from rich.table import Column
 from rich.text import Text
 
 from owlvit_cli.cli.render import human_bytes
+from owlvit_cli.progress import split_step_name
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 BYTES = "bytes"
@@ -52,8 +54,16 @@ def format_seconds(seconds: float | None) -> str:
     )
 
 
-def _amount(task: Task, value: float) -> str:
-    return human_bytes(value) if task.fields.get("unit") == BYTES else f"{value:,.0f}"
+def format_amount(value: float, unit: str = "", rate: bool = False) -> str:
+    """A size for bytes, else a count (a slow rate keeps a decimal: `0.4`, not `0`)."""
+    if unit == BYTES:
+        return human_bytes(value)
+    return f"{value:,.1f}" if rate and value < 10 else f"{value:,.0f}"
+
+
+def unit_suffix(unit: str) -> str:
+    """What follows a count: ` layers`; nothing for bytes, whose sizes name their unit."""
+    return f" {unit}" if unit and unit != BYTES else ""
 
 
 def _running(task: Task) -> bool:
@@ -80,16 +90,14 @@ class KnownTotalBar(BarColumn):
 
 
 class AmountColumn(ProgressColumn):
-    """`12.0 MiB/585.0 MiB` or `120/201`."""
+    """`12.0 MiB/585.0 MiB` or `12/24 layers`."""
 
     def render(self, task: Task) -> Text:
         if task.total is None:
             return Text("")
-        if task.fields.get("unit") == BYTES:
-            text = f"{human_bytes(task.completed)}/{human_bytes(task.total)}"
-        else:
-            text = f"{task.completed:,.0f}/{task.total:,.0f}"
-        return Text(text, style="progress.download")
+        unit = task.fields.get("unit", "")
+        done, total = format_amount(task.completed, unit), format_amount(task.total, unit)
+        return Text(f"{done}/{total}{unit_suffix(unit)}", style="progress.download")
 
 
 class RateColumn(ProgressColumn):
@@ -101,7 +109,9 @@ class RateColumn(ProgressColumn):
         rate = task.speed if _running(task) else task.completed / max(task.elapsed or 0, 1e-9)
         if not rate:
             return Text("")
-        return Text(f"{_amount(task, rate)}/s", style="progress.data.speed")
+        unit = task.fields.get("unit", "")
+        text = f"{format_amount(rate, unit, rate=True)}{unit_suffix(unit)}/s"
+        return Text(text, style="progress.data.speed")
 
 
 class RemainingColumn(ProgressColumn):
@@ -150,7 +160,7 @@ class StepDisplay:
 
     @contextlib.contextmanager
     def step(self, name: str, total: float | None = None, unit: str = "") -> Iterator[_RichStep]:
-        task = self.progress.add_task(escape(name), total=total, unit=unit, state=RUNNING)
+        task = self.progress.add_task(_markup(name), total=total, unit=unit, state=RUNNING)
         try:
             yield _RichStep(self.progress, task)
         except BaseException:
@@ -182,4 +192,10 @@ class _RichStep:
         self.progress.advance(self.task, amount)
 
     def describe(self, name: str) -> None:
-        self.progress.update(self.task, description=escape(name))
+        self.progress.update(self.task, description=_markup(name))
+
+
+def _markup(name: str) -> str:
+    """The name, and its detail (what runs where) dimmed on a line of its own below it."""
+    title, detail = split_step_name(name)
+    return escape(title) + (f"\n[dim]{escape(detail)}[/dim]" if detail else "")

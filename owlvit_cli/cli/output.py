@@ -8,8 +8,10 @@ else; with --json they are also the one JSON object on stdout,
 
 On a terminal, every step of a command is a line of one live display (`display.py`), and
 warnings and errors wait until it has stopped so they are never drawn under or inside it. Off a
-terminal there is no display and no colour, and nothing is laid out for a width nobody sees: no
-padding, no ellipsis, no wrapping inside a message. `NO_COLOR`, `FORCE_COLOR`, `TERM=dumb` and
+terminal (a CI log) there is no display and no colour, and nothing is laid out for a width nobody
+sees: no padding, no ellipsis, no wrapping inside a message; each step is a plain line when it
+ends, and a running one says how far it got every 30 s (`step_log.py`). `--quiet` shows no
+steps anywhere. `NO_COLOR`, `FORCE_COLOR`, `TERM=dumb` and
 `COLUMNS` act as rich reads them.
 """
 
@@ -28,6 +30,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from owlvit_cli.cli.display import StepDisplay
+from owlvit_cli.cli.step_log import StepLog
 from owlvit_cli.errors import INTERNAL_KIND, INTERRUPTED_KIND, USAGE_KIND, ExitCode, OwlvitError
 from owlvit_cli.json_text import strict_json_dumps
 from owlvit_cli.progress import NO_PROGRESS, Step
@@ -114,6 +117,7 @@ class Output:
     stdout: Console = field(default_factory=lambda: make_console(sys.stdout))
     stderr: Console = field(default_factory=lambda: make_console(sys.stderr, stderr=True))
     _display: StepDisplay | None = field(default=None, init=False, repr=False)
+    _log: StepLog | None = field(default=None, init=False, repr=False)
     _held: list[str] = field(default_factory=list, init=False, repr=False)
     json_printed: bool = False  # one JSON object per process: an error after a result adds none
 
@@ -155,6 +159,8 @@ class Output:
 
     def end_display(self) -> None:
         """Stop the live display (its last frame stays on screen), then print what waited."""
+        if self._log is not None:
+            self._log.stop()
         if self._display is not None:
             self._display.stop()
             self._display = None
@@ -165,13 +171,27 @@ class Output:
     def step(
         self, name: str, total: float | None = None, unit: str = ""
     ) -> contextlib.AbstractContextManager[Step]:
-        """A line of the command's one live display (the `Progress` protocol); nothing when
-        stderr is not a terminal or with --quiet."""
-        if self.quiet or not self.stderr.is_terminal:
+        """A line of the command's one live display (the `Progress` protocol); log lines when
+        stderr is not a terminal; nothing with --quiet."""
+        if self.quiet:
             return NO_PROGRESS.step(name, total, unit)
+        if not self.stderr.is_terminal:
+            if self._log is None:
+                self._log = StepLog(self._log_line)
+            return self._log.step(name, total, unit)
         if self._display is None:
             self._display = StepDisplay(self.stderr)
         return self._display.step(name, total, unit)
+
+    def _log_line(self, line: str) -> None:
+        """One plain line, whole, at once: a CI log shows it as it happens. Written to the
+        stream itself (the timer's thread must not share the trimming wrapper's state)."""
+        stream = getattr(self.stderr.file, "stream", self.stderr.file)
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # stderr closed: the log has no reader left
+            pass
 
 
 def print_json(payload: dict[str, Any]) -> None:

@@ -43,7 +43,7 @@ from owlvit_cli.detect.image_query import (
     score_image,
 )
 from owlvit_cli.errors import BadInputError
-from owlvit_cli.progress import NO_PROGRESS, Progress
+from owlvit_cli.progress import LAYERS, NO_PROGRESS, Progress, forward_detail, step_name
 from owlvit_cli.scenic.image_query import NMS_IOU_THRESHOLD, Box, parse_box
 from owlvit_cli.scenic.preprocess import load_image
 
@@ -419,27 +419,32 @@ def detect(
     if detector is None:
         with progress.step("loading model"):
             detector = load_detector(hf_dir)
-    with progress.step("detecting"):
-        if examples:
-            chosen = embed_examples(
-                detector.model, examples, lambda im: model_pixels(detector, im, preprocessing)
-            )
-            queries = chosen.labels
-            found = detect_embeddings(
-                detector, image, chosen.embeddings, queries, threshold, nms, **how
-            )
-        elif saved is not None:
-            queries = _embedding_labels(embedding_path, len(saved))  # type: ignore[arg-type]
-            found = detect_embeddings(detector, image, saved, queries, threshold, nms, **how)
-        elif query_paths:
-            label = str(query_paths[0])
-            found = detect_image_query(
-                detector, image, query_pictures[query_paths[0]], label, threshold, nms, **how
-            )
-            queries = [label]
-        else:
-            warnings += _truncation_warnings(detector, queries)
-            found = detect_text(detector, image, queries, threshold, **how)
+    with progress.step(step_name("detecting", _forward_detail(detector, queries))) as step:
+        from owlvit_cli.verify.hf_model import encoder_layers, layer_progress
+
+        vision, text = (len(layers) for layers in encoder_layers(detector.model))
+        step.set_total(_forward_layers(mode, vision, text, len(query_pictures)), LAYERS)
+        with layer_progress([detector.model], step.advance):
+            if examples:
+                chosen = embed_examples(
+                    detector.model, examples, lambda im: model_pixels(detector, im, preprocessing)
+                )
+                queries = chosen.labels
+                found = detect_embeddings(
+                    detector, image, chosen.embeddings, queries, threshold, nms, **how
+                )
+            elif saved is not None:
+                queries = _embedding_labels(embedding_path, len(saved))  # type: ignore[arg-type]
+                found = detect_embeddings(detector, image, saved, queries, threshold, nms, **how)
+            elif query_paths:
+                label = str(query_paths[0])
+                found = detect_image_query(
+                    detector, image, query_pictures[query_paths[0]], label, threshold, nms, **how
+                )
+                queries = [label]
+            else:
+                warnings += _truncation_warnings(detector, queries)
+                found = detect_text(detector, image, queries, threshold, **how)
     if save_to is not None and chosen is not None:
         save_query_embedding(save_to, chosen.embeddings)
     total = len(found)
@@ -550,6 +555,26 @@ def _embedding_labels(path: Path, count: int) -> list[str]:
 
 def _optional(path: Path | None) -> str | None:
     return None if path is None else str(path)
+
+
+def _forward_layers(mode: str, vision: int, text: int, query_images: int) -> int:
+    """The encoder layers a detection runs: the text tower for text queries; the vision tower
+    once for the image, and once more per query image."""
+    if mode == TEXT:
+        return vision + text
+    if mode == IMAGE:
+        return 2 * vision  # the example crop, then the image
+    return (1 + query_images) * vision
+
+
+def _forward_detail(detector: Detector, queries: Sequence[str]) -> str:
+    """What detection runs on: the device, the model's input size and its patches."""
+    from owlvit_cli.verify.hf_model import model_device
+
+    vision = detector.model.config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2
+    device = model_device(detector.model)
+    return forward_detail(device, 1, vision.image_size, patches, len(queries) or None)
 
 
 def _truncation_warnings(detector: Detector, queries: Sequence[str]) -> list[str]:

@@ -11,6 +11,7 @@ the hook costs one dictionary lookup. Not an interface for users.
 Points: `convert-read` (every tensor read and written, the checkpoint not yet checked for
 changes), `convert-before-rename` (the temporary output directory is complete, not yet renamed
 into place), `verify-paired` (HF_DIR's source checked, no model loaded yet),
+`verify-hf-forward` (inside the step that runs the transformers model, before it runs),
 `verify-compared` (both models ran, nothing written yet) and `push-before-reading` (the repo
 exists, no file of the model directory opened yet).
 """

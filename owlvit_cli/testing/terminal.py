@@ -39,14 +39,20 @@ class Screen:
     @property
     def steps(self) -> list[str]:
         """The step lines: those starting with a status glyph or a spinner, up to the first
-        line that is neither one nor a warning (where the result begins)."""
+        line that is neither one, nor a step's indented detail, nor a warning (where the
+        result begins)."""
         steps: list[str] = []
         for line in self.lines:
             if line[:1] in STATUS_GLYPHS or is_spinner(line[:1]):
                 steps.append(line)
-            elif steps and not line.startswith("warning:"):
+            elif steps and not line.startswith(("warning:", "  ")):
                 break
         return steps
+
+    def detail(self, step_line: str) -> str:
+        """The indented line under a step (what a forward pass runs on), or ""."""
+        below = self.lines[self.lines.index(step_line) + 1 :][:1]
+        return below[0].strip() if below and below[0].startswith("  ") else ""
 
     def text(self) -> str:
         return "\n".join(self.lines)

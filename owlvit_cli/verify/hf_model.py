@@ -12,7 +12,7 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +169,32 @@ def apply_scenic_semantics(model: Any) -> Any:
 
 def is_v2(model: Any) -> bool:
     return getattr(model, "objectness_head", None) is not None
+
+
+def encoder_layers(model: Any) -> tuple[list[Any], list[Any]]:
+    """The vision tower's encoder layers and the text tower's, in order."""
+    base = model.base_model
+    return list(base.vision_model.encoder.layers), list(base.text_model.encoder.layers)
+
+
+def model_device(model: Any) -> str:
+    """Where the weights are, as torch names it: `cpu`, `cuda`."""
+    return next(model.parameters()).device.type
+
+
+@contextlib.contextmanager
+def layer_progress(models: Iterable[Any], listener: Callable[[], None]) -> Iterator[None]:
+    """Call `listener` each time an encoder layer of one of `models` has run (forward hooks,
+    which read nothing and change no output), so a forward pass shows real progress."""
+    handles = []
+    for model in {id(model): model for model in models}.values():
+        for layers in encoder_layers(model):
+            handles += [layer.register_forward_hook(lambda *_: listener()) for layer in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def run_hf_detection(

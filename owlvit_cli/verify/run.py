@@ -33,7 +33,7 @@ from owlvit_cli.interrupts import raise_if_interrupted
 from owlvit_cli.model.model_dir import RECORD_FILE
 from owlvit_cli.model.pinned_dir import pinned_directory
 from owlvit_cli.model.spec import ModelSpec
-from owlvit_cli.progress import NO_PROGRESS, Progress
+from owlvit_cli.progress import LAYERS, NO_PROGRESS, Progress, Step, forward_detail, step_name
 from owlvit_cli.testing.hold import hold_point
 from owlvit_cli.verify.compare import (
     FlaxOutputs,
@@ -105,10 +105,10 @@ def check_same_architecture(spec: ModelSpec, hf_dir: Path) -> None:
 
 
 @contextmanager
-def _timed(timings: dict[str, float], key: str, progress: Progress, label: str) -> Iterator[None]:
+def _timed(timings: dict[str, float], key: str, progress: Progress, label: str) -> Iterator[Step]:
     started = time.perf_counter()
-    with progress.step(label):
-        yield
+    with progress.step(label) as step:
+        yield step
     timings[key] = round(time.perf_counter() - started, 3)
 
 
@@ -152,15 +152,18 @@ def run_verification(
     flax_runner, rounded_runner = runners
     with _timed(timings, "flax_compile", progress, "compiling the Flax model"):
         flax_runner.compile(inputs.scenic_pixels, inputs.input_ids)
-    with _timed(timings, "flax_forward", progress, "running the Flax model"):
-        flax_out = flax_runner.detect(inputs.scenic_pixels, inputs.input_ids, image_only=True)
-        rounded_out = flax_out
-        if rounded_runner is not flax_runner:
-            rounded_out = rounded_runner.detect(
-                inputs.scenic_pixels, inputs.input_ids, image_only=True
-            )
-    with _timed(timings, "hf_forward", progress, "running the transformers model"):
-        stock, patched = run_hf_both(model, inputs, stock_model)
+    flax_out, rounded_out = run_flax_both(
+        flax_runner, rounded_runner, inputs, spec, timings, progress
+    )
+    from owlvit_cli.verify.hf_model import layer_progress, model_device
+
+    hf_detail = describe_forward(model_device(model), spec, inputs)
+    hf_label = step_name("running the transformers model", hf_detail)
+    with _timed(timings, "hf_forward", progress, hf_label) as step:
+        step.set_total(hf_layers(model, stock_model), LAYERS)
+        hold_point("verify-hf-forward")
+        with layer_progress((model, stock_model), step.advance):
+            stock, patched = run_hf_both(model, inputs, stock_model)
     with _timed(timings, "image_query", progress, "choosing the image-query embeddings"):
         flax_out, rounded_out, stock, patched = image_query_all(
             inputs, runners, (model, stock_model), (flax_out, rounded_out, stock, patched)
@@ -193,6 +196,37 @@ def run_verification(
     models = {"flax": flax_runner, "flax_rounded": rounded_runner, "hf": model}
     models["hf_stock"] = stock_model
     return Verification(report, saved_arrays(inputs, flax_out, stock), inputs, tops, models)
+
+
+def describe_forward(device: str, spec: ModelSpec, inputs: VerifyInputs) -> str:
+    """What a forward pass of verify runs on: the device, the images, the queries."""
+    images, size = inputs.input_ids.shape[0], spec.vision.image_size
+    return forward_detail(device, images, size, spec.num_patches, len(inputs.queries))
+
+
+def run_flax_both(
+    runner: Any,
+    rounded: Any,
+    inputs: VerifyInputs,
+    spec: ModelSpec,
+    timings: dict[str, float],
+    progress: Progress,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The Flax model on the float32 params and, for a directory stored in another dtype, on
+    them rounded to it; its progress is the encoder layers the running programs finish."""
+    from owlvit_cli.scenic.flax_model import layer_progress
+
+    label = step_name("running the Flax model", describe_forward(runner.device, spec, inputs))
+    with _timed(timings, "flax_forward", progress, label) as step:
+        step.set_total(runner.layers_per_pass * (1 if rounded is runner else 2), LAYERS)
+        with layer_progress(step.advance):
+            out = runner.detect(inputs.scenic_pixels, inputs.input_ids, image_only=True)
+            rounded_out = out
+            if rounded is not runner:
+                rounded_out = rounded.detect(
+                    inputs.scenic_pixels, inputs.input_ids, image_only=True
+                )
+    return out, rounded_out
 
 
 def scenic_top_detections(
@@ -334,6 +368,16 @@ def image_query_report(inputs: VerifyInputs, flax: dict, stock: dict) -> dict[st
             "stock": stock["image_query_box"].tolist(),
         },
     }
+
+
+def hf_layers(model: Any, stock_model: Any) -> int:
+    """The encoder layers `run_hf_both` runs: each tower once when one model serves both
+    checks (the towers are memoised); a stock model in another dtype runs its own towers, its
+    vision tower twice (detection, then the image-only path)."""
+    from owlvit_cli.verify.hf_model import encoder_layers
+
+    vision, text = (len(layers) for layers in encoder_layers(model))
+    return vision + text if stock_model is model else 3 * vision + 2 * text
 
 
 def run_hf_both(model: Any, inputs: VerifyInputs, stock_model: Any = None) -> tuple[dict, dict]:

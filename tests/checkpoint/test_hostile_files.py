@@ -15,12 +15,12 @@ import pytest
 
 from owlvit_cli.model.spec import VARIANTS
 from owlvit_cli.testing.fixtures import checkpoint_tree, random_params, write_checkpoint
-from tests.helpers import run_console_script
+from tests.helpers import problem_lines, run_console_script
 
 
 def _one_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
     assert result.returncode == code, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
+    lines = problem_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     assert "internal error" not in lines[0]
     return lines[0]

@@ -30,6 +30,7 @@ from owlvit_cli.testing.fixtures import (
 from tests.helpers import (
     REFERENCE_NAMES,
     held_console_script,
+    problem_lines,
     reference_checkpoint,
     run_console_script,
 )
@@ -178,7 +179,7 @@ def test_step_picks_a_checkpoint_and_unknown_steps_are_refused(tmp_path: Path):
         result = run_console_script(*args)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert len(problem_lines(result.stderr)) == 1, result.stderr
     assert not out.exists()
 
 
@@ -261,7 +262,7 @@ def test_damaged_directories_one_line_exit_2_nothing_written(pair, kind: str, tm
     out = tmp_path / "out"
     result = run_console_script("convert", damaged, out)
     assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = problem_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import reference_checkpoint, run_console_script
+from tests.helpers import problem_lines, reference_checkpoint, run_console_script
 
 
 def test_help_lists_commands_without_heavy_imports():
@@ -89,7 +89,7 @@ def test_inspect_bad_input_is_one_line_exit_2(cli, tmp_path: Path, debug: bool):
         assert "Traceback" in result.stderr
     else:
         assert "Traceback" not in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
+        assert len(problem_lines(result.stderr)) == 1
 
 
 def test_usage_errors_exit_2(cli):

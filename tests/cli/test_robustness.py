@@ -21,7 +21,7 @@ from owlvit_cli.model.model_dir import RECORD_FILE, VERIFICATION_FILE
 from owlvit_cli.model.spec import VARIANTS
 from owlvit_cli.testing.fixtures import checkpoint_tree, random_params, write_checkpoint
 from tests.helpers import held_console_script as _held
-from tests.helpers import run_console_script
+from tests.helpers import problem_lines, run_console_script
 
 CONVERT_HOLD = "convert-before-rename"
 
@@ -79,7 +79,7 @@ BAD = [
 def _assert_one_line_error(result: object, code: int = 2) -> None:
     assert result.exit_code == code, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = problem_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     assert "internal error" not in lines[0]
 
@@ -277,7 +277,7 @@ def test_termination_signals_mid_convert_clean_up(tiny_checkpoint, tmp_path: Pat
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, err
     name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
-    assert err.strip().splitlines() == [f"error: interrupted{name}"]
+    assert problem_lines(err) == [f"error: interrupted{name}"]
     assert list(out_parent.iterdir()) == []
 
 

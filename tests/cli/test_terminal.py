@@ -19,7 +19,7 @@ import pytest
 
 from owlvit_cli.testing import terminal
 from owlvit_cli.testing.terminal import Screen
-from tests.helpers import run_console_script
+from tests.helpers import problem_lines, run_console_script, step_lines
 from tests.hub_server import HubServer
 
 SPINNER = re.compile("[\u2800-\u28ff]")
@@ -75,6 +75,10 @@ def test_convert_then_verify_is_one_display_of_finished_steps(
         "running the transformers model",
         "comparing",
     )
+    for name in ("running the Flax model", "running the transformers model"):
+        forward = step(screen, name)
+        assert "4/4 layers" in forward and "━" in forward, forward
+        assert screen.detail(forward) == "cpu, 1 image of 64×64, 16 patches, 4 queries"
     tensors = step(screen, "converting tensors")
     assert_bar_full(tensors)
     assert "MiB" in tensors or "KiB" in tensors, tensors  # bytes, shown as sizes
@@ -146,7 +150,9 @@ def test_off_a_terminal_lines_are_plain_whole_and_unpadded(
         assert not re.search(r" +$", text, re.M), text
     assert str(out) in result.stdout  # the path whole, on one line
     assert "…" not in result.stdout
-    assert result.stderr == ""  # no display, no progress off a terminal
+    # no display: each step is one plain line when it ends
+    assert step_lines(result.stderr) == result.stderr.splitlines(), result.stderr
+    assert result.stderr.startswith("converting tensors: done, ") and "\r" not in result.stderr
 
 
 def test_off_a_terminal_an_error_is_one_line(
@@ -158,7 +164,7 @@ def test_off_a_terminal_an_error_is_one_line(
     result = run_console_script("verify", long_name, model, "--ignore-source", env={"COLUMNS": ""})
     assert result.returncode == 2
     assert result.stdout == ""
-    lines = result.stderr.splitlines()
+    lines = problem_lines(result.stderr)  # the steps before it each said they were done
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert not ANSI.search(result.stderr)
 

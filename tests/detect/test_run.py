@@ -4,6 +4,7 @@ box scaling on non-square images against a hand computation, pictures, and every
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from owlvit_cli.detect.run import (
     detect_text,
     load_detector,
 )
-from tests.helpers import SAMPLE, run_console_script
+from tests.helpers import SAMPLE, problem_lines, run_console_script
 
 SAMPLE_SIZE = (640, 448)
 
@@ -83,7 +84,10 @@ def test_human_table_and_max_detections(cli, v2_dir):
                  "--max-detections", "3")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert "3 of 16 detections above 0 in" in result.stdout and "a house" in result.stdout
-    assert result.stderr == ""  # no spinner off a terminal
+    assert problem_lines(result.stderr) == []  # off a terminal: the steps' plain lines alone
+    detecting = r"detecting \(cpu, 1 image of 64×64, 16 patches, 1 query\): done, 4 layers in "
+    assert re.search(detecting, result.stderr), result.stderr
+    assert "\r" not in result.stderr and "\x1b" not in result.stderr
     empty = cli("detect", v2_dir, SAMPLE, "--query", "a house", "--threshold", "1")
     assert empty.exit_code == 0 and "no detections above 1" in empty.stdout
 
@@ -247,7 +251,7 @@ def test_extreme_aspect_ratio(v2_dir, tmp_path):
     refused = run_console_script("detect", v2_dir, image_path, "--query", "x")
     assert refused.returncode == 2 and refused.stdout == ""
     assert "10000×10000 square" in refused.stderr and "--preprocessing" in refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1
+    assert len(problem_lines(refused.stderr)) == 1
 
 
 def test_three_row_image_is_not_read_sideways(v2_detector):
@@ -358,7 +362,7 @@ def test_errors_exit_2_with_one_line(cli, v2_dir, tmp_path, case):
     result = cli("detect", *args)
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
+    lines = problem_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     assert expected in lines[0]
     assert "Traceback" not in result.stderr

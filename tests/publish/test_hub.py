@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from tests.helpers import problem_lines
 from tests.hub_server import HubServer, unused_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -252,9 +253,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -
     the local checks give before the network), no traceback."""
     assert result.returncode == code, result.stderr
     assert result.stdout == ""
-    lines = [
-        line for line in result.stderr.strip().splitlines() if not line.startswith("warning: ")
-    ]
+    lines = [line for line in problem_lines(result.stderr) if not line.startswith("warning: ")]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
     assert "Traceback" not in result.stderr
@@ -1270,7 +1269,7 @@ def test_a_missing_verification_is_reported_before_the_first_request(
 ) -> None:
     hub.state.fail("*", 500)  # the very first request fails: the warning came before it
     result = cli(make_model_dir(), "tester/owl")
-    lines = result.stderr.strip().splitlines()
+    lines = problem_lines(result.stderr)
     assert result.returncode == 3
     assert lines[0].startswith("warning: no owlvit_verification.json")
     assert lines[-1].startswith("error: creating repo tester/owl failed")

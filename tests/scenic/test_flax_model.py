@@ -21,6 +21,7 @@ from owlvit_cli.scenic.flax_model import (
     checked_params,
     compute_box_bias,
     dummy_inputs,
+    layer_progress,
 )
 from owlvit_cli.testing import fixtures
 from tests.helpers import REFERENCE, REFERENCE_NAMES
@@ -253,6 +254,24 @@ def test_jit_and_eager_agree() -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert max_diff(a[key], b[key]) <= TOL, key
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "eager"])
+def test_layer_progress_hears_every_encoder_layer_once(jit: bool) -> None:
+    """A forward pass reports each vision and text layer as it finishes; listening changes
+    no output, and a listener hears nothing once its block has ended."""
+    runner = tiny_runner("v2-tiny", jit=jit)
+    images, ids = tiny_inputs(runner.spec)
+    before = runner.detect(images, ids, image_only=True)
+    heard: list[int] = []
+    with layer_progress(lambda: heard.append(1)):
+        during = runner.detect(images, ids, image_only=True)
+    assert len(heard) == runner.layers_per_pass == 4  # two vision and two text layers
+    runner.detect(images, ids, image_only=True)
+    jax.effects_barrier()
+    assert len(heard) == 4
+    for key in before:
+        assert np.array_equal(before[key], during[key]), key
 
 
 def test_detect_with_embeddings_matches_text_path() -> None:

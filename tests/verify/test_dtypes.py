@@ -95,7 +95,7 @@ def test_swapped_heads_fail(tiny_checkpoint, converted, tmp_path, dtype):
 
 def test_atol_is_named_as_the_source_of_a_tolerance(cli, tiny_checkpoint, converted):
     ckpt = tiny_checkpoint("v1-tiny", "v2")
-    result = cli("verify", ckpt, converted(ckpt, "bfloat16"), "--atol", "pred_boxes=0.5")
+    result = cli("verify", ckpt, converted(ckpt, "bfloat16"), "--atol", "pred_boxes=0.5", "-v")
     assert result.exit_code == 0, result.stderr
     text = " ".join(result.stdout.split())
     assert "weights stored as bfloat16 (from owlvit_conversion.json)" in text
@@ -129,6 +129,11 @@ def test_convert_verify_bfloat16_records_dtype_and_tolerances(tiny_checkpoint, t
     result = run_console_script("convert", ckpt, out, "--dtype", "bfloat16", "--verify")
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().splitlines()[-1].startswith("✓ converted")
+    # Flax on the float32 params, then on them rounded; transformers in float32 (towers once),
+    # then as stored (its vision tower twice): each tiny tower has two layers
+    detail = "(cpu, 1 image of 64×64, 16 patches, 4 queries)"
+    assert f"running the Flax model {detail}: done, 8 layers in " in result.stderr
+    assert f"running the transformers model {detail}: done, 10 layers in " in result.stderr
     recorded = json.loads((out / "owlvit_verification.json").read_text())
     assert recorded["passed"] and recorded["dtype"] == "bfloat16"
     assert recorded["levels"]["stock"]["tolerances"] == STOCK_TOLERANCES_BY_DTYPE["bfloat16"]

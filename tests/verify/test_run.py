@@ -17,6 +17,7 @@ from tests.helpers import (
     TINY_CASES,
     edited_model_dir,
     held_console_script,
+    problem_lines,
     reference_checkpoint,
     reference_io,
     run_console_script,
@@ -56,7 +57,10 @@ def test_one_perturbed_tensor_fails_with_exit_1(cli, tiny_checkpoint, converted,
     result = cli("verify", ckpt, bad)
     assert result.exit_code == 1
     assert "verification failed" in result.stderr and "mapping/pred_logits" in result.stderr
-    assert "FAIL" in result.stdout
+    assert "✗ 1. mapping: " in result.stdout and "    ✗ pred_logits: max |diff| " in result.stdout
+    assert "FAIL" not in result.stdout  # the tables only with --verbose
+    verbose = cli("verify", ckpt, bad, "--verbose")
+    assert verbose.exit_code == 1 and "FAIL" in verbose.stdout
 
 
 def test_console_script_exit_codes_and_complete_output(tiny_checkpoint, converted, tmp_path):
@@ -284,7 +288,7 @@ def test_bad_images_exit_2(cli, tiny_checkpoint, converted, tmp_path):
     for image in (text, wrong, tmp_path / "missing.jpg"):
         result = cli("verify", ckpt, converted(ckpt), "--image", image)
         assert result.exit_code == 2, (image, result.stderr)
-        assert len(result.stderr.strip().splitlines()) == 1
+        assert len(problem_lines(result.stderr)) == 1
 
 
 def test_broken_model_directories_exit_2(cli, tiny_checkpoint, converted, tmp_path):

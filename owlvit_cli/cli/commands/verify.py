@@ -170,6 +170,15 @@ def verify_command(
             "on the first image (PNG/JPEG).",
         ),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show every output of every level in tables, what each level compared, "
+            "and the time of each step (default: one verdict line per level and the failures).",
+        ),
+    ] = False,
     step: StepOption = None,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
@@ -196,7 +205,8 @@ def verify_command(
         )
         report = verify_and_report(out, source, hf_dir, options, record, save_outputs, save_viz)
         payload = report if report["passed"] else {**report, **verification_error(report)}
-        out.result(payload, lambda console: render_verification(console, report))
+        more = "every output: --verbose"
+        out.result(payload, lambda console: render_verification(console, report, verbose, more))
         return ExitCode.OK if report["passed"] else ExitCode.CHECK_FAILED
 
     run_guarded(out, action)
