@@ -18,6 +18,7 @@ from owlvit_cli.cli import process
 from owlvit_cli.cli.commands import convert, detect, env, inspect, push, verify
 from owlvit_cli.cli.commands.common import DANGEROUS_FLAGS, examples
 from owlvit_cli.cli.output import usage_failure
+from owlvit_cli.testing.hold import hold_point
 
 PROG_NAME = "owlvit"
 # Words users type from habit (`hf version`, `hf env`, `--format json`) and what owlvit calls them.
@@ -57,11 +58,11 @@ class OwlvitGroup(TyperGroup):
                 _safe_suggestions(exc)
             if not standalone_mode:
                 raise
-            usage_failure(exc, json_mode=_wants_json(args))
+            usage_failure(exc, json_mode=process.wants_json(args))
         except typer.Abort:
             if not standalone_mode:
                 raise
-            usage_failure(click.ClickException("aborted"), json_mode=_wants_json(args))
+            usage_failure(click.ClickException("aborted"), json_mode=process.wants_json(args))
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
@@ -84,11 +85,6 @@ def _safe_suggestions(exc: NoSuchOption) -> None:
     if matches and matches[0] in DANGEROUS_FLAGS:
         matches = []
     exc.possibilities = [hint] if hint else [m for m in matches if m not in DANGEROUS_FLAGS]
-
-
-def _wants_json(args: list[str]) -> bool:
-    """--json anywhere before a `--`, even on a command line click refused to parse."""
-    return "--json" in (args[: args.index("--")] if "--" in args else args)
 
 
 app = typer.Typer(
@@ -133,17 +129,16 @@ def _root(
 
 
 def main() -> None:
-    """The console script: the app, then a fast exit once a heavy runtime was loaded."""
-    process.end_after_command()
+    """The console script: signals first, the app in a worker thread (see `process`), then a
+    fast exit once a heavy runtime was loaded."""
     process.install_signal_handlers()
-    try:
-        app(prog_name=PROG_NAME)
-    except SystemExit as exc:
-        code = exc.code
-        if process.received_signal() is not None and code != process.interrupt_exit_code():
-            # The signal's exception was swallowed where it landed; the run still ends as one.
-            print(f"error: {process.interrupt_message()}", file=sys.stderr)
-            code = process.interrupt_exit_code()
-        if process.should_exit_now():
-            process.exit_now(code)
-        raise SystemExit(code) from None
+    process.end_after_command()
+    code = process.run_command(_run_app)
+    if process.should_exit_now():
+        process.exit_now(code)
+    raise SystemExit(code)
+
+
+def _run_app() -> None:
+    hold_point("startup")
+    app(prog_name=PROG_NAME)

@@ -166,6 +166,14 @@ class StepDisplay:
         """The last frame stays on screen; whatever is printed next goes below it."""
         self.progress.stop()
 
+    def fail_running(self) -> None:
+        """End every running step as failed, then stop: a signal ends the run from another
+        thread, so no step's own exit will draw its ✗."""
+        for task in self.progress.tasks:
+            if _running(task):
+                self._end(task.id, FAILED)
+        self.stop()
+
 
 @dataclass
 class _RichStep:
