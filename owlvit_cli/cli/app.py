@@ -17,7 +17,7 @@ from owlvit_cli import __version__
 from owlvit_cli.cli import process
 from owlvit_cli.cli.commands import convert, detect, env, inspect, push, verify
 from owlvit_cli.cli.commands.common import DANGEROUS_FLAGS, examples
-from owlvit_cli.cli.output import usage_failure
+from owlvit_cli.cli.output import stdout_failure, usage_failure
 from owlvit_cli.testing.hold import hold_point
 
 PROG_NAME = "owlvit"
@@ -63,6 +63,10 @@ class OwlvitGroup(TyperGroup):
             if not standalone_mode:
                 raise
             usage_failure(click.ClickException("aborted"), json_mode=process.wants_json(args))
+        except OSError as exc:  # click's own output (help, version, completions) refused
+            if isinstance(exc, BrokenPipeError) or exc.filename is not None:
+                raise
+            stdout_failure(exc)
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)

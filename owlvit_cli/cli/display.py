@@ -28,6 +28,7 @@ from rich.table import Column
 from rich.text import Text
 
 from owlvit_cli.cli.render import human_bytes
+from owlvit_cli.testing.hold import hold_point
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 BYTES = "bytes"
@@ -151,6 +152,7 @@ class StepDisplay:
     @contextlib.contextmanager
     def step(self, name: str, total: float | None = None, unit: str = "") -> Iterator[_RichStep]:
         task = self.progress.add_task(escape(name), total=total, unit=unit, state=RUNNING)
+        hold_point("step-running")
         try:
             yield _RichStep(self.progress, task)
         except BaseException:

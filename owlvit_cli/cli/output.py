@@ -273,7 +273,20 @@ def _writing_stdout() -> Iterator[None]:
         stdout_closed()
     except OSError as exc:
         stdout_closed()
-        raise OutputError(f"cannot write to stdout ({exc.strerror or exc})") from None
+        raise OutputError(_stdout_refused(exc)) from None
+
+
+def _stdout_refused(exc: OSError) -> str:
+    return f"cannot write to stdout ({exc.strerror or exc})"
+
+
+def stdout_failure(exc: OSError) -> NoReturn:
+    """stdout refused what click wrote itself (help, version): one line, exit 2."""
+    from owlvit_cli.cli.process import stdout_closed
+
+    stdout_closed()
+    print(f"error: {_stdout_refused(exc)}", file=sys.stderr)
+    raise SystemExit(ExitCode.BAD_INPUT)
 
 
 def print_json(payload: dict[str, Any]) -> None:
