@@ -28,7 +28,6 @@ goes to /dev/null and the command ends with the code it would have had.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -156,7 +155,8 @@ def wants_json(args: list[str]) -> bool:
 
 
 def _flush_streams() -> None:
-    logging.shutdown()
+    if "logging" in sys.modules:  # not imported up front: the handlers come first at start-up
+        sys.modules["logging"].shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: no reader is left
             stream.flush()

@@ -257,8 +257,10 @@ def save_card(plan: PushPlan) -> Path | None:
     """Write the generated card into the directory (only on request: --save-card)."""
     if not plan.card_source.startswith("generated") or plan.card_text is None:
         return None
+    from owlvit_cli.atomic import atomic_write_bytes
+
     path = plan.model_dir.path / CARD_FILE
-    path.write_text(plan.card_text, encoding="utf-8")
+    atomic_write_bytes(path, plan.card_text.encode("utf-8"))  # no half card after a signal
     return path
 
 

@@ -265,19 +265,22 @@ def test_fuzzed_bytes_raise_only_our_error(small_checkpoint_bytes: bytes, tmp_pa
         pytest.fail(f"unexpected {type(exc).__name__}: {exc}")
 
 
-def _held(args: list[object], point: str, hold: Path, **popen: object) -> subprocess.Popen:
-    """Start the real console script and wait until it is held at `point` (see
-    owlvit_cli/testing/hold.py): whatever the test does next happens at that point, however
-    fast or slow the machine is."""
+def _held(
+    args: list[object], point: str, hold: Path, shell: str = "", **popen: object
+) -> subprocess.Popen:
+    """Start the real console script (after the `shell` commands, if any) and wait until it
+    is held at `point` (see owlvit_cli/testing/hold.py): whatever the test does next happens
+    at that point, however fast or slow the machine is."""
     import os
     import sys
     import time
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", HOLD_ENV: f"{point}:{hold}"}
     popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "owlvit_cli", *map(str, args)], text=True, env=env, **popen
-    )
+    command = [sys.executable, "-m", "owlvit_cli", *map(str, args)]
+    if shell:
+        command = ["sh", "-c", f'{shell}; exec "$0" "$@"', *command]
+    proc = subprocess.Popen(command, text=True, env=env, **popen)
     deadline = time.monotonic() + 300
     while not hold.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -551,12 +554,9 @@ def test_a_signal_ignored_by_the_caller_stays_ignored(tiny_checkpoint, tmp_path:
     """`nohup owlvit convert …` (SIGHUP), a background job of a script (SIGINT): the terminal
     closing or a Ctrl-C meant for the foreground does not end the run."""
 
-    def ignore() -> None:
-        signal.signal(signum, signal.SIG_IGN)
-
     hold = tmp_path / "h"
-    proc = _held(["convert", tiny_checkpoint(), tmp_path / "model"], CONVERT_HOLD, hold,
-                 preexec_fn=ignore)  # fmt: skip
+    trap = f"trap '' {signal.Signals(signum).name[3:]}"
+    proc = _held(["convert", tiny_checkpoint(), tmp_path / "model"], CONVERT_HOLD, hold, trap)
     proc.send_signal(signum)
     hold.unlink()
     _, err, _ = _end_held(proc, hold, 120)
