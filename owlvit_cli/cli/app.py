@@ -138,6 +138,7 @@ def main() -> None:
     process.install_signal_handlers()
     process.end_after_command()
     code = process.run_command(_run_app)
+    hold_point("finished")
     if process.should_exit_now():
         process.exit_now(code)
     raise SystemExit(code)

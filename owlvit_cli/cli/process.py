@@ -54,6 +54,7 @@ class _Ending:
 
     report: Callable[[int, str], int] | None = None
     json_code: int | None = None
+    final_code: int | None = None  # the command is over, its output flushed
 
 
 def install_signal_handlers() -> None:
@@ -66,7 +67,11 @@ def install_signal_handlers() -> None:
 
 
 def _on_signal(signum: int, frame: object) -> None:
-    """Only record it: the main thread's wait loop acts on it (see `run_command`)."""
+    """Only record it: the main thread's wait loop acts on it (see `run_command`). Once the
+    command is over, its code stands: the signal only cuts the interpreter's teardown short
+    (whose default handlers would otherwise report 128+N after a JSON object saying 0)."""
+    if _Ending.final_code is not None:
+        os._exit(_Ending.final_code)
     SignalState.count += 1
     SignalState.received = SignalState.received or signum
     if SignalState.count >= FORCE_QUIT_SIGNALS:  # a hanging cleanup must not trap the user
@@ -95,11 +100,13 @@ def run_command(command: Callable[[], object]) -> object:
     if SignalState.received is not None:
         end_by_signal()
     error = outcome[0] if outcome else None
-    if isinstance(error, SystemExit):
-        return error.code
-    if error is not None:
+    if error is not None and not isinstance(error, SystemExit):
         raise error
-    return 0
+    code = error.code if isinstance(error, SystemExit) else 0
+    if isinstance(code, int | None):
+        _flush_output()
+        _Ending.final_code = code or 0
+    return code
 
 
 def end_by_signal() -> NoReturn:
@@ -157,6 +164,10 @@ def wants_json(args: list[str]) -> bool:
 def _flush_streams() -> None:
     if "logging" in sys.modules:  # not imported up front: the handlers come first at start-up
         sys.modules["logging"].shutdown()
+    _flush_output()
+
+
+def _flush_output() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: no reader is left
             stream.flush()

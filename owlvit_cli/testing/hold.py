@@ -15,7 +15,8 @@ Points: `startup` (the console script's handlers are installed, the command line
 parsed), `command-start` (the command's output exists, its work not started), `step-running`
 (a step's line is on the live display, which only a terminal has),
 `convert-before-rename` (the temporary output directory is complete, not yet renamed into
-place) and `verify-compared` (both models ran, nothing written yet).
+place), `verify-compared` (both models ran, nothing written yet) and `finished` (the command
+is over and its output flushed, the process not yet ended).
 """
 
 from __future__ import annotations

@@ -580,6 +580,17 @@ def test_a_signal_at_start_up_ends_the_run_with_one_code(
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("command", [["inspect"], ["convert"]])  # teardown, then a fast exit
+def test_a_signal_after_the_result_keeps_its_code(tiny_checkpoint, tmp_path: Path, command):
+    """The JSON object saying 0 is out when the signal comes: the exit code stays 0."""
+    args = [*command, tiny_checkpoint(), *([tmp_path / "out"] if command == ["convert"] else [])]
+    hold = tmp_path / "h"
+    proc = _held([*args, "--json"], "finished", hold)
+    proc.send_signal(signal.SIGTERM)
+    out, err, _ = _end_held(proc, hold, SIGNAL_ACTS_WITHIN)
+    assert proc.returncode == 0 and "error" not in json.loads(out), err
+
+
 def test_a_signal_at_an_orbax_commands_start_up(tmp_path: Path):
     """An Orbax checkpoint's reader loads tensorstore, the slowest start-up there is."""
     from owlvit_cli.testing.fixtures import build_checkpoint
