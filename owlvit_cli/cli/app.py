@@ -133,15 +133,15 @@ def _root(
 
 
 def main() -> None:
-    """The console script: signals first, the app in a worker thread (see `process`), then a
-    fast exit once a heavy runtime was loaded."""
+    """The console script: signals first, the app in a worker thread, then the exit work
+    (none once a heavy runtime was loaded) and the end of the process (see `process`)."""
     process.install_signal_handlers()
     process.end_after_command()
     code = process.run_command(_run_app)
     hold_point("finished")
-    if process.should_exit_now():
-        process.exit_now(code)
-    raise SystemExit(code)
+    if not process.should_exit_now():
+        process.run_exit_functions()
+    process.exit_now(code)
 
 
 def _run_app() -> None:

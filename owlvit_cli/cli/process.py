@@ -2,10 +2,11 @@
 
 Tearing jax and torch down at interpreter exit takes about a second after a verify (thread
 pools, the XLA client, compiled programs and gigabytes of weights freed one object at a time)
-and achieves nothing the OS does not do for free when the process ends. So once a heavy
-runtime is loaded, the console script flushes what the user should see and ends the process
-directly; objects handed to `hold_until_exit` are never freed one by one. Every output file is
-complete by then: commands write them atomically before returning.
+and achieves nothing the OS does not do for free when the process ends. So the console script
+flushes what the user should see and ends the process directly; objects handed to
+`hold_until_exit` are never freed one by one. Every output file is complete by then: commands
+write them atomically before returning. A run that loaded no heavy runtime still runs its
+`atexit` functions first (the heavy runtimes' own are the slow part, so theirs are skipped).
 
 In-process callers (tests through typer's CliRunner, the library API) never take this path:
 only `cli.main` switches it on.
@@ -216,6 +217,17 @@ def skip_teardown() -> None:
     for it: the tokenizer's 10^5 objects made the collector's final pass 0.14 s of its run."""
     global _skip_teardown
     _skip_teardown = True
+
+
+def run_exit_functions() -> None:
+    """What a normal exit runs (`atexit`), with the signal handlers still in place: the
+    interpreter's own teardown would put the default ones back first, so that a signal then
+    killed a finished run (143 after a JSON object saying 0). The console script then ends
+    with `exit_now`; the teardown it skips (a last collection, modules freed one by one)
+    changes nothing outside the process."""
+    import atexit
+
+    atexit._run_exitfuncs()
 
 
 def should_exit_now() -> bool:
