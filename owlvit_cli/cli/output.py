@@ -139,9 +139,10 @@ class Output:
     _display: StepDisplay | None = field(default=None, init=False, repr=False)
     _held: list[str] = field(default_factory=list, init=False, repr=False)
     json_printed: bool = False  # one JSON object per process: an error after a result adds none
+    # The code of the JSON object once it is whole on stdout (a write can block on a pipe).
     _pending: dict[str, Any] | None = field(default=None, init=False, repr=False)
     _last_error: str = field(default="", init=False, repr=False)
-    _json_code: int = field(default=0, init=False, repr=False)
+    _json_code: int | None = field(default=None, init=False, repr=False)
     # Held while anything is printed; `closed` once a signal's report has been printed.
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
     closed: bool = field(default=False, init=False, repr=False)
@@ -175,15 +176,19 @@ class Output:
 
     def emit_json(self, payload: dict[str, Any]) -> None:
         """The run's one JSON object (a later one is dropped); its code is the run's."""
-        with self._lock, _writing_stdout():
+        with self._lock:
+            self._emit_json(payload)
+
+    def _emit_json(self, payload: dict[str, Any]) -> None:
+        from owlvit_cli.cli.process import json_sent
+
+        with _writing_stdout():
             if self.json_printed:
                 return
             self.json_printed = True
-            self._json_code = int(payload.get("error", {}).get("code", 0))
-            from owlvit_cli.cli.process import json_sent
-
-            json_sent(self._json_code)
             print_json(payload)
+            self._json_code = int(payload.get("error", {}).get("code", 0))
+            json_sent(self._json_code)
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -242,15 +247,15 @@ class Output:
         more is printed for the command. Returns the exit code."""
         acquired = self._lock.acquire(timeout=REPORT_WAIT_SECONDS)
         try:
-            if self.json_printed:
+            if self._json_code is not None:
                 return self._json_code
             self.closed = True
             if self._display is not None:
                 self._display.fail_running()
             self._display, self._held = None, []
             self.stderr.print(f"[bold red]error:[/bold red] {_escape(message)}", soft_wrap=True)
-            if self.json_mode:
-                self.emit_json(self._with_error(code, INTERRUPTED_KIND, message))
+            if self.json_mode:  # not after half a result (stdout took no more of it)
+                self._emit_json(self._with_error(code, INTERRUPTED_KIND, message))
             return code
         finally:
             if acquired:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -653,3 +654,45 @@ def test_disk_full_under_verify_outputs(converted, tiny_checkpoint, tmp_path: Pa
         assert sorted(p.name for p in hf_dir.iterdir()) == sorted(
             p.name for p in converted(ckpt).iterdir()
         )
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_signal_while_stdout_is_blocked(tiny_checkpoint, tmp_path: Path, json_flag: list[str]):
+    """The reader of stdout stopped reading (a paused pager) and the result does not fit the
+    pipe: the command's thread waits in write(2), holding the output. A signal still ends the
+    run at once, with one line; no second JSON object goes after the half-written one."""
+    import fcntl
+    import sys
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "owlvit_cli", "inspect", str(tiny_checkpoint()), *json_flag],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_until_writing_to_a_pipe(proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err, _ = _end_held(proc, tmp_path / "none", SIGNAL_ACTS_WITHIN)
+    finally:
+        os.close(write_end)
+        os.close(read_end)
+    assert proc.returncode == 143
+    assert err.strip().splitlines() == ["error: interrupted (SIGTERM)"]
+
+
+def _wait_until_writing_to_a_pipe(proc: subprocess.Popen) -> None:
+    """Until one of the process's threads sleeps in the kernel's pipe_write (Linux)."""
+    import time
+
+    deadline = time.monotonic() + 120
+    tasks = Path(f"/proc/{proc.pid}/task")
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            if any("pipe_write" in (t / "wchan").read_text() for t in tasks.iterdir()):
+                return
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail(f"never blocked writing to stdout: {proc.communicate()}")
