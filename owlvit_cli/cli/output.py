@@ -42,6 +42,7 @@ from owlvit_cli.errors import (
     INTERRUPTED_KIND,
     USAGE_KIND,
     ExitCode,
+    HubError,
     OutputError,
     OwlvitError,
 )
@@ -57,6 +58,7 @@ REPORT_WAIT_SECONDS = 1.0  # how long a signal's report waits for the command's 
 KIND_BY_CODE = {
     ExitCode.CHECK_FAILED: CHECK_FAILED_KIND,
     ExitCode.BAD_INPUT: OwlvitError.kind,
+    ExitCode.HUB_ERROR: HubError.kind,
     ExitCode.INTERNAL_ERROR: INTERNAL_KIND,
 }
 
@@ -139,9 +141,9 @@ class Output:
     _display: StepDisplay | None = field(default=None, init=False, repr=False)
     _held: list[str] = field(default_factory=list, init=False, repr=False)
     json_printed: bool = False  # one JSON object per process: an error after a result adds none
-    # The code of the JSON object once it is whole on stdout (a write can block on a pipe).
     _pending: dict[str, Any] | None = field(default=None, init=False, repr=False)
     _last_error: str = field(default="", init=False, repr=False)
+    # The code of the JSON object once it is whole on stdout (a write can block on a pipe).
     _json_code: int | None = field(default=None, init=False, repr=False)
     # Held while anything is printed; `closed` once a signal's report has been printed.
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
