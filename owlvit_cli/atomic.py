@@ -14,6 +14,12 @@ The rules, checked before any work starts:
 - Never the current directory, a mount point, the home directory or a directory holding
   one of them, whatever the flags.
 - Missing parent directories are created, and removed again if the run fails.
+
+Every temporary output is registered here while it exists, so that the console script, when a
+signal ends it from the main thread while the command's thread may sit in a long native call,
+removes them (and puts back an output that was being replaced) without that thread's help:
+`remove_temporaries`. A rename is one step that this never cuts in half, and no rename starts
+after it.
 """
 
 from __future__ import annotations
@@ -24,17 +30,75 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from owlvit_cli.errors import BadInputError, OutputError
-from owlvit_cli.interrupts import raise_if_interrupted
+from owlvit_cli.interrupts import SignalState, raise_if_interrupted, wait_for_the_end
 
 TMP_MARK = ".owlvit-tmp-"
 OLD_MARK = ".owlvit-old-"
 NAME_MAX = 255
 _RANDOM_SUFFIX = 8  # what tempfile appends
+ENDING_WAIT_SECONDS = 2.0  # how long an ending waits for a rename (a hung one cannot hold it)
+
+
+class _Temporaries:
+    """The undo actions of the temporary outputs that exist now, and whether the process is
+    being ended (then no rename starts)."""
+
+    lock = threading.RLock()
+    undo: ClassVar[dict[int, Callable[[], None]]] = {}
+    ending = False
+
+
+@contextlib.contextmanager
+def _visible_step() -> Iterator[None]:
+    """A change the user can see (a rename, a restore): whole, or not started when the process
+    is ended by a signal (the calling thread then waits here for that end)."""
+    with _Temporaries.lock:
+        if not _Temporaries.ending and SignalState.received is None:
+            yield
+            return
+    raise_if_interrupted()  # outside the lock, which the ending needs
+    wait_for_the_end()
+
+
+@contextlib.contextmanager
+def _registered(undo: Callable[[], None]) -> Iterator[Callable[[], None]]:
+    """Keep `undo` for `remove_temporaries` while the block runs; the block may call the
+    function it gets to drop it early (once its output is in place)."""
+    key = id(undo)
+    with _Temporaries.lock:
+        _Temporaries.undo[key] = undo
+
+    def forget() -> None:
+        with _Temporaries.lock:
+            _Temporaries.undo.pop(key, None)
+
+    try:
+        yield forget
+    finally:
+        forget()
+
+
+def remove_temporaries() -> None:
+    """Undo every temporary output that exists now, and let no rename start after this: the
+    console script calls it when a signal ends the process, from the main thread, while the
+    command's thread may still run. A rename in progress is waited for, but not for long."""
+    acquired = _Temporaries.lock.acquire(timeout=ENDING_WAIT_SECONDS)
+    try:
+        _Temporaries.ending = True
+        undo, _Temporaries.undo = list(_Temporaries.undo.values()), {}
+        for action in reversed(undo):
+            with contextlib.suppress(OSError):
+                action()
+    finally:
+        if acquired:
+            _Temporaries.lock.release()
 
 
 @dataclass(frozen=True)
@@ -141,6 +205,30 @@ def atomic_directory(
     from owlvit_cli.testing.hold import hold_point
 
     target = check_output_dir(out, overwrite, force=force, inputs=inputs, replaceable=replaceable)
+    made: list[Path] = []
+
+    def undo() -> None:
+        for tmp in made[:1]:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _remove_created(made[1:])
+
+    with _registered(undo) as done:
+        with _visible_step():
+            made.extend(_make_temporary_directory(out, target))
+        tmp = made[0]
+        try:
+            yield tmp
+            hold_point("convert-before-rename")
+            with _visible_step():
+                _move_into_place(tmp, target, overwrite or force, force, replaceable)
+                done()
+        except BaseException:
+            undo()
+            raise
+
+
+def _make_temporary_directory(out: Path, target: OutputTarget) -> list[Path]:
+    """The temporary sibling, then the missing parents made for it (to remove on failure)."""
     created = _make_parents(target.real.parent)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=hidden_prefix(target.real.name, TMP_MARK),
@@ -149,15 +237,7 @@ def atomic_directory(
         _remove_created(created)
         raise BadInputError(f"{out.parent}: cannot create a directory here ({_why(exc)})") from exc
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result should look like mkdir's
-    try:
-        yield tmp
-        hold_point("convert-before-rename")
-        raise_if_interrupted()
-        _move_into_place(tmp, target, overwrite or force, force, replaceable)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _remove_created(created)
-        raise
+    return [tmp, *created]
 
 
 def hidden_prefix(name: str, mark: str) -> str:
@@ -195,7 +275,8 @@ def _move_into_place(
     except BaseException:
         backup.rename(real)
         raise
-    shutil.rmtree(backup, ignore_errors=True)
+    with _registered(lambda: shutil.rmtree(backup, ignore_errors=True)):  # finished if cut short
+        shutil.rmtree(backup, ignore_errors=True)
 
 
 def _make_parents(parent: Path) -> list[Path]:
@@ -235,7 +316,8 @@ def _is_non_empty(directory: Path) -> bool:
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, follow_symlinks: bool = True) -> None:
-    """Write a file through a temporary sibling so readers never see half of it.
+    """Write a file through a temporary sibling so readers never see half of it. A write the
+    filesystem refuses (disk full, quota, permissions) is an `OutputError` naming `path`.
 
     A symlink at `path` is written through (the user's own output link), unless
     `follow_symlinks` is false: then the link itself is replaced by the file."""
@@ -244,17 +326,42 @@ def atomic_write_bytes(path: Path, data: bytes, *, follow_symlinks: bool = True)
         real = Path(os.path.realpath(path))
     else:
         real = Path(os.path.realpath(path.parent)) / path.name
-    fd, tmp_name = tempfile.mkstemp(prefix=hidden_prefix(real.name, TMP_MARK), dir=real.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes it private; look like open()'s
-        raise_if_interrupted()
-        os.replace(tmp_name, real)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+        with _temporary_file(real) as (fd, tmp_name, done):
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes it private; look like open()'s
+            with _visible_step():
+                os.replace(tmp_name, real)
+                done()
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({_why(exc)})") from exc
+
+
+@contextlib.contextmanager
+def _temporary_file(real: Path) -> Iterator[tuple[int, str, Callable[[], None]]]:
+    """A new hidden sibling of `real`, removed unless the block calls the function it gets
+    once the file has been renamed away, also when a signal ends the process."""
+    names: list[str] = []
+
+    def undo() -> None:
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+
+    with _registered(undo) as forget:
+        with _visible_step():
+            fd, name = tempfile.mkstemp(prefix=hidden_prefix(real.name, TMP_MARK), dir=real.parent)
+            names.append(name)
+
+        def done() -> None:
+            names.clear()
+            forget()
+
+        try:
+            yield fd, name, done
+        finally:
+            undo()
 
 
 def atomic_write_at(dir_fd: int, name: str, data: bytes, *, shown_as: Path) -> None:
@@ -263,21 +370,29 @@ def atomic_write_at(dir_fd: int, name: str, data: bytes, *, shown_as: Path) -> N
     check_name_length(Path(name))
     tmp_name = hidden_prefix(name, TMP_MARK) + secrets.token_hex(_RANDOM_SUFFIX // 2)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    made: list[str] = []
+
+    def undo() -> None:
+        for made_name in made:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(made_name, dir_fd=dir_fd)
+
     try:
-        fd = os.open(tmp_name, flags, 0o666, dir_fd=dir_fd)  # the umask applies, as for open()
+        with _registered(undo) as forget:
+            with _visible_step():
+                fd = os.open(tmp_name, flags, 0o666, dir_fd=dir_fd)  # the umask applies
+                made.append(tmp_name)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                with _visible_step():
+                    os.replace(tmp_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                    made.clear()
+                    forget()
+            finally:
+                undo()
     except OSError as exc:
         raise OutputError(f"{shown_as}: cannot write ({_why(exc)})") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        raise_if_interrupted()
-        os.replace(tmp_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name, dir_fd=dir_fd)
-        if isinstance(exc, OSError):
-            raise OutputError(f"{shown_as}: cannot write ({_why(exc)})") from exc
-        raise
 
 
 def check_writable_file(path: Path) -> None:
@@ -289,11 +404,10 @@ def check_writable_file(path: Path) -> None:
     if not real.parent.is_dir():
         raise OutputError(f"{path.parent}: no such directory")
     try:  # the only reliable test (read-only mounts, ACLs, root): create a file there
-        fd, probe = tempfile.mkstemp(prefix=hidden_prefix(real.name, TMP_MARK), dir=real.parent)
+        with _temporary_file(real) as (fd, _, _):
+            os.close(fd)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write here ({_why(exc)})") from exc
-    os.close(fd)
-    os.unlink(probe)
 
 
 def _why(exc: OSError) -> str:

@@ -53,18 +53,19 @@ def run_console_script(
 
 
 def held_console_script(
-    args: list[object], point: str, hold: Path, **popen: object
+    args: list[object], point: str, hold: Path, shell: str = "", **popen: object
 ) -> subprocess.Popen:
-    """Start the real console script and wait until it is held at `point` (see
-    owlvit_cli/testing/hold.py): whatever the test does next happens at that point, however
-    fast or slow the machine is."""
+    """Start the real console script (after the `shell` commands, if any) and wait until it
+    is held at `point` (see owlvit_cli/testing/hold.py): whatever the test does next happens
+    at that point, however fast or slow the machine is. Deleting `hold` lets it go on."""
     import time
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", HOLD_ENV: f"{point}:{hold}"}
     popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "owlvit_cli", *map(str, args)], text=True, env=env, **popen
-    )
+    command = [sys.executable, "-m", "owlvit_cli", *map(str, args)]
+    if shell:
+        command = ["sh", "-c", f'{shell}; exec "$0" "$@"', *command]
+    proc = subprocess.Popen(command, text=True, env=env, **popen)
     deadline = time.monotonic() + 300
     while not hold.exists():
         if proc.poll() is not None or time.monotonic() > deadline:

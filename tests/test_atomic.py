@@ -194,3 +194,88 @@ def test_unwritable_file_outputs_are_refused_up_front(tmp_path: Path):
         check_writable_file(tmp_path)
     check_writable_file(tmp_path / "fine.npz")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def ending(monkeypatch: pytest.MonkeyPatch):
+    """`remove_temporaries` as the console script calls it when a signal ends the process,
+    with the module's state put back afterwards (this process goes on)."""
+    from owlvit_cli import atomic
+
+    monkeypatch.setattr(atomic._Temporaries, "ending", False)
+    monkeypatch.setattr(atomic._Temporaries, "undo", {})
+    return atomic.remove_temporaries
+
+
+def _in_a_thread(work) -> tuple[threading.Thread, threading.Event]:
+    """Run `work(ready)` in a daemon thread (left parked if the ending stops it) and wait
+    until it sets `ready`."""
+    ready = threading.Event()
+    thread = threading.Thread(target=work, args=(ready,), daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    return thread, ready
+
+
+def test_an_ending_removes_temporary_outputs_and_their_parents(tmp_path: Path, ending):
+    """While a command's thread writes into its temporary directory, another thread ends the
+    run: the directory and the parents made for it go, and the command never renames."""
+    out = tmp_path / "new" / "model"
+    go_on = threading.Event()
+
+    def work(ready: threading.Event) -> None:
+        with atomic_directory(out) as tmp:
+            _fill(tmp)
+            ready.set()
+            go_on.wait()
+
+    thread, _ = _in_a_thread(work)
+    assert len(list((tmp_path / "new").iterdir())) == 1
+    ending()
+    assert list(tmp_path.iterdir()) == []
+    go_on.set()
+    thread.join(0.5)
+    assert thread.is_alive() and list(tmp_path.iterdir()) == []  # parked, nothing renamed
+
+
+def test_an_ending_removes_a_temporary_file(tmp_path: Path, ending, monkeypatch):
+    from owlvit_cli import atomic
+
+    go_on = threading.Event()
+    real_chmod = os.chmod
+
+    def slow_chmod(path, mode):  # between the write and the rename
+        real_chmod(path, mode)
+        if atomic.TMP_MARK in str(path):
+            ready.set()
+            go_on.wait()
+
+    monkeypatch.setattr(atomic.os, "chmod", slow_chmod)
+    ready = threading.Event()
+    thread = threading.Thread(
+        target=atomic_write_bytes, args=(tmp_path / "report.json", b"{}"), daemon=True
+    )
+    thread.start()
+    assert ready.wait(30) and len(list(tmp_path.iterdir())) == 1
+    ending()
+    go_on.set()
+    thread.join(0.5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_under_a_file_output_is_an_output_error(tmp_path: Path):
+    """What the filesystem refuses is one `OutputError` naming the file, and no partial file."""
+    import subprocess
+
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)],
+                           capture_output=True, check=False)  # fmt: skip
+    if mount.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        with pytest.raises(OutputError, match=r"out\.npz: cannot write \(No space left on device"):
+            atomic_write_bytes(small / "out.npz", b"x" * 200_000)
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

@@ -252,12 +252,12 @@ def remember_digest(path: Path, identity: Identity | None, started_ns: int, valu
     """Store `value` for the next run if the identity taken before hashing can vouch for it."""
     if identity is None or not _trustworthy(path, identity, started_ns):
         return
+    from owlvit_cli.atomic import atomic_write_bytes
+
     memo = _memo_path(identity)
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, OwlvitError):  # a cache: without it the next run hashes
         memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
-        tmp.write_text(value)
-        tmp.replace(memo)
+        atomic_write_bytes(memo, value.encode())  # no stray temporary after a signal
 
 
 def remembered_digest(identity: Identity | None) -> str | None:

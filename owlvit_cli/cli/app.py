@@ -4,7 +4,6 @@ that `owlvit --help` starts instantly."""
 
 from __future__ import annotations
 
-import itertools
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +17,8 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 from owlvit_cli.cli import process
 from owlvit_cli.cli.commands import convert, detect, env, inspect, push, verify, version
 from owlvit_cli.cli.commands.common import DANGEROUS_FLAGS, examples
-from owlvit_cli.cli.output import usage_failure
+from owlvit_cli.cli.output import stdout_failure, usage_failure
+from owlvit_cli.testing.hold import hold_point
 
 PROG_NAME = "owlvit"
 # Words users type from habit (`hf env`, `hf upload`) and what owlvit calls them.
@@ -61,11 +61,15 @@ class OwlvitGroup(TyperGroup):
                 _safe_suggestions(exc)
             if not standalone_mode:
                 raise
-            usage_failure(exc, json_mode=_wants_json(args))
+            usage_failure(exc, json_mode=process.wants_json(args))
         except typer.Abort:
             if not standalone_mode:
                 raise
-            usage_failure(click.ClickException("aborted"), json_mode=_wants_json(args))
+            usage_failure(click.ClickException("aborted"), json_mode=process.wants_json(args))
+        except OSError as exc:  # click's own output (help, version, completions) refused
+            if isinstance(exc, BrokenPipeError) or exc.filename is not None:
+                raise
+            stdout_failure(exc)
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
@@ -128,14 +132,6 @@ def _safe_suggestions(exc: NoSuchOption) -> None:
     exc.possibilities = [hint] if hint else [m for m in matches if m not in DANGEROUS_FLAGS]
 
 
-def _wants_json(args: list[str]) -> bool:
-    """--json or --format json anywhere before a `--`, even on a command line click refused
-    to parse."""
-    options = [a.lower() for a in (args[: args.index("--")] if "--" in args else args)]
-    spelled = [f"{a} {b}" for a, b in itertools.pairwise(options)]
-    return "--json" in options or "--format=json" in options or "--format json" in spelled
-
-
 app = typer.Typer(
     name=PROG_NAME,
     cls=OwlvitGroup,
@@ -178,17 +174,17 @@ def _root(
 
 
 def main() -> None:
-    """The console script: the app, then a fast exit once a heavy runtime was loaded."""
-    process.end_after_command()
+    """The console script: signals first, the app in a worker thread, then the exit work
+    (none once a heavy runtime was loaded) and the end of the process (see `process`)."""
     process.install_signal_handlers()
-    try:
-        app(prog_name=PROG_NAME)
-    except SystemExit as exc:
-        code = exc.code
-        if process.received_signal() is not None and code != process.interrupt_exit_code():
-            # The signal's exception was swallowed where it landed; the run still ends as one.
-            print(f"error: {process.interrupt_message()}", file=sys.stderr)
-            code = process.interrupt_exit_code()
-        if process.should_exit_now():
-            process.exit_now(code)
-        raise SystemExit(code) from None
+    process.end_after_command()
+    code = process.run_command(_run_app)
+    hold_point("finished")
+    if not process.should_exit_now():
+        process.run_exit_functions()
+    process.exit_now(code)
+
+
+def _run_app() -> None:
+    hold_point("startup")
+    app(prog_name=PROG_NAME)

@@ -30,6 +30,7 @@ from rich.text import Text
 
 from owlvit_cli.cli.render import human_bytes
 from owlvit_cli.progress import split_step_name
+from owlvit_cli.testing.hold import hold_point
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 BYTES = "bytes"
@@ -161,6 +162,7 @@ class StepDisplay:
     @contextlib.contextmanager
     def step(self, name: str, total: float | None = None, unit: str = "") -> Iterator[_RichStep]:
         task = self.progress.add_task(_markup(name), total=total, unit=unit, state=RUNNING)
+        hold_point("step-running")
         try:
             yield _RichStep(self.progress, task)
         except BaseException:
@@ -175,6 +177,14 @@ class StepDisplay:
     def stop(self) -> None:
         """The last frame stays on screen; whatever is printed next goes below it."""
         self.progress.stop()
+
+    def fail_running(self) -> None:
+        """End every running step as failed, then stop: a signal ends the run from another
+        thread, so no step's own exit will draw its ✗."""
+        for task in self.progress.tasks:
+            if _running(task):
+                self._end(task.id, FAILED)
+        self.stop()
 
 
 @dataclass

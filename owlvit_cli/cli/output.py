@@ -13,6 +13,13 @@ sees: no padding, no ellipsis, no wrapping inside a message; each step is a plai
 ends, and a running one says how far it got every 30 s (`step_log.py`). `--quiet` shows no
 steps anywhere. `NO_COLOR`, `FORCE_COLOR`, `TERM=dumb` and
 `COLUMNS` act as rich reads them.
+
+With --json the result is printed when the command has its exit code, so that a non-zero one
+always comes with the `error` member. A stdout that takes no more bytes (a full disk,
+`> /dev/full`) is an output error, exit 2; a closed pipe is not a failure (see `process`).
+
+In the console script a signal is reported from the main thread while the command's thread
+may still run (`interrupted`): from then on this output prints nothing for that thread.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import contextlib
 import errno
 import os
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, NoReturn
 
@@ -31,7 +39,16 @@ from rich.rule import Rule
 
 from owlvit_cli.cli.display import StepDisplay
 from owlvit_cli.cli.step_log import StepLog
-from owlvit_cli.errors import INTERNAL_KIND, INTERRUPTED_KIND, USAGE_KIND, ExitCode, OwlvitError
+from owlvit_cli.errors import (
+    CHECK_FAILED_KIND,
+    INTERNAL_KIND,
+    INTERRUPTED_KIND,
+    USAGE_KIND,
+    ExitCode,
+    HubError,
+    OutputError,
+    OwlvitError,
+)
 from owlvit_cli.json_text import strict_json_dumps
 from owlvit_cli.progress import NO_PROGRESS, Step
 
@@ -39,6 +56,14 @@ from owlvit_cli.progress import NO_PROGRESS, Step
 # squeeze a path into an ellipsis (trailing padding is trimmed by `_TrimmedLines`).
 UNBOUNDED_WIDTH = 4096
 RULE_WIDTH = 80
+REPORT_WAIT_SECONDS = 1.0  # how long a signal's report waits for the command's own printing
+# The `kind` of an error object added to a result that did not carry one, by exit code.
+KIND_BY_CODE = {
+    ExitCode.CHECK_FAILED: CHECK_FAILED_KIND,
+    ExitCode.BAD_INPUT: OwlvitError.kind,
+    ExitCode.HUB_ERROR: HubError.kind,
+    ExitCode.INTERNAL_ERROR: INTERNAL_KIND,
+}
 
 
 def _json_default(value: Any) -> Any:
@@ -120,21 +145,56 @@ class Output:
     _log: StepLog | None = field(default=None, init=False, repr=False)
     _held: list[str] = field(default_factory=list, init=False, repr=False)
     json_printed: bool = False  # one JSON object per process: an error after a result adds none
+    _pending: dict[str, Any] | None = field(default=None, init=False, repr=False)
+    _last_error: str = field(default="", init=False, repr=False)
+    # The code of the JSON object once it is whole on stdout (a write can block on a pipe).
+    _json_code: int | None = field(default=None, init=False, repr=False)
+    # Held while anything is printed; `closed` once a signal's report has been printed.
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    closed: bool = field(default=False, init=False, repr=False)
 
     def result(self, payload: dict[str, Any], render: Callable[[Console], None]) -> None:
-        """Print the command's result: the JSON object, or the human rendering of it. A closed
-        stdout (`| head -1`) is not a failure of the command."""
+        """The command's result: with --json kept for `finish` (which knows the exit code),
+        else rendered now. A closed stdout (`| head -1`) is not a failure of the command."""
         self.end_display()
-        try:
-            if self.json_mode:
-                print_json(payload)
-                self.json_printed = True
-            else:
+        if self.json_mode:
+            self._pending = payload
+            return
+        with self._lock:
+            if self.closed:
+                return
+            with _writing_stdout():
                 render(self.stdout)
-        except BrokenPipeError:
-            from owlvit_cli.cli.process import stdout_closed
+                sys.stdout.flush()  # a full disk says so here, not at exit
 
-            stdout_closed()
+    def finish(self, code: int) -> None:
+        """Print the --json result kept by `result`, with an `error` member when `code` is not
+        0 and the command did not add one (the message is the last error line)."""
+        payload, self._pending = self._pending, None
+        if payload is None or self.json_printed:
+            return
+        if code and "error" not in payload:
+            kind = KIND_BY_CODE.get(code, OwlvitError.kind)
+            payload = {**payload, **error_object(code, kind, self._last_error or f"exit {code}")}
+        with self._lock:
+            if not self.closed:
+                self.emit_json(payload)
+
+    def emit_json(self, payload: dict[str, Any]) -> None:
+        """The run's one JSON object (a later one is dropped); its code is the run's."""
+        with self._lock:
+            self._emit_json(payload)
+
+    def _emit_json(self, payload: dict[str, Any]) -> None:
+        from owlvit_cli.cli.process import json_sent
+
+        with _writing_stdout():
+            if self.json_printed:
+                return
+            self.json_printed = True
+            print_json(payload)
+            self._json_code = int(payload.get("error", {}).get("code", 0))
+            json_sent(self._json_code)
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -149,49 +209,115 @@ class Output:
     def error(self, message: str) -> None:
         """One error line, after the display has stopped (so never above a live step line)."""
         self.end_display()
-        self.stderr.print(f"[bold red]error:[/bold red] {_escape(message)}", soft_wrap=True)
+        with self._lock:
+            if self.closed:
+                return
+            self._last_error = message
+            self.stderr.print(f"[bold red]error:[/bold red] {_escape(message)}", soft_wrap=True)
 
     def _print_after_display(self, markup: str) -> None:
-        if self._display is not None:
-            self._held.append(markup)
-        else:
-            self.stderr.print(markup, soft_wrap=True)
+        with self._lock:
+            if self.closed:
+                return
+            if self._display is not None:
+                self._held.append(markup)
+            else:
+                self.stderr.print(markup, soft_wrap=True)
 
     def end_display(self) -> None:
         """Stop the live display (its last frame stays on screen), then print what waited."""
-        if self._log is not None:
-            self._log.stop()
-        if self._display is not None:
-            self._display.stop()
-            self._display = None
-        held, self._held = self._held, []
-        for markup in held:
-            self.stderr.print(markup, soft_wrap=True)
+        with self._lock:
+            if self._log is not None:
+                self._log.stop()
+            if self._display is not None:
+                self._display.stop()
+                self._display = None
+            held, self._held = self._held, []
+            for markup in held:
+                self.stderr.print(markup, soft_wrap=True)
 
     def step(
         self, name: str, total: float | None = None, unit: str = ""
     ) -> contextlib.AbstractContextManager[Step]:
         """A line of the command's one live display (the `Progress` protocol); log lines when
-        stderr is not a terminal; nothing with --quiet."""
-        if self.quiet:
-            return NO_PROGRESS.step(name, total, unit)
-        if not self.stderr.is_terminal:
-            if self._log is None:
-                self._log = StepLog(self._log_line)
-            return self._log.step(name, total, unit)
-        if self._display is None:
-            self._display = StepDisplay(self.stderr)
-        return self._display.step(name, total, unit)
+        stderr is not a terminal; nothing with --quiet, or once a signal ended the run."""
+        with self._lock:
+            if self.quiet or self.closed:
+                return NO_PROGRESS.step(name, total, unit)
+            if not self.stderr.is_terminal:
+                if self._log is None:
+                    self._log = StepLog(self._log_line)
+                return self._log.step(name, total, unit)
+            if self._display is None:
+                self._display = StepDisplay(self.stderr)
+            return self._display.step(name, total, unit)
 
     def _log_line(self, line: str) -> None:
         """One plain line, whole, at once: a CI log shows it as it happens. Written to the
         stream itself (the timer's thread must not share the trimming wrapper's state)."""
+        if self.closed:  # a signal ended the run: its report is the last line
+            return
         stream = getattr(self.stderr.file, "stream", self.stderr.file)
         try:
             stream.write(line + "\n")
             stream.flush()
         except (BrokenPipeError, ValueError):  # stderr closed: the log has no reader left
             pass
+
+    def interrupted(self, code: int, message: str) -> int:
+        """Report a signal from the console script's main thread, whatever the command's
+        thread is doing: running steps end as failed, the error line and with --json the error
+        object are printed (unless a JSON object already is: its code stands), and nothing
+        more is printed for the command. Returns the exit code."""
+        acquired = self._lock.acquire(timeout=REPORT_WAIT_SECONDS)
+        try:
+            if self._json_code is not None:
+                return self._json_code
+            self.closed = True
+            if self._log is not None:
+                self._log.stop()
+            if self._display is not None:
+                self._display.fail_running()
+            self._display, self._held = None, []
+            self.stderr.print(f"[bold red]error:[/bold red] {_escape(message)}", soft_wrap=True)
+            if self.json_mode:  # not after half a result (stdout took no more of it)
+                self._emit_json(self._with_error(code, INTERRUPTED_KIND, message))
+            return code
+        finally:
+            if acquired:
+                self._lock.release()
+
+    def _with_error(self, code: int, kind: str, message: str) -> dict[str, Any]:
+        """The error object, added to the result when the command already had one."""
+        return {**(self._pending or {}), **error_object(code, kind, message)}
+
+
+@contextlib.contextmanager
+def _writing_stdout() -> Iterator[None]:
+    """A closed pipe sends the rest of the output nowhere; a stdout that refuses bytes (a full
+    disk, /dev/full) is an output error (and takes no more: nothing is left to fail at exit)."""
+    from owlvit_cli.cli.process import stdout_closed
+
+    try:
+        yield
+    except BrokenPipeError:
+        stdout_closed()
+    except OSError as exc:
+        stdout_closed()
+        raise OutputError(_stdout_refused(exc)) from None
+
+
+def _stdout_refused(exc: OSError) -> str:
+    return f"cannot write to stdout ({exc.strerror or exc})"
+
+
+def stdout_failure(exc: OSError) -> NoReturn:
+    """stdout refused what click wrote itself (help, version): one line, exit 2."""
+    from owlvit_cli.cli.process import stdout_closed
+
+    stdout_closed()
+    print(f"error: {_stdout_refused(exc)}", file=sys.stderr)
+    raise SystemExit(ExitCode.BAD_INPUT)
 
 
 def print_json(payload: dict[str, Any]) -> None:
@@ -206,19 +332,26 @@ def error_object(code: int, kind: str, message: str) -> dict[str, Any]:
 
 
 def fail(out: Output, message: str, code: int, kind: str) -> NoReturn:
-    """Print one error line on stderr (and, with --json, the error object on stdout unless a
-    result is already there), then exit with `code`. `message` is plain text, not markup."""
+    """Print one error line on stderr (and, with --json, the error object on stdout, with the
+    result if the command had one, unless a JSON object is already there), then exit with
+    `code`. `message` is plain text, not markup."""
     out.error(message)
-    if out.json_mode and not out.json_printed:
-        print_json(error_object(code, kind, message))
-        out.json_printed = True
+    if out.json_mode:
+        with contextlib.suppress(OutputError):  # stdout itself failed: the line says why
+            out.emit_json(out._with_error(code, kind, message))
     raise SystemExit(code)
 
 
 def run_guarded(out: Output, action: Callable[[], int | None]) -> NoReturn:
     """Run a command body; map every failure to one line and its documented exit code."""
+    from owlvit_cli.cli.process import report_signals_with
+    from owlvit_cli.testing.hold import hold_point
+
+    report_signals_with(out.interrupted)
+    hold_point("command-start")
     try:
         code = action() or ExitCode.OK
+        out.finish(code)
     except OwlvitError as exc:
         if out.debug:
             out.end_display()
@@ -267,5 +400,8 @@ def usage_failure(exc: Any, json_mode: bool) -> NoReturn:
     (usage, hint, error) and, with --json, the error object on stdout."""
     exc.show()
     if json_mode:
-        print_json(error_object(exc.exit_code, USAGE_KIND, exc.format_message()))
+        with contextlib.suppress(OutputError):  # stdout itself failed: click's lines say why
+            Output(json_mode=True).emit_json(
+                error_object(exc.exit_code, USAGE_KIND, exc.format_message())
+            )
     raise SystemExit(exc.exit_code)

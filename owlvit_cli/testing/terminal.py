@@ -85,8 +85,11 @@ def run_in_terminal(
     columns: int = COLUMNS,
     timeout: float = 600,
     cwd: str | os.PathLike[str] | None = None,
+    signal_when: tuple[str | os.PathLike[str], int] | None = None,
 ) -> Screen:
-    """Run `owlvit ARGS` in a pseudo-terminal of `columns` and render what it wrote."""
+    """Run `owlvit ARGS` in a pseudo-terminal of `columns` and render what it wrote. With
+    `signal_when=(FILE, SIGNUM)` the command gets SIGNUM once FILE exists (a hold point's
+    file, see `owlvit_cli.testing.hold`)."""
     import pexpect
     import pyte
 
@@ -102,9 +105,16 @@ def run_in_terminal(
         cwd=str(cwd) if cwd is not None else None,
     )
     data = b""
+    pending = signal_when
     while True:
+        if pending is not None and os.path.exists(pending[0]):
+            child.kill(pending[1])
+            pending = None
         try:
-            data += child.read_nonblocking(1 << 16, timeout=timeout)
+            data += child.read_nonblocking(1 << 16, timeout=timeout if pending is None else 0.05)
+        except pexpect.TIMEOUT:
+            if pending is None:
+                raise
         except pexpect.EOF:
             break
     child.close()

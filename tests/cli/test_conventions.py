@@ -200,6 +200,27 @@ def test_bash_completion_of_commands_paths_dtype_and_atol(tmp_path: Path):
     assert words("owlvit verify a b --atol pred_b") == ["pred_boxes="]
 
 
+def test_completion_in_a_directory_with_a_symlink_loop(tmp_path: Path):
+    """`ln -s loop loop`, `a -> b -> a`: completed as plain names, no traceback in the shell."""
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    (tmp_path / "ckpt").write_bytes(b"")
+    for line, want in [
+        (f"owlvit inspect {tmp_path}/", ["a", "b", "ckpt", "loop"]),
+        (f"owlvit verify x {tmp_path}/", []),  # HF_DIR: directories only
+    ]:
+        proc = run_console_script(
+            env={
+                "_OWLVIT_COMPLETE": "complete_bash",
+                "COMP_WORDS": line,
+                "COMP_CWORD": str(len(line.split()) - 1),
+            }
+        )
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        assert proc.stdout.split() == [f"{tmp_path}/{name}" for name in want]
+
+
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_show_completion_scripts(shell: str):
     proc = run_console_script("--show-completion", shell)

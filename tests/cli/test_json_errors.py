@@ -103,6 +103,7 @@ expect 2 checkpoint convert "$WORK/missing" "$WORK/o"
 expect 2 bad_input push my-org/model "$HF_DIR"                       # hf upload's order
 expect 2 bad_input push "$HF_DIR" my-org/model --revision dev --create-pr --dry-run
 expect 3 hub       push "$HF_DIR" my-org/model --token hf_x --endpoint http://127.0.0.1:9
+expect 2 checkpoint inspect "$BAD"                                   # the report, and why
 # success: the same script reads results; fp16 is a --dtype alias
 owlvit convert "$CKPT" "$WORK/half" --dtype fp16 --json | jq -e '.dtype == "float16"' >/dev/null
 [ "$(owlvit inspect "$CKPT" --json | jq -r .error.code)" = null ]
@@ -124,6 +125,7 @@ def test_ci_script_branches_on_error_code(tiny_checkpoint, converted, tmp_path: 
         "PYTHONPATH": str(REPO_ROOT),
         "CKPT": str(ckpt),
         "HF_DIR": str(converted(ckpt)),
+        "BAD": str(_checkpoint_missing_a_tensor(tmp_path)),
         "WORK": str(tmp_path),
         "HF_HUB_OFFLINE": "0",
     }
@@ -131,4 +133,48 @@ def test_ci_script_branches_on_error_code(tiny_checkpoint, converted, tmp_path: 
         ["bash", str(script)], capture_output=True, text=True, env=env, timeout=300, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("ok ") == 8 and proc.stdout.rstrip().endswith("done")
+    assert proc.stdout.count("ok ") == 9 and proc.stdout.rstrip().endswith("done")
+
+
+def _checkpoint_missing_a_tensor(tmp_path: Path) -> Path:
+    from owlvit_cli.model.spec import VARIANTS
+    from owlvit_cli.testing.fixtures import checkpoint_tree, random_params, write_checkpoint
+
+    params = random_params(VARIANTS["v1-tiny"])
+    del params["class_head/logit_scale/bias"]
+    return write_checkpoint(tmp_path / "missing_tensor", checkpoint_tree(params))
+
+
+def test_inspect_of_a_checkpoint_with_problems_has_the_error_member(tmp_path: Path):
+    """The report and its problems, and `.error.code` 2 as the exit code, so `jq .error.code`
+    does not read a refused checkpoint as a success."""
+    proc = run_console_script("inspect", _checkpoint_missing_a_tensor(tmp_path), "--json")
+    assert proc.returncode == 2, proc.stderr
+    report = only_json_object(proc.stdout)
+    assert report["problems"] and report["params"]
+    assert report["error"] == {
+        "code": 2,
+        "kind": "checkpoint",
+        "message": "1 problem(s): convert would refuse this checkpoint",
+    }
+
+
+def test_a_non_zero_exit_adds_the_error_member_to_a_json_result(capsys):
+    """Whatever the command: its result under --json gets the error object of its exit code,
+    with the last error line as the message, unless it carries one already."""
+    from owlvit_cli.cli.output import Output, run_guarded
+
+    out = Output(json_mode=True)
+
+    def action() -> int:
+        out.result({"answer": 42}, lambda console: None)
+        out.error("the answer is wrong")
+        return 1
+
+    with pytest.raises(SystemExit) as exit_:
+        run_guarded(out, action)
+    assert exit_.value.code == 1
+    assert only_json_object(capsys.readouterr().out) == {
+        "answer": 42,
+        "error": {"code": 1, "kind": "check_failed", "message": "the answer is wrong"},
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -438,3 +439,235 @@ def test_overwrite_of_the_directory_holding_the_checkpoint_is_refused(tiny_check
     nested = run_console_script("convert", ckpt, tmp_path / "new" / "dirs" / "model")
     assert nested.returncode == 0, nested.stderr
     assert (tmp_path / "new" / "dirs" / "model" / RECORD_FILE).exists()
+
+
+def _end_held(proc: subprocess.Popen, hold: Path, seconds: float) -> tuple[str, str, float]:
+    """Wait at most `seconds` for a held run to end (its output, and how long it took); a run
+    still held then is released and killed, and the test fails."""
+    import time
+
+    started = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        hold.unlink(missing_ok=True)
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"still running {seconds} s after the signal: {out!r} {err!r}")
+    return out, err, time.monotonic() - started
+
+
+# Far above the main thread's reaction (WAIT_SECONDS) on a busy machine, far below the time
+# CI gives a run between SIGTERM and SIGKILL.
+SIGNAL_ACTS_WITHIN = 5.0
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_ends_a_run_held_in_a_native_call(
+    tiny_checkpoint, tmp_path: Path, signum: int, json_mode: bool
+):
+    """The run waits inside one native call (as in a forward pass or a resize) that no Python
+    handler can cut short: the signal still ends it at once, with 128+N, one line (and the
+    error object under --json), and the temporary directory removed."""
+    out_parent = tmp_path / "outputs"
+    args = ["convert", tiny_checkpoint(), out_parent / "new" / "model"]
+    hold = tmp_path / "h"
+    proc = _held([*args, *(["--json"] if json_mode else [])], f"{CONVERT_HOLD}@native", hold)
+    assert any(".owlvit-tmp-" in p.name for p in (out_parent / "new").iterdir())
+    proc.send_signal(signum)
+    out, err, _ = _end_held(proc, hold, SIGNAL_ACTS_WITHIN)
+    assert proc.returncode == 128 + signum, err
+    name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+    assert err.strip().splitlines() == [f"error: interrupted{name}"]
+    assert list(tmp_path.iterdir()) == [hold]  # the parents made for OUT are gone too
+    if json_mode:
+        assert json.loads(out)["error"] == {
+            "code": 128 + signum,
+            "kind": "interrupted",
+            "message": f"interrupted{name}",
+        }
+    else:
+        assert out == ""
+
+
+def test_a_signal_during_overwrite_keeps_the_old_output(tiny_checkpoint, converted, tmp_path):
+    """--overwrite held natively with the new output complete: the old one stays as it was."""
+    import shutil
+
+    out = tmp_path / "model"
+    shutil.copytree(converted(tiny_checkpoint()), out)
+    before = sorted((p.name, p.read_bytes()) for p in out.iterdir())
+    hold = tmp_path / "h"
+    args = ["convert", tiny_checkpoint(seed=1), out, "--overwrite"]
+    proc = _held(args, f"{CONVERT_HOLD}@native", hold)
+    proc.send_signal(signal.SIGTERM)
+    _end_held(proc, hold, SIGNAL_ACTS_WITHIN)
+    assert proc.returncode == 143
+    assert sorted((p.name, p.read_bytes()) for p in out.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h", "model"]
+
+
+def test_a_signal_ends_verify_held_in_a_native_call(converted, tiny_checkpoint, tmp_path):
+    import shutil
+
+    ckpt = tiny_checkpoint()
+    hf_dir = tmp_path / "model"
+    shutil.copytree(converted(ckpt), hf_dir)
+    hold = tmp_path / "h"
+    args = ["verify", ckpt, hf_dir, "--record", "--save-outputs", tmp_path / "o.npz", "--json"]
+    proc = _held(args, "verify-compared@native", hold)
+    proc.send_signal(signal.SIGTERM)
+    out, err, _ = _end_held(proc, hold, SIGNAL_ACTS_WITHIN)
+    assert proc.returncode == 143, err
+    assert json.loads(out)["error"]["code"] == 143
+    assert not (hf_dir / VERIFICATION_FILE).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h", "model"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT])
+def test_a_signal_ignored_by_the_caller_stays_ignored(tiny_checkpoint, tmp_path: Path, signum):
+    """`nohup owlvit convert …` (SIGHUP), a background job of a script (SIGINT): the terminal
+    closing or a Ctrl-C meant for the foreground does not end the run."""
+
+    hold = tmp_path / "h"
+    trap = f"trap '' {signal.Signals(signum).name[3:]}"
+    proc = _held(["convert", tiny_checkpoint(), tmp_path / "model"], CONVERT_HOLD, hold, trap)
+    proc.send_signal(signum)
+    hold.unlink()
+    _, err, _ = _end_held(proc, hold, 120)
+    assert proc.returncode == 0, err
+    assert (tmp_path / "model" / RECORD_FILE).exists()
+
+
+@pytest.mark.parametrize("point", ["startup", "command-start", "command-start@native"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_at_start_up_ends_the_run_with_one_code(
+    tiny_checkpoint, tmp_path: Path, point: str, signum: int
+):
+    """Before the command line is parsed, and before the command's work: the exit code, the
+    line and the JSON error object agree."""
+    hold = tmp_path / "h"
+    proc = _held(["inspect", tiny_checkpoint(), "--json"], point, hold)
+    proc.send_signal(signum)
+    out, err, _ = _end_held(proc, hold, SIGNAL_ACTS_WITHIN)
+    assert proc.returncode == 128 + signum, err
+    assert json.loads(out)["error"]["code"] == 128 + signum
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["convert"]])  # teardown, then a fast exit
+def test_a_signal_after_the_result_keeps_its_code(tiny_checkpoint, tmp_path: Path, command):
+    """The JSON object saying 0 is out when the signal comes: the exit code stays 0."""
+    args = [*command, tiny_checkpoint(), *([tmp_path / "out"] if command == ["convert"] else [])]
+    hold = tmp_path / "h"
+    proc = _held([*args, "--json"], "finished", hold)
+    proc.send_signal(signal.SIGTERM)
+    out, err, _ = _end_held(proc, hold, SIGNAL_ACTS_WITHIN)
+    assert proc.returncode == 0 and "error" not in json.loads(out), err
+
+
+def test_a_signal_at_an_orbax_commands_start_up(tmp_path: Path):
+    """An Orbax checkpoint's reader loads tensorstore, the slowest start-up there is."""
+    from owlvit_cli.testing.fixtures import build_checkpoint
+
+    ckpt = build_checkpoint(tmp_path / "orbax", VARIANTS["v1-tiny"], "current", orbax={})
+    hold = tmp_path / "h"
+    proc = _held(["convert", ckpt, tmp_path / "out", "--json"], "command-start", hold)
+    proc.send_signal(signal.SIGTERM)
+    out, err, _ = _end_held(proc, hold, SIGNAL_ACTS_WITHIN)
+    assert proc.returncode == 143, err
+    assert json.loads(out)["error"]["code"] == 143
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", [["inspect"], ["inspect", "--json"], ["--help"], ["--version"]])
+def test_stdout_that_takes_no_bytes_is_an_output_error(tiny_checkpoint, args: list[str]):
+    """`owlvit … > /dev/full` (a full disk): exit 2 and one line, not "check failed" or a bug."""
+    import sys
+
+    command = [*args[:1], str(tiny_checkpoint()), *args[1:]] if args[0] == "inspect" else args
+    with Path("/dev/full").open("w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "owlvit_cli", *command],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: cannot write to stdout (No space left on device)"
+    ]
+
+
+def _fill(directory: Path) -> None:
+    """Leave no free byte on the filesystem holding `directory`."""
+    with (directory / "filler").open("wb", buffering=0) as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 4096)
+
+
+@pytest.mark.parametrize("what", ["--save-outputs", "--record"])
+def test_disk_full_under_verify_outputs(converted, tiny_checkpoint, tmp_path: Path, what: str):
+    import shutil
+
+    ckpt = tiny_checkpoint()
+    with _tmpfs(tmp_path / "small", "size=32m") as small:
+        hf_dir = small / "model"
+        shutil.copytree(converted(ckpt), hf_dir)
+        _fill(small)
+        flags = ["--save-outputs", small / "o.npz"] if what == "--save-outputs" else ["--record"]
+        result = run_console_script("verify", ckpt, hf_dir, *flags)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines()[-1:] == [
+            f"error: {small / 'o.npz' if what == '--save-outputs' else hf_dir / VERIFICATION_FILE}"
+            ": cannot write (No space left on device)"
+        ]
+        assert sorted(p.name for p in small.iterdir()) == ["filler", "model"]
+        assert sorted(p.name for p in hf_dir.iterdir()) == sorted(
+            p.name for p in converted(ckpt).iterdir()
+        )
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_signal_while_stdout_is_blocked(tiny_checkpoint, tmp_path: Path, json_flag: list[str]):
+    """The reader of stdout stopped reading (a paused pager) and the result does not fit the
+    pipe: the command's thread waits in write(2), holding the output. A signal still ends the
+    run at once, with one line; no second JSON object goes after the half-written one."""
+    import fcntl
+    import sys
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "owlvit_cli", "inspect", str(tiny_checkpoint()), *json_flag],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_until_writing_to_a_pipe(proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err, _ = _end_held(proc, tmp_path / "none", SIGNAL_ACTS_WITHIN)
+    finally:
+        os.close(write_end)
+        os.close(read_end)
+    assert proc.returncode == 143
+    assert err.strip().splitlines() == ["error: interrupted (SIGTERM)"]
+
+
+def _wait_until_writing_to_a_pipe(proc: subprocess.Popen) -> None:
+    """Until one of the process's threads sleeps in the kernel's pipe_write (Linux)."""
+    import time
+
+    deadline = time.monotonic() + 120
+    tasks = Path(f"/proc/{proc.pid}/task")
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            if any("pipe_write" in (t / "wchan").read_text() for t in tasks.iterdir()):
+                return
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail(f"never blocked writing to stdout: {proc.communicate()}")

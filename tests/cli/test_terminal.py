@@ -202,3 +202,30 @@ def test_every_command_takes_quiet(command: str, cli: Callable[..., Any]) -> Non
     result = cli(command, "--help")
     assert result.exit_code == 0
     assert re.search(r"-q, --quiet\b", result.stdout), result.stdout
+
+
+def test_a_signal_ends_the_display_with_the_running_step_failed(
+    tiny_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """SIGTERM while the first step's line is live, the run held inside a native call: the
+    line ends with ✗ (no spinner left), the error line comes below it, nothing is left."""
+    import signal
+
+    from owlvit_cli.testing.hold import ENV as HOLD_ENV
+
+    hold = tmp_path / "h"
+    screen = terminal.run_in_terminal(
+        "convert",
+        tiny_checkpoint(),
+        tmp_path / "out" / "m",
+        env={**OFFLINE, HOLD_ENV: f"step-running@native:{hold}"},
+        timeout=60,
+        signal_when=(hold, signal.SIGTERM),
+    )
+    assert screen.exit_code == 143, screen.text()
+    assert not SPINNER.search(screen.text()), screen.text()
+    assert screen.steps and all(line.startswith("✗ ") for line in screen.steps), screen.text()
+    error = next(i for i, line in enumerate(screen.lines) if line.startswith("error:"))
+    assert screen.lines[error:] == ["error: interrupted (SIGTERM)"]
+    assert error > screen.lines.index(screen.steps[-1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h"]

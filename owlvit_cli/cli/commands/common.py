@@ -37,10 +37,19 @@ def complete_paths(incomplete: str, *, directories_only: bool = False) -> list[s
     for entry in entries:
         if not entry.name.startswith(prefix) or (entry.name[0] == "." and prefix[:1] != "."):
             continue
-        is_dir = entry.is_dir()
+        is_dir = _is_dir(entry)
         if is_dir or not directories_only:
             names.append(os.path.join(head, entry.name) + ("/" if is_dir else ""))
     return names
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """A symlink loop or an unreadable target is completed as a plain name, not a traceback
+    printed into the user's shell."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def complete_files(incomplete: str) -> list[str]:

@@ -22,9 +22,9 @@ from owlvit_cli.cli.commands.common import (
     examples,
     make_output,
 )
-from owlvit_cli.cli.output import run_guarded
+from owlvit_cli.cli.output import error_object, run_guarded
 from owlvit_cli.cli.render import human_bytes, key_value_grid
-from owlvit_cli.errors import ExitCode
+from owlvit_cli.errors import CheckpointError, ExitCode
 from owlvit_cli.model.model_dir import LAYOUT_DESCRIPTIONS
 
 if TYPE_CHECKING:
@@ -111,9 +111,12 @@ def inspect_command(
                 f"no tensor matches --filter {escape(repr(filter_))} "
                 f"(tried the file's own names and current scenic names)"
             )
+        problems = f"{len(report['problems'])} problem(s): convert would refuse this checkpoint"
+        if report["problems"]:  # the JSON says it too: `.error.code` is the exit code
+            report.update(error_object(ExitCode.BAD_INPUT, CheckpointError.kind, problems))
         out.result(report, lambda console: render(console, report, depth, fold=not show_all))
         if report["problems"]:
-            out.error(f"{len(report['problems'])} problem(s): convert would refuse this checkpoint")
+            out.error(problems)
             return ExitCode.BAD_INPUT
         return ExitCode.OK
 
