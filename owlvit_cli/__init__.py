@@ -5,8 +5,6 @@ The Python API (README "Python API"): `inspect_checkpoint`, `convert_checkpoint`
 are the subpackages.) Importing the package is cheap; each function loads what it needs.
 """
 
-__version__ = "0.1.0"
-
 from owlvit_cli.api import (
     CheckpointInfo,
     convert_checkpoint,
@@ -24,6 +22,7 @@ from owlvit_cli.errors import (
     OwlvitError,
 )
 from owlvit_cli.progress import NO_PROGRESS, Progress, Step
+from owlvit_cli.version import __version__
 
 __all__ = [
     "NO_PROGRESS",

@@ -13,11 +13,11 @@ from typer import _click as click  # Typer vendors click: its exceptions are the
 from typer._click.exceptions import NoSuchOption, UsageError
 from typer.core import TyperCommand, TyperGroup
 
-from owlvit_cli import __version__
 from owlvit_cli.cli import process
 from owlvit_cli.cli.commands import convert, detect, env, inspect, push, verify
 from owlvit_cli.cli.commands.common import DANGEROUS_FLAGS, examples
 from owlvit_cli.cli.output import usage_failure
+from owlvit_cli.version import __version__
 
 PROG_NAME = "owlvit"
 # Words users type from habit (`hf version`, `hf env`, `--format json`) and what owlvit calls them.

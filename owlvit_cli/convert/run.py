@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from owlvit_cli import __version__
 from owlvit_cli.atomic import atomic_directory, check_output_dir
 from owlvit_cli.checkpoint.hashing import (
     FileHasher,
@@ -47,6 +46,7 @@ from owlvit_cli.model.dtypes import normalize_dtype
 from owlvit_cli.model.model_dir import FLAVORS, RECORD_FILE, TOOL_NAME
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
+from owlvit_cli.version import __version__
 
 LIBRARIES = ("transformers", "torch", "safetensors", "numpy", "huggingface_hub", "jax", "flax")
 

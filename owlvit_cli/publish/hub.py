@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from owlvit_cli import __version__
 from owlvit_cli.errors import BadInputError, CheckFailedError, HubError, OwlvitError
 from owlvit_cli.model.model_dir import (
     CARD_FILE,
@@ -59,6 +58,7 @@ from owlvit_cli.publish.secrets import (
     scrub_exception,
 )
 from owlvit_cli.publish.selection import LeftOut, matches, select_files
+from owlvit_cli.version import __version__
 
 DEFAULT_TIMEOUT = 60.0
 # Never deleted by --delete, as `hf upload --delete` keeps it: the Hub's LFS rules live there.

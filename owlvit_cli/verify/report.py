@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from owlvit_cli import __version__
 from owlvit_cli.errors import BadInputError
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.verify.compare import Comparison
 from owlvit_cli.verify.inputs import VerifyInputs, VerifyOptions
+from owlvit_cli.version import __version__
 
 
 @dataclass
