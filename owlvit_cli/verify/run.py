@@ -32,7 +32,7 @@ from owlvit_cli.interrupts import raise_if_interrupted
 from owlvit_cli.model.model_dir import RECORD_FILE
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
-from owlvit_cli.testing.hold import hold_point
+from owlvit_cli.hold import hold_point
 from owlvit_cli.verify.compare import (
     FlaxOutputs,
     Tolerances,

@@ -20,7 +20,7 @@ from owlvit_cli.errors import CheckpointError, OwlvitError
 from owlvit_cli.model.model_dir import RECORD_FILE, VERIFICATION_FILE
 from owlvit_cli.model.spec import VARIANTS
 from owlvit_cli.testing.fixtures import checkpoint_tree, random_params, write_checkpoint
-from owlvit_cli.testing.hold import ENV as HOLD_ENV
+from owlvit_cli.hold import ENV as HOLD_ENV
 from tests.helpers import run_console_script
 
 CONVERT_HOLD = "convert-before-rename"
@@ -267,7 +267,7 @@ def test_fuzzed_bytes_raise_only_our_error(small_checkpoint_bytes: bytes, tmp_pa
 
 def _held(args: list[object], point: str, hold: Path, **popen: object) -> subprocess.Popen:
     """Start the real console script and wait until it is held at `point` (see
-    owlvit_cli/testing/hold.py): whatever the test does next happens at that point, however
+    owlvit_cli/hold.py): whatever the test does next happens at that point, however
     fast or slow the machine is."""
     import os
     import sys
