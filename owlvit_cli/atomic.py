@@ -27,6 +27,10 @@ from pathlib import Path
 from owlvit_cli.errors import BadInputError, OutputError
 from owlvit_cli.interrupts import raise_if_interrupted
 
+# The mark of a directory owlvit wrote: its conversion record names the tool. The overwrite
+# rule above depends on it, so it is owned here, below the model-directory contract.
+RECORD_FILE = "owlvit_conversion.json"
+TOOL_NAME = "owlvit"
 TMP_MARK = ".owlvit-tmp-"
 OLD_MARK = ".owlvit-old-"
 NAME_MAX = 255
@@ -101,8 +105,6 @@ def check_not_input(output: Path, source: Path, *, directory: bool = True) -> No
 
 def is_owlvit_output(directory: Path) -> bool:
     """Recognisably written by `owlvit convert`: its conversion record names the tool."""
-    from owlvit_cli.model.model_dir import RECORD_FILE, TOOL_NAME
-
     try:
         record = json.loads((directory / RECORD_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):

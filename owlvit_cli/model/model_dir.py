@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from owlvit_cli.atomic import RECORD_FILE, TOOL_NAME  # the mark of what owlvit wrote, owned there
 from owlvit_cli.errors import ModelDirError, OwlvitError
 
 # --------------------------------------------------------------------------------------------
@@ -23,7 +24,6 @@ CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
-RECORD_FILE = "owlvit_conversion.json"
 VERIFICATION_FILE = "owlvit_verification.json"
 # What transformers' processor and tokenizer classes read (convert writes them directly; older
 # transformers versions also wrote the last two tokenizer files).
@@ -42,7 +42,6 @@ TOKENIZER_FILES = (
     "added_tokens.json",
 )
 PROCESSOR_FILES = (IMAGE_PROCESSOR_FILE, PROCESSOR_FILE)
-TOOL_NAME = "owlvit"
 
 
 @dataclass(frozen=True)
