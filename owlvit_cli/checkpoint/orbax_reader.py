@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from owlvit_cli.checkpoint.hashing import total_size
+from owlvit_cli.checkpoint.interface import Checkpoint, index_params
 from owlvit_cli.checkpoint.msgpack_index import itemsize, numpy_dtype
-from owlvit_cli.checkpoint.reader import Checkpoint, index_params
 from owlvit_cli.errors import CheckpointError, first_line
 
 if TYPE_CHECKING:
