@@ -7,7 +7,7 @@ JSON. Each file is what transformers' own classes save for the same numbers
 `CLIPTokenizer`); tests/convert/test_hf_files.py holds every file to that, field for field,
 and builds a transformers model on the meta device for every variant to check that the
 mapping fills exactly its tensors. `verify` and `detect` load strictly, so a transformers
-release that reads these files differently fails loudly there (verify/hf_model.py).
+release that reads these files differently fails loudly there (runtime/hf_model.py).
 """
 
 from __future__ import annotations

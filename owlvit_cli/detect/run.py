@@ -142,7 +142,7 @@ def validate_max_detections(max_detections: int | None) -> int | None:
 def load_detector(hf_dir: Path) -> Detector:
     """The stock model and its saved processor, offline."""
     from owlvit_cli.model.model_dir import check_model_dir
-    from owlvit_cli.verify.hf_model import load_hf_model, load_processor
+    from owlvit_cli.runtime.hf_model import load_hf_model, load_processor
 
     check_model_dir(hf_dir)
     return Detector(model_dir=hf_dir, model=load_hf_model(hf_dir), processor=load_processor(hf_dir))
@@ -158,7 +158,7 @@ def validate_preprocessing(preprocessing: str) -> str:
 
 def check_processor_can_take(image: np.ndarray, preprocessing: str) -> None:
     """The saved processor builds the padded square; refuse a sliver rather than hang on it."""
-    from owlvit_cli.verify.hf_model import processor_square_refusal
+    from owlvit_cli.runtime.hf_model import processor_square_refusal
 
     why = processor_square_refusal(*image.shape[:2])
     if preprocessing == "processor" and why:

@@ -215,8 +215,8 @@ def processor_drift(
     detections. Images the processor would pad to a huge square are left out (`skipped_images`)."""
     from PIL import Image
 
+    from owlvit_cli.runtime.hf_model import processor_square_refusal, run_hf_detection
     from owlvit_cli.scenic.preprocess import PIPELINES, preprocess
-    from owlvit_cli.verify.hf_model import processor_square_refusal, run_hf_detection
     from owlvit_cli.verify.inputs import normalize_pixels
 
     keep = [i for i, raw in enumerate(inputs.raw_images) if raw is not None]

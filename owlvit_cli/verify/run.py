@@ -28,11 +28,11 @@ import numpy as np
 
 from owlvit_cli.checkpoint.hashing import start_hashing
 from owlvit_cli.errors import BadInputError, ModelDirError
+from owlvit_cli.hold import hold_point
 from owlvit_cli.interrupts import raise_if_interrupted
 from owlvit_cli.model.model_dir import RECORD_FILE
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import NO_PROGRESS, Progress
-from owlvit_cli.hold import hold_point
 from owlvit_cli.verify.compare import (
     FlaxOutputs,
     Tolerances,
@@ -137,7 +137,7 @@ def run_verification(
     tolerances = Tolerances.for_dtype(pairing.dtype, options.atol)
     spec, runners, inputs = load_reference(checkpoint, pairing.dtype, options, timings, progress)
     with _timed(timings, "load_hf", progress, "loading the transformers model"):
-        from owlvit_cli.verify.hf_model import load_hf_model, load_processor
+        from owlvit_cli.runtime.hf_model import load_hf_model, load_processor
 
         check_same_architecture(spec, hf_dir)
         model = load_hf_model(hf_dir)  # float32 compute: the mapping level
@@ -293,7 +293,7 @@ def run_hf_both(model: Any, inputs: VerifyInputs, stock_model: Any = None) -> tu
     """Stock and scenic-semantics outputs. With one model (a float32 directory) the towers
     are identical in both; only the merged LayerNorm and the head MLPs differ, so the towers
     run once and are reused. A `stock_model` in another dtype runs on its own."""
-    from owlvit_cli.verify.hf_model import (
+    from owlvit_cli.runtime.hf_model import (
         apply_scenic_semantics,
         reuse_tower_outputs,
         stock_semantics,
@@ -310,7 +310,7 @@ def run_hf_both(model: Any, inputs: VerifyInputs, stock_model: Any = None) -> tu
 
 def run_hf_all(model: Any, inputs: VerifyInputs) -> dict[str, np.ndarray]:
     """Detection and the image-only path, outputs upcast to float32."""
-    from owlvit_cli.verify.hf_model import run_hf_detection, run_hf_image_only
+    from owlvit_cli.runtime.hf_model import run_hf_detection, run_hf_image_only
 
     outputs = run_hf_detection(model, inputs.pixel_values, inputs.input_ids)
     outputs.update(run_hf_image_only(model, inputs.pixel_values))

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 
 from owlvit_cli.checkpoint.reader import open_checkpoint
 from owlvit_cli.errors import CheckpointError, OwlvitError
+from owlvit_cli.hold import ENV as HOLD_ENV
 from owlvit_cli.model.model_dir import RECORD_FILE, VERIFICATION_FILE
 from owlvit_cli.model.spec import VARIANTS
 from owlvit_cli.testing.fixtures import checkpoint_tree, random_params, write_checkpoint
-from owlvit_cli.hold import ENV as HOLD_ENV
 from tests.helpers import run_console_script
 
 CONVERT_HOLD = "convert-before-rename"

@@ -11,8 +11,8 @@ from safetensors import safe_open
 
 from owlvit_cli.convert.run import RECORD_FILE, convert_checkpoint
 from owlvit_cli.errors import BadInputError, MappingError
+from owlvit_cli.runtime.hf_model import load_hf_model, run_hf_detection, run_hf_image_only
 from owlvit_cli.scenic.tokenizer import get_tokenizer as clip_simple_tokenizer
-from owlvit_cli.verify.hf_model import load_hf_model, run_hf_detection, run_hf_image_only
 from tests.helpers import (
     REFERENCE_NAMES,
     reference_checkpoint,
