@@ -45,8 +45,8 @@ class CheckpointInfo:
 def inspect_checkpoint(checkpoint: PathLike, pattern: str | None = None) -> CheckpointInfo:
     """Read a checkpoint's tree and derive its config; reads headers only, never the arrays.
     `pattern` is a glob on tensor paths (either spelling: the file's own or current scenic's)."""
-    from owlvit_cli.checkpoint.inspection import inspect_report
     from owlvit_cli.checkpoint.reader import open_checkpoint
+    from owlvit_cli.convert.inspection import inspect_report
     from owlvit_cli.model.spec import ModelSpec
 
     with open_checkpoint(Path(checkpoint)) as ckpt:

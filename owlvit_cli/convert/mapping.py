@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from owlvit_cli.errors import MappingError
+from owlvit_cli.model.dtypes import NamedTensor
 from owlvit_cli.model.model_dir import FLAVORS
-from owlvit_cli.model.spec import ModelSpec, expected_shapes
+from owlvit_cli.model.spec import ModelSpec, checkpoint_spec, expected_shapes
 
 if TYPE_CHECKING:  # numpy costs `inspect` 0.1 s of import, and planning needs no arrays
     import numpy as np
@@ -293,6 +294,14 @@ def plan_mapping(shapes: Mapping[str, Shape], spec: ModelSpec) -> MappingPlan:
     return MappingPlan(prefix, tuple(tensors), tuple(ignored))
 
 
+def plan_checkpoint(tensors: Iterable[NamedTensor]) -> tuple[ModelSpec, MappingPlan]:
+    """The model a checkpoint's tensors describe and the plan that maps them, each refused as
+    convert refuses it: what every command that plans calls, once, and passes along."""
+    tensors = list(tensors)
+    spec = checkpoint_spec(tensors)
+    return spec, plan_mapping({t.path: t.shape for t in tensors}, spec)
+
+
 def _check_shape(source: str, shape: Shape, expected: Shape) -> None:
     if shape != expected:
         raise MappingError(
@@ -348,10 +357,8 @@ def mapping_rows(ckpt: Any, pattern: str | None = None) -> list[dict[str, Any]]:
     `inspect`'s tree matches either spelling."""
     import fnmatch
 
-    from owlvit_cli.checkpoint.inspection import checkpoint_spec
-
     file_paths = {e.path: e.source_path for e in ckpt}
-    plan = plan_mapping({e.path: e.shape for e in ckpt}, checkpoint_spec(ckpt))
+    _, plan = plan_checkpoint(ckpt)
     rows = [
         {
             "source": file_paths[t.source] if t.source else "(generated)",

@@ -24,7 +24,7 @@ from owlvit_cli.checkpoint.hashing import (
     OrderedHasher,
     start_hashing,
 )
-from owlvit_cli.checkpoint.inspection import checkpoint_spec, has_non_finite
+from owlvit_cli.checkpoint.inspection import has_non_finite
 from owlvit_cli.checkpoint.reader import Checkpoint, MsgpackCheckpoint, open_checkpoint
 from owlvit_cli.convert.hf_files import write_hf_files
 from owlvit_cli.convert.mapping import (
@@ -32,7 +32,7 @@ from owlvit_cli.convert.mapping import (
     VISUAL_PROJECTION_NOTE,
     MappingPlan,
     TensorMap,
-    plan_mapping,
+    plan_checkpoint,
 )
 from owlvit_cli.convert.safetensors_writer import (
     FileBytes,
@@ -194,8 +194,7 @@ def convert_checkpoint(
     output_rules = {"force": force_overwrite, "inputs": [checkpoint]}
     check_output_dir(output, overwrite, **output_rules)
     with open_checkpoint(checkpoint) as ckpt:
-        spec = checkpoint_spec(ckpt)
-        plan = plan_mapping({e.path: e.shape for e in ckpt}, spec)
+        spec, plan = plan_checkpoint(ckpt)
         warnings = [f"dropped {i.source}: {i.reason}" for i in plan.ignored if i.warn]
         ckpt.stream()
         non_finite: list[str] = []

@@ -5,9 +5,13 @@ Imported by the CLI for `--dtype`'s choices and completion, so it imports nothin
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Protocol
+
 from owlvit_cli.errors import BadInputError
 
 DTYPES = ("float32", "float16", "bfloat16")
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")  # what a checkpoint may hold
 DTYPE_ALIASES = {
     "float32": "float32",
     "fp32": "float32",
@@ -28,3 +32,30 @@ def normalize_dtype(name: str) -> str:
         accepted = ", ".join(DTYPE_ALIASES)
         raise BadInputError(f"the dtype must be one of {accepted}; got {name!r}")
     return canonical
+
+
+class NamedTensor(Protocol):
+    """What the model layer needs of a checkpoint's tensor (readers' `TensorEntry` has it)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def source_path(self) -> str: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype_name(self) -> str: ...
+
+
+def dtype_problems(tensors: Iterable[NamedTensor]) -> list[str]:
+    bad = [f"{t.source_path} ({t.dtype_name})" for t in tensors if t.dtype_name not in FLOAT_DTYPES]
+    if not bad:
+        return []
+    return [
+        f"{len(bad)} tensor(s) are not floating point (expected {', '.join(FLOAT_DTYPES)}): "
+        + ", ".join(bad[:6])
+        + (" …" if len(bad) > 6 else "")
+    ]

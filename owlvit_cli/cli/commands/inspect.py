@@ -84,8 +84,8 @@ def inspect_command(
 
     def action() -> int:
         source = checkpoint_path(out, checkpoint, step)
-        from owlvit_cli.checkpoint.inspection import inspect_report
         from owlvit_cli.checkpoint.reader import open_checkpoint
+        from owlvit_cli.convert.inspection import inspect_report
 
         with open_checkpoint(source) as ckpt:
             report = inspect_report(ckpt, filter_)

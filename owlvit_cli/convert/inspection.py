@@ -1,0 +1,54 @@
+"""What `inspect` reports about a checkpoint, as plain data (rendering lives in the CLI): its
+tensors, the model they describe, and every problem convert would refuse it for.
+
+It plans the mapping, so it sits beside convert, above the checkpoint readers it reports on.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from owlvit_cli.checkpoint.inspection import param_rows
+from owlvit_cli.checkpoint.interface import Checkpoint
+from owlvit_cli.convert.mapping import plan_mapping
+from owlvit_cli.errors import CheckpointError, MappingError
+from owlvit_cli.model.dtypes import dtype_problems
+from owlvit_cli.model.spec import ModelSpec, spec_from_shapes
+
+
+def checkpoint_problems(ckpt: Checkpoint) -> tuple[ModelSpec | None, list[str]]:
+    """The spec if one can be derived, and every problem convert would refuse the checkpoint
+    for before writing anything (what `inspect` lists)."""
+    problems = dtype_problems(ckpt)
+    try:
+        spec = spec_from_shapes({entry.path: entry.shape for entry in ckpt})
+    except CheckpointError as exc:
+        return None, [*problems, str(exc)]
+    try:
+        plan_mapping({entry.path: entry.shape for entry in ckpt}, spec)
+    except MappingError as exc:
+        problems.append(str(exc))
+    return spec, problems
+
+
+def inspect_report(ckpt: Checkpoint, pattern: str | None = None) -> dict[str, Any]:
+    spec, problems = checkpoint_problems(ckpt)
+    by_dtype: dict[str, int] = defaultdict(int)
+    for entry in ckpt:
+        by_dtype[entry.dtype_name] += entry.record.nbytes
+    return {
+        "file": str(ckpt.path),
+        "format": ckpt.format,
+        "file_size": ckpt.file_size,
+        "layout": ckpt.layout,
+        "params_root": ckpt.root,
+        "other_top_level_keys": ckpt.other_top_level,
+        "version": spec.version if spec else None,
+        "config": spec.to_json() if spec else None,
+        "problems": problems,
+        "num_parameters": ckpt.num_parameters,
+        "num_tensors": len(ckpt.tensors),
+        "bytes_by_dtype": dict(by_dtype),
+        "params": param_rows(ckpt, pattern),
+    }
