@@ -33,6 +33,7 @@ from PIL import Image
 
 from owlvit_cli.errors import BadInputError
 from owlvit_cli.progress import NO_PROGRESS, Progress
+from owlvit_cli.runtime.detection import Detection
 from owlvit_cli.scenic.preprocess import load_image
 
 DEFAULT_THRESHOLD = 0.1
@@ -43,24 +44,6 @@ DEFAULT_PREPROCESSING = "processor"
 # transformers' default for image-guided detection: one-shot queries light up many
 # overlapping boxes around each match, text queries do not (and HF applies no NMS there).
 DEFAULT_NMS_THRESHOLD = 0.3
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One box: the query it matched, sigmoid score, and [x0, y0, x1, y1] in image pixels."""
-
-    query: str
-    query_index: int
-    score: float
-    box: tuple[float, float, float, float]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "query_index": self.query_index,
-            "score": self.score,
-            "box": list(self.box),
-        }
 
 
 @dataclass

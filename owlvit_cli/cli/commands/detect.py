@@ -110,8 +110,8 @@ def detect_command(
     out = make_output(json_mode, debug, quiet)
 
     def action() -> None:
-        from owlvit_cli.detect.draw import draw_detections, output_format, save_image
         from owlvit_cli.detect.run import detect
+        from owlvit_cli.runtime.draw import draw_detections, output_format, save_image
         from owlvit_cli.scenic.preprocess import load_image
 
         if output is not None:
