@@ -155,8 +155,8 @@ def model_pixels(detector: Detector, image: np.ndarray, preprocessing: str) -> A
     if preprocessing == "processor":
         batch = detector.processor.image_processor(images=_pil(image), return_tensors="pt")
         return batch["pixel_values"]
+    from owlvit_cli.runtime.pixels import normalize_pixels
     from owlvit_cli.scenic.preprocess import preprocess
-    from owlvit_cli.verify.inputs import normalize_pixels
 
     size = int(detector.model.config.vision_config.image_size)
     pixels = preprocess(image, size, preprocessing)  # type: ignore[arg-type]

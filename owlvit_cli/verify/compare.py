@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from owlvit_cli.verify.inputs import CLIP_STD, VerifyInputs, VerifyOptions
+from owlvit_cli.runtime.pixels import CLIP_STD
+from owlvit_cli.verify.inputs import VerifyInputs, VerifyOptions
 from owlvit_cli.verify.tolerances import (
     ATOL_SOURCE,
     DEFAULT_SOURCE,
@@ -216,8 +217,8 @@ def processor_drift(
     from PIL import Image
 
     from owlvit_cli.runtime.hf_model import processor_square_refusal, run_hf_detection
+    from owlvit_cli.runtime.pixels import normalize_pixels
     from owlvit_cli.scenic.preprocess import PIPELINES, preprocess
-    from owlvit_cli.verify.inputs import normalize_pixels
 
     keep = [i for i, raw in enumerate(inputs.raw_images) if raw is not None]
     skipped = {

@@ -13,18 +13,13 @@ import numpy as np
 
 from owlvit_cli.errors import BadInputError
 from owlvit_cli.model.spec import ModelSpec
-from owlvit_cli.scenic import preprocess, semantics
+from owlvit_cli.runtime.pixels import normalize_pixels
+from owlvit_cli.scenic import preprocess
 
 DEFAULT_QUERIES = ("a house", "a red car", "a tree", "a cat")
 # scenic's evaluator preprocessing is the one behind its published COCO/LVIS numbers (v1 and
 # v2), so by default verify proves the model on the inputs those numbers were measured with.
 DEFAULT_PREPROCESSING: preprocess.Pipeline = "evaluator"
-
-
-CLIP_MEAN = np.array(semantics.CLIP_MEAN, np.float32)
-
-
-CLIP_STD = np.array(semantics.CLIP_STD, np.float32)
 
 
 @dataclass
@@ -62,11 +57,6 @@ class VerifyOptions:
     @property
     def processor_forward(self) -> bool:
         return self.processor_detections or self.strict_processor
-
-
-def normalize_pixels(pixels_nhwc: np.ndarray) -> np.ndarray:
-    """scenic normalises inside its model; transformers takes normalised NCHW pixels."""
-    return ((pixels_nhwc - CLIP_MEAN) / CLIP_STD).transpose(0, 3, 1, 2).astype(np.float32)
 
 
 def check_preprocessing(name: str) -> None:
