@@ -122,13 +122,16 @@ def validate_max_detections(max_detections: int | None) -> int | None:
     return max_detections
 
 
-def load_detector(hf_dir: Path) -> Detector:
-    """The stock model and its saved processor, offline."""
+def load_detector(hf_dir: Path, *, checked: bool = False) -> Detector:
+    """The stock model and its saved processor, offline. `checked`: the caller has run
+    `check_model_dir` on `hf_dir`."""
     from owlvit_cli.model.model_dir import check_model_dir
     from owlvit_cli.runtime.hf_model import load_hf_model, load_processor
 
-    check_model_dir(hf_dir)
-    return Detector(model_dir=hf_dir, model=load_hf_model(hf_dir), processor=load_processor(hf_dir))
+    if not checked:
+        check_model_dir(hf_dir)
+    model = load_hf_model(hf_dir, checked=True)
+    return Detector(model_dir=hf_dir, model=model, processor=load_processor(hf_dir))
 
 
 def validate_preprocessing(preprocessing: str) -> str:
@@ -296,7 +299,7 @@ def detect(
     warnings: list[str] = []
     if detector is None:
         with progress.step("loading model"):
-            detector = load_detector(hf_dir)
+            detector = load_detector(hf_dir, checked=True)
     with progress.step("detecting"):
         if query_image is not None:
             label = str(image_query)

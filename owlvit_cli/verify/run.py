@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -27,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from owlvit_cli.checkpoint.hashing import start_hashing
+from owlvit_cli.checkpoint.interface import Checkpoint
+from owlvit_cli.checkpoint.reader import open_checkpoint
 from owlvit_cli.errors import BadInputError, ModelDirError
 from owlvit_cli.hold import hold_point
 from owlvit_cli.interrupts import raise_if_interrupted
@@ -59,12 +62,16 @@ from owlvit_cli.verify.source import check_source, read_record, stored_dtype
 from owlvit_cli.verify.tolerances import STOCK_TOLERANCES
 
 
-def check_same_architecture(spec: ModelSpec, hf_dir: Path) -> None:
-    """Different architectures are bad input (exit 2), not a numerical mismatch."""
+def check_same_architecture(
+    spec: ModelSpec, hf_dir: Path, found: dict[str, Any] | None = None
+) -> None:
+    """Different architectures are bad input (exit 2), not a numerical mismatch. `found` is
+    HF_DIR's config as `check_model_dir` read it (read again when not given)."""
     from owlvit_cli.convert.hf_files import config_dict
     from owlvit_cli.model.model_dir import check_model_dir
 
-    found, _, _ = check_model_dir(hf_dir)
+    if found is None:
+        found, _, _ = check_model_dir(hf_dir)
     expected = config_dict(spec)
     keys = {
         "vision_config": (
@@ -127,22 +134,41 @@ def run_verification(
         )
     check_preprocessing(options.preprocessing)  # before seconds of loading, not after
     timings: dict[str, float] = {}
-    with _timed(timings, "source", progress, "checking the source checkpoint"):
-        pairing = check_pairing(checkpoint, hf_dir, options.ignore_source)
-    if pairing.source["matches"] is False and not options.ignore_source:
-        report = source_failure_report(checkpoint, hf_dir, pairing, timings)
-        return Verification(report, {}, None, {})
+    with contextlib.ExitStack() as opened:  # the checkpoint, opened once for the whole run
+        with _timed(timings, "source", progress, "checking the source checkpoint"):
+            ckpt = opened.enter_context(open_checkpoint(checkpoint))
+            pairing = check_pairing(ckpt, hf_dir, options.ignore_source)
+        if pairing.source["matches"] is False and not options.ignore_source:
+            report = source_failure_report(checkpoint, hf_dir, pairing, timings)
+            return Verification(report, {}, None, {})
+        return run_models(ckpt, hf_dir, pairing, options, timings, progress)
+
+
+def run_models(
+    ckpt: Checkpoint,
+    hf_dir: Path,
+    pairing: Pairing,
+    options: VerifyOptions,
+    timings: dict[str, float],
+    progress: Progress,
+) -> Verification:
+    """Both models on the same inputs, compared level by level, for a checkpoint `check_pairing`
+    accepted: what the pairing opened and read is used, not opened again."""
+    checkpoint = ckpt.path
     # A recorded report names the checkpoint it verified; hashing costs a core, so only then.
     hasher = start_hashing(checkpoint) if options.record and pairing.sha256 is None else None
     tolerances = Tolerances.for_dtype(pairing.dtype, options.atol)
-    spec, runners, inputs = load_reference(checkpoint, pairing.dtype, options, timings, progress)
+    spec = pairing.spec
+    runners, inputs = load_reference(ckpt, spec, pairing.dtype, options, timings, progress)
     with _timed(timings, "load_hf", progress, "loading the transformers model"):
         from owlvit_cli.runtime.hf_model import load_hf_model, load_processor
 
-        check_same_architecture(spec, hf_dir)
-        model = load_hf_model(hf_dir)  # float32 compute: the mapping level
+        check_same_architecture(spec, hf_dir, pairing.config)
+        model = load_hf_model(hf_dir, checked=True)  # float32 compute: the mapping level
         # As users load it: transformers' default dtype is the stored one.
-        stock_model = model if pairing.dtype == "float32" else load_hf_model(hf_dir, dtype=None)
+        stock_model = (
+            model if pairing.dtype == "float32" else load_hf_model(hf_dir, dtype=None, checked=True)
+        )
         has_images = any(raw is not None for raw in inputs.raw_images)
         processor = load_processor(hf_dir) if has_images else None
     flax_runner, rounded_runner = runners
@@ -172,7 +198,7 @@ def run_verification(
                 options,
             )
     rows += processor_rows
-    rows.append(finite_weights_row(checkpoint))
+    rows.append(finite_weights_row(ckpt))
     report = build_report(
         checkpoint, hf_dir, spec, inputs, rows, timings, flax_top, processor_info, options
     )
@@ -205,36 +231,38 @@ def scenic_top_detections(
 
 @dataclass
 class Pairing:
-    """What HF_DIR's own files say before any model loads: its source and stored dtype."""
+    """What HF_DIR's own files say before any model loads: its source and stored dtype; and
+    what checking them read, for the rest of the run to use: the model the checkpoint
+    describes and HF_DIR's config."""
 
     source: dict[str, Any]
     sha256: str | None
     dtype: str
     dtype_source: str
+    spec: ModelSpec
+    config: dict[str, Any]
 
     def report_fields(self) -> dict[str, Any]:
         return {"dtype": self.dtype, "dtype_source": self.dtype_source, "source": self.source}
 
 
-def check_pairing(checkpoint: Path, hf_dir: Path, ignore_source: bool = False) -> Pairing:
-    """Is CKPT the file HF_DIR was converted from (size, then sha256), and in which dtype
-    are HF_DIR's weights stored. Unusable inputs raise their usual bad-input errors."""
-    from owlvit_cli.checkpoint.inspection import checkpoint_spec
-    from owlvit_cli.checkpoint.reader import open_checkpoint
-    from owlvit_cli.convert.mapping import plan_mapping
+def check_pairing(ckpt: Checkpoint, hf_dir: Path, ignore_source: bool = False) -> Pairing:
+    """Is CKPT (opened) the file HF_DIR was converted from (size, then sha256), and in which
+    dtype are HF_DIR's weights stored. Unusable inputs raise their usual bad-input errors."""
+    from owlvit_cli.convert.mapping import plan_checkpoint
     from owlvit_cli.model.model_dir import check_model_dir
 
     # Headers only (no payload read, no jax): a file that is no usable checkpoint is bad
     # input with the reader's own message, not a pairing failure.
-    with open_checkpoint(checkpoint) as ckpt:
-        plan_mapping({entry.path: entry.shape for entry in ckpt}, checkpoint_spec(ckpt))
-    check_model_dir(hf_dir)
+    spec, _ = plan_checkpoint(ckpt)
+    config, _, _ = check_model_dir(hf_dir)
     record = read_record(hf_dir)
-    source, digest = check_source(checkpoint, hf_dir, record)
+    source, digest = check_source(ckpt.path, hf_dir, record)
     if source["matches"] is False and not ignore_source:  # the verdict waits for no import
-        return Pairing(source, digest, str((record or {}).get("dtype")), RECORD_FILE)
+        dtype = str((record or {}).get("dtype"))
+        return Pairing(source, digest, dtype, RECORD_FILE, spec, config)
     dtype, dtype_source = stored_dtype(hf_dir, record)
-    return Pairing(source, digest, dtype, dtype_source)
+    return Pairing(source, digest, dtype, dtype_source, spec, config)
 
 
 def model_dtype(model: Any) -> str:
@@ -256,25 +284,21 @@ def rounded_params(tree: dict[str, Any], dtype: str) -> dict[str, Any]:
 
 
 def load_reference(
-    checkpoint: Path,
+    ckpt: Checkpoint,
+    spec: ModelSpec,
     dtype: str,
     options: VerifyOptions,
     timings: dict[str, float],
     progress: Progress,
-) -> tuple[ModelSpec, tuple[Any, Any], VerifyInputs]:
+) -> tuple[tuple[Any, Any], VerifyInputs]:
     """The Flax model (on the float32 params, and on them rounded to `dtype`) and the inputs.
     Images and queries are prepared in a second thread while jax imports and the weights
     load: PIL's decoding and scipy's resize release the GIL, so that work costs no wall time.
     `inputs` times only what is left to wait for afterwards."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from owlvit_cli.checkpoint.inspection import checkpoint_spec
-    from owlvit_cli.checkpoint.reader import open_checkpoint
-
     with ThreadPoolExecutor(max_workers=1) as background:
-        loading = _timed(timings, "load_flax", progress, "reading the checkpoint")
-        with loading, open_checkpoint(checkpoint) as ckpt:
-            spec = checkpoint_spec(ckpt)
+        with _timed(timings, "load_flax", progress, "reading the checkpoint"):
             prepared = background.submit(prepare_inputs, spec, options)
             from owlvit_cli.scenic.flax_model import FlaxRunner  # jax: seconds, so timed as loading
 
@@ -286,7 +310,7 @@ def load_reference(
             del params
         with _timed(timings, "inputs", progress, "preparing images and queries"):
             inputs = prepared.result()
-    return spec, (runner, rounded), inputs
+    return (runner, rounded), inputs
 
 
 def run_hf_both(model: Any, inputs: VerifyInputs, stock_model: Any = None) -> tuple[dict, dict]:
