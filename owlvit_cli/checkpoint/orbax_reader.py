@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from owlvit_cli.checkpoint.hashing import total_size
 from owlvit_cli.checkpoint.interface import Checkpoint, index_params
-from owlvit_cli.checkpoint.msgpack_index import itemsize, numpy_dtype
+from owlvit_cli.checkpoint.msgpack_index import itemsize
 from owlvit_cli.errors import CheckpointError, first_line
+from owlvit_cli.model.dtypes import numpy_dtype
 
 if TYPE_CHECKING:
     import numpy as np

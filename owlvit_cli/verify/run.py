@@ -272,7 +272,7 @@ def model_dtype(model: Any) -> str:
 def rounded_params(tree: dict[str, Any], dtype: str) -> dict[str, Any]:
     """The params as a `dtype` directory holds them, back in float32: the same numpy cast
     (round to nearest even) that the safetensors writer applied."""
-    from owlvit_cli.convert.safetensors_writer import numpy_dtype
+    from owlvit_cli.model.dtypes import numpy_dtype
 
     target = numpy_dtype(dtype)
     return {
