@@ -148,7 +148,7 @@ def check_model_dir(hf_dir: Path) -> tuple[dict[str, Any], int, list[str]]:
         raise ModelDirError(
             f"{config_path} has model_type {model_type!r}; expected one of {sorted(MODEL_TYPES)}"
         )
-    weights = _weight_files(hf_dir)
+    weights = weight_files(hf_dir)
     check_complete(hf_dir, weights)
     return config, MODEL_TYPES[model_type], weights
 
@@ -163,7 +163,7 @@ def read_json(path: Path, error: type[OwlvitError]) -> dict[str, Any]:
     return data
 
 
-def _weight_files(hf_dir: Path) -> list[str]:
+def weight_files(hf_dir: Path) -> list[str]:
     """The weight files, checked to exist (a sharded index must not point at missing shards)."""
     if (hf_dir / WEIGHTS_FILE).is_file():
         return [WEIGHTS_FILE]
@@ -196,7 +196,7 @@ def check_complete(hf_dir: Path, weights: list[str] | None = None) -> None:
     `weights` are the weight files `read_model_dir` found (found again when not given).
     """
     read_json(hf_dir / CONFIG_FILE, ModelDirError)
-    for name in weights if weights is not None else _weight_files(hf_dir):
+    for name in weights if weights is not None else weight_files(hf_dir):
         if name.endswith(".safetensors"):
             check_safetensors(hf_dir / name)
     missing_tokenizer = (
@@ -219,20 +219,7 @@ def check_complete(hf_dir: Path, weights: list[str] | None = None) -> None:
 
 def check_safetensors(path: Path) -> None:
     """A non-empty file whose header parses and whose tensors fill the data exactly."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as file:
-            prefix = file.read(8)
-            header_size = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else None
-            if header_size is None or not 0 < header_size <= min(SAFETENSORS_MAX_HEADER, size - 8):
-                raise ModelDirError(
-                    f"{path} is not a safetensors file ({size} bytes, no valid header)"
-                )
-            header = json.loads(file.read(header_size))
-    except OSError as exc:
-        raise ModelDirError(f"cannot read {path}: {exc}") from None
-    except (UnicodeDecodeError, ValueError):
-        raise ModelDirError(f"{path} has a corrupt safetensors header") from None
+    header, header_size, size = read_safetensors_header(path)
     tensors = (
         {k: v for k, v in header.items() if k != "__metadata__"} if isinstance(header, dict) else {}
     )
@@ -250,6 +237,26 @@ def check_safetensors(path: Path) -> None:
             f"{path} is truncated or padded: its header describes {max(ends)} bytes of data, "
             f"the file holds {size - 8 - header_size}"
         )
+
+
+def read_safetensors_header(path: Path) -> tuple[Any, int, int]:
+    """(the parsed JSON header, its length in bytes, the file's size): the one reader of the
+    format's header, refusing a length over the library's limit before reading it."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            prefix = file.read(8)
+            header_size = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else None
+            if header_size is None or not 0 < header_size <= min(SAFETENSORS_MAX_HEADER, size - 8):
+                raise ModelDirError(
+                    f"{path} is not a safetensors file ({size} bytes, no valid header)"
+                )
+            header = json.loads(file.read(header_size))
+    except OSError as exc:
+        raise ModelDirError(f"cannot read {path}: {exc}") from None
+    except (UnicodeDecodeError, ValueError):
+        raise ModelDirError(f"{path} has a corrupt safetensors header") from None
+    return header, header_size, size
 
 
 def model_files(model_dir: ModelDir) -> list[str]:

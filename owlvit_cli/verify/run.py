@@ -255,13 +255,13 @@ def check_pairing(ckpt: Checkpoint, hf_dir: Path, ignore_source: bool = False) -
     # Headers only (no payload read, no jax): a file that is no usable checkpoint is bad
     # input with the reader's own message, not a pairing failure.
     spec, _ = plan_checkpoint(ckpt)
-    config, _, _ = check_model_dir(hf_dir)
+    config, _, weights = check_model_dir(hf_dir)
     record = read_record(hf_dir)
     source, digest = check_source(ckpt.path, hf_dir, record)
     if source["matches"] is False and not ignore_source:  # the verdict waits for no import
         dtype = str((record or {}).get("dtype"))
         return Pairing(source, digest, dtype, RECORD_FILE, spec, config)
-    dtype, dtype_source = stored_dtype(hf_dir, record)
+    dtype, dtype_source = stored_dtype(hf_dir, record, weights)
     return Pairing(source, digest, dtype, dtype_source, spec, config)
 
 
