@@ -28,14 +28,14 @@ from owlvit_cli.model.model_dir import (
     VOCAB_FILE,
 )
 from owlvit_cli.model.spec import ModelSpec
-from owlvit_cli.scenic.semantics import CLIP_MEAN, CLIP_STD
+from owlvit_cli.scenic.semantics import CLIP_LAYERNORM_EPSILON, CLIP_MEAN, CLIP_STD
 
 # transformers' defaults for what the checkpoint does not determine (CLIP's values).
 INITIALIZER = {"initializer_factor": 1.0, "initializer_range": 0.02}
 TOWER_DEFAULTS = {
     "attention_dropout": 0.0,
     "hidden_act": "quick_gelu",
-    "layer_norm_eps": 1e-5,
+    "layer_norm_eps": CLIP_LAYERNORM_EPSILON,
     **INITIALIZER,
 }
 LOGIT_SCALE_INIT = 2.6592

@@ -3,6 +3,10 @@ apart from the Flax model so the transformers side can apply them without import
 
 from __future__ import annotations
 
+# Every other LayerNorm, on both sides: OpenAI CLIP's (PyTorch's default), kept by scenic's CLIP
+# port and written into the transformers config as `layer_norm_eps`.
+CLIP_LAYERNORM_EPSILON = 1e-5
+
 # scenic builds its merged class-token LayerNorm with Flax's default epsilon.
 MERGED_LAYERNORM_EPSILON = 1e-6
 
