@@ -1,5 +1,6 @@
-"""The numbers where scenic's model differs from transformers' (docs/owlvit-spec.md §8), kept
-apart from the Flax model so the transformers side can apply them without importing jax."""
+"""The numbers both models are built with, and where scenic's differs from transformers'
+(docs/owlvit-spec.md §8), kept apart from the Flax model so the transformers side can use
+them without importing jax."""
 
 from __future__ import annotations
 
