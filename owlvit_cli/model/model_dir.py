@@ -24,6 +24,7 @@ CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+DEFAULT_MAX_SHARD_SIZE = "5GB"  # weights above it are sharded, as transformers' save_pretrained
 VERIFICATION_FILE = "owlvit_verification.json"
 # What transformers' processor and tokenizer classes read (convert writes them directly; older
 # transformers versions also wrote the last two tokenizer files).
