@@ -5,14 +5,9 @@ The Python API (README "Python API"): `inspect_checkpoint`, `convert_checkpoint`
 are the subpackages.) Importing the package is cheap; each function loads what it needs.
 """
 
-from owlvit_cli.api import (
-    CheckpointInfo,
-    convert_checkpoint,
-    detect_objects,
-    inspect_checkpoint,
-    push_to_hub,
-    verify_conversion,
-)
+from typing import TYPE_CHECKING, Any
+
+from owlvit_cli import api
 from owlvit_cli.errors import (
     BadInputError,
     CheckFailedError,
@@ -23,6 +18,16 @@ from owlvit_cli.errors import (
 )
 from owlvit_cli.progress import NO_PROGRESS, Progress, Step
 from owlvit_cli.version import __version__
+
+if TYPE_CHECKING:
+    from owlvit_cli.api import (
+        CheckpointInfo,
+        convert_checkpoint,
+        detect_objects,
+        inspect_checkpoint,
+        push_to_hub,
+        verify_conversion,
+    )
 
 __all__ = [
     "NO_PROGRESS",
@@ -42,3 +47,14 @@ __all__ = [
     "push_to_hub",
     "verify_conversion",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The API's functions, imported on first use (see `owlvit_cli.api`)."""
+    if name in api.EXPORTS:
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *api.EXPORTS])

@@ -6,11 +6,15 @@ It plans the mapping, so it sits beside convert, above the checkpoint readers it
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from owlvit_cli.checkpoint.inspection import param_rows
 from owlvit_cli.checkpoint.interface import Checkpoint
+from owlvit_cli.checkpoint.reader import open_checkpoint
 from owlvit_cli.convert.mapping import plan_mapping
 from owlvit_cli.errors import CheckpointError, MappingError
 from owlvit_cli.model.dtypes import dtype_problems
@@ -52,3 +56,35 @@ def inspect_report(ckpt: Checkpoint, pattern: str | None = None) -> dict[str, An
         "bytes_by_dtype": dict(by_dtype),
         "params": param_rows(ckpt, pattern),
     }
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What `owlvit inspect` reports: layout, OWL version, the config derived from shapes and
+    one row per tensor (`report` is the same dict `inspect --json` prints)."""
+
+    path: Path
+    layout: str
+    version: int
+    spec: ModelSpec
+    num_parameters: int
+    params: list[dict[str, Any]]
+    report: dict[str, Any]
+
+
+def inspect_checkpoint(
+    checkpoint: str | os.PathLike[str], pattern: str | None = None
+) -> CheckpointInfo:
+    """Read a checkpoint's tree and derive its config; reads headers only, never the arrays.
+    `pattern` is a glob on tensor paths (either spelling: the file's own or current scenic's)."""
+    with open_checkpoint(Path(checkpoint)) as ckpt:
+        report = inspect_report(ckpt, pattern)
+    return CheckpointInfo(
+        path=Path(checkpoint),
+        layout=report["layout"],
+        version=report["version"],
+        spec=ModelSpec.from_json(report["config"]),
+        num_parameters=report["num_parameters"],
+        params=report["params"],
+        report=report,
+    )

@@ -21,6 +21,7 @@ padding): they point at padding, not at anything in the picture.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -261,8 +262,8 @@ def _detections(
 
 
 def detect(
-    hf_dir: Path,
-    image_path: Path,
+    hf_dir: str | os.PathLike[str],
+    image: str | os.PathLike[str],
     queries: Sequence[str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     *,
@@ -283,16 +284,16 @@ def detect(
     from owlvit_cli.model.model_dir import check_model_dir
 
     start = time.perf_counter()
-    hf_dir, image_path = Path(hf_dir), Path(image_path)
+    hf_dir, image_path = Path(hf_dir), Path(image)
     queries = validate_queries(queries, image_query)
     threshold = validate_threshold(threshold)
     max_detections = validate_max_detections(max_detections)
     nms_threshold = validate_threshold(nms_threshold, "NMS threshold")
     preprocessing = validate_preprocessing(preprocessing)
     check_model_dir(hf_dir)
-    image = load_image(image_path)
+    pixels = load_image(image_path)
     query_image = None if image_query is None else load_image(image_query)
-    for picture in (image, query_image):
+    for picture in (pixels, query_image):
         if picture is not None:
             check_processor_can_take(picture, preprocessing)
     how = {"preprocessing": preprocessing, "clip_to_image": clip_to_image}
@@ -304,15 +305,15 @@ def detect(
         if query_image is not None:
             label = str(image_query)
             found = detect_image_query(
-                detector, image, query_image, label, threshold, nms_threshold, **how
+                detector, pixels, query_image, label, threshold, nms_threshold, **how
             )
             queries = [label]
         else:
             warnings += _truncation_warnings(detector, queries)
-            found = detect_text(detector, image, queries, threshold, **how)
+            found = detect_text(detector, pixels, queries, threshold, **how)
     if max_detections is not None:
         found = found[:max_detections]
-    height, width = image.shape[:2]
+    height, width = pixels.shape[:2]
     return DetectionResult(
         model_dir=hf_dir,
         image_path=image_path,

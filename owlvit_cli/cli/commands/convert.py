@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +25,8 @@ from owlvit_cli.cli.commands.common import (
 from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.render import human_bytes, key_value_grid
 from owlvit_cli.errors import ExitCode
+from owlvit_cli.model.dtypes import DEFAULT_DTYPE
+from owlvit_cli.model.model_dir import DEFAULT_MAX_SHARD_SIZE
 
 HELP = (
     "Convert a scenic OWL-ViT / OWLv2 checkpoint into a transformers model directory OUT that "
@@ -58,7 +59,7 @@ def convert_command(
             show_default=False,
         ),
     ],
-    dtype: DtypeOption = "float32",
+    dtype: DtypeOption = DEFAULT_DTYPE,
     max_shard_size: Annotated[
         str,
         typer.Option(
@@ -67,7 +68,7 @@ def convert_command(
             help="Split the weights into shards of at most SIZE (e.g. 500MB, 2GB, 1GiB) with an "
             "index file.",
         ),
-    ] = "5GB",
+    ] = DEFAULT_MAX_SHARD_SIZE,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -105,26 +106,21 @@ def convert_command(
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         from owlvit_cli.checkpoint.prefetch import prefetching
 
-        # The tokenizer files make ~10^5 small objects, each of them a reason for the cyclic
-        # collector to scan everything (0.2 s of a B/32 conversion, freeing nothing); this
-        # process is short and its memory is buffers, so reference counting is enough.
-        gc.disable()
-        process.skip_teardown()  # nor one final collection at exit
-        try:
-            with prefetching(source):  # the disk reads while numpy and the core import
-                from owlvit_cli.convert.run import convert_checkpoint
+        # The conversion pauses the cyclic collector itself (API callers get that too); this
+        # process is short and its memory is buffers, so it also skips the final collection.
+        process.skip_teardown()
+        with prefetching(source):  # the disk reads while numpy and the core import
+            from owlvit_cli.api import convert_checkpoint
 
-                result = convert_checkpoint(
-                    source,
-                    output,
-                    dtype=dtype,
-                    max_shard_size=max_shard_size,
-                    overwrite=overwrite,
-                    force_overwrite=force_overwrite,
-                    progress=out,
-                )
-        finally:
-            gc.enable()
+            result = convert_checkpoint(
+                source,
+                output,
+                dtype=dtype,
+                max_shard_size=max_shard_size,
+                overwrite=overwrite,
+                force_overwrite=force_overwrite,
+                progress=out,
+            )
         for warning in result.warnings:
             out.warn(warning)
         payload = result.to_json()

@@ -110,7 +110,7 @@ def detect_command(
     out = make_output(json_mode, debug, quiet)
 
     def action() -> None:
-        from owlvit_cli.detect.run import detect
+        from owlvit_cli.api import detect_objects
         from owlvit_cli.runtime.draw import draw_detections, output_format, save_image
         from owlvit_cli.scenic.preprocess import load_image
 
@@ -121,7 +121,7 @@ def detect_command(
             for source in (image, hf_dir, image_query):
                 if source is not None:
                     check_not_input(output, source, directory=False)  # never over the photo
-        result = detect(
+        result = detect_objects(
             hf_dir,
             image,
             query,
