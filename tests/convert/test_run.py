@@ -246,13 +246,6 @@ def test_bad_dtype(tmp_path: Path, tiny_checkpoint):
     assert "--" not in str(caught.value)  # the library names no CLI flag
 
 
-def test_model_spec_round_trips_through_json():
-    from owlvit_cli.model.spec import VARIANTS, ModelSpec
-
-    for spec in VARIANTS.values():
-        assert ModelSpec.from_json(spec.to_json()) == spec
-
-
 HEAVY = {"transformers", "torch", "jax", "flax", "tokenizers"}
 
 
