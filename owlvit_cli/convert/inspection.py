@@ -15,7 +15,7 @@ from typing import Any
 from owlvit_cli.checkpoint.inspection import param_rows
 from owlvit_cli.checkpoint.interface import Checkpoint
 from owlvit_cli.checkpoint.reader import open_checkpoint
-from owlvit_cli.convert.mapping import plan_mapping
+from owlvit_cli.convert.mapping import MappingPlan, mapping_rows, plan_mapping
 from owlvit_cli.errors import CheckpointError, MappingError
 from owlvit_cli.model.dtypes import dtype_problems
 from owlvit_cli.model.spec import ModelSpec, spec_from_shapes
@@ -24,20 +24,32 @@ from owlvit_cli.model.spec import ModelSpec, spec_from_shapes
 def checkpoint_problems(ckpt: Checkpoint) -> tuple[ModelSpec | None, list[str]]:
     """The spec if one can be derived, and every problem convert would refuse the checkpoint
     for before writing anything (what `inspect` lists)."""
+    spec, _, problems = checked_plan(ckpt)
+    return spec, problems
+
+
+def checked_plan(ckpt: Checkpoint) -> tuple[ModelSpec | None, MappingPlan | None, list[str]]:
+    """The spec and the mapping plan where they can be made, and every problem found on the
+    way: unlike `plan_checkpoint`, it goes on after the first one, to list them all."""
     problems = dtype_problems(ckpt)
     try:
         spec = spec_from_shapes({entry.path: entry.shape for entry in ckpt})
     except CheckpointError as exc:
-        return None, [*problems, str(exc)]
+        return None, None, [*problems, str(exc)]
+    plan = None
     try:
-        plan_mapping({entry.path: entry.shape for entry in ckpt}, spec)
+        plan = plan_mapping({entry.path: entry.shape for entry in ckpt}, spec)
     except MappingError as exc:
         problems.append(str(exc))
-    return spec, problems
+    return spec, plan, problems
 
 
-def inspect_report(ckpt: Checkpoint, pattern: str | None = None) -> dict[str, Any]:
-    spec, problems = checkpoint_problems(ckpt)
+def inspect_report(
+    ckpt: Checkpoint, pattern: str | None = None, *, mapping: bool = False
+) -> dict[str, Any]:
+    """`inspect --json`'s object; with `mapping`, also the source → target rows of a
+    checkpoint convert would accept (from the plan made for the problems, not another)."""
+    spec, plan, problems = checked_plan(ckpt)
     by_dtype: dict[str, int] = defaultdict(int)
     for entry in ckpt:
         by_dtype[entry.dtype_name] += entry.record.nbytes
@@ -55,6 +67,7 @@ def inspect_report(ckpt: Checkpoint, pattern: str | None = None) -> dict[str, An
         "num_tensors": len(ckpt.tensors),
         "bytes_by_dtype": dict(by_dtype),
         "params": param_rows(ckpt, pattern),
+        **({"mapping": mapping_rows(ckpt, pattern, plan)} if mapping and not problems else {}),
     }
 
 

@@ -296,14 +296,17 @@ def check_against_model(plan: MappingPlan, model_shapes: Mapping[str, Shape]) ->
         raise MappingError("; ".join(problems))
 
 
-def mapping_rows(ckpt: Any, pattern: str | None = None) -> list[dict[str, Any]]:
+def mapping_rows(
+    ckpt: Any, pattern: str | None = None, plan: MappingPlan | None = None
+) -> list[dict[str, Any]]:
     """source → target per tensor, for `inspect --mapping`: `source` is the file's own path,
     `name` the current scenic name; `pattern` is a glob on either of them or on the target, as
-    `inspect`'s tree matches either spelling."""
+    `inspect`'s tree matches either spelling. `plan` is the checkpoint's, if already made."""
     import fnmatch
 
     file_paths = {e.path: e.source_path for e in ckpt}
-    _, plan = plan_checkpoint(ckpt)
+    if plan is None:
+        _, plan = plan_checkpoint(ckpt)
     rows = [
         {
             "source": file_paths[t.source] if t.source else "(generated)",

@@ -88,12 +88,7 @@ def inspect_command(
         from owlvit_cli.convert.inspection import inspect_report
 
         with open_checkpoint(source) as ckpt:
-            report = inspect_report(ckpt, filter_)
-            if mapping:
-                from owlvit_cli.convert.mapping import mapping_rows
-
-                if not report["problems"]:
-                    report["mapping"] = mapping_rows(ckpt, filter_)
+            report = inspect_report(ckpt, filter_, mapping=mapping)
         if filter_ and not report.get("mapping", report["params"]):
             out.warn(
                 f"no tensor matches --filter {escape(repr(filter_))} "
