@@ -274,3 +274,41 @@ def test_console_script_convert_imports_no_transformers_torch_or_jax(
     assert imported & HEAVY == {"tokenizers"}, sorted(imported & HEAVY)
     model = load_hf_model(out)
     assert type(model).__name__ == "Owlv2ForObjectDetection"
+
+
+def test_conversion_pauses_the_collector_and_restores_it(tmp_path: Path, tiny_checkpoint):
+    """API callers get the CLI's setting: no cyclic collection while converting (the
+    tokenizer's many small objects would trigger it for nothing), the caller's setting after.
+    The conversion's own progress calls say whether the collector was on at each step."""
+    import contextlib
+    import gc
+
+    seen: list[bool] = []
+
+    class Probe:
+        @contextlib.contextmanager
+        def step(self, name: str, total: float | None = None, unit: str = ""):
+            seen.append(gc.isenabled())
+
+            class Handle:
+                def set_total(self, total: float, unit: str = "") -> None:
+                    seen.append(gc.isenabled())
+
+                def advance(self, amount: float = 1) -> None:
+                    seen.append(gc.isenabled())
+
+                def describe(self, name: str) -> None:
+                    pass
+
+            yield Handle()
+
+    assert gc.isenabled()
+    convert_checkpoint(tiny_checkpoint(), tmp_path / "out", progress=Probe())
+    assert seen and not any(seen)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        convert_checkpoint(tiny_checkpoint(), tmp_path / "again")
+        assert not gc.isenabled()  # a caller's choice is left as it was
+    finally:
+        gc.enable()
