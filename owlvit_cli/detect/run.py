@@ -32,19 +32,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from owlvit_cli.detect.options import (  # re-exported
+    DEFAULT_NMS_THRESHOLD,
+    DEFAULT_PREPROCESSING,
+    DEFAULT_THRESHOLD,
+    PREPROCESSINGS,
+)
 from owlvit_cli.errors import BadInputError
 from owlvit_cli.progress import NO_PROGRESS, Progress
 from owlvit_cli.runtime.detection import Detection
 from owlvit_cli.scenic.preprocess import load_image
-
-DEFAULT_THRESHOLD = 0.1
-PREPROCESSINGS = ("processor", "notebook", "evaluator")
-DEFAULT_PREPROCESSING = "processor"
-
-
-# transformers' default for image-guided detection: one-shot queries light up many
-# overlapping boxes around each match, text queries do not (and HF applies no NMS there).
-DEFAULT_NMS_THRESHOLD = 0.3
 
 
 @dataclass

@@ -15,11 +15,9 @@ from owlvit_cli.errors import BadInputError
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.runtime.pixels import normalize_pixels
 from owlvit_cli.scenic import preprocess
+from owlvit_cli.verify.options import DEFAULT_PREPROCESSING, DEFAULT_TOP_K  # re-exported
 
 DEFAULT_QUERIES = ("a house", "a red car", "a tree", "a cat")
-# scenic's evaluator preprocessing is the one behind its published COCO/LVIS numbers (v1 and
-# v2), so by default verify proves the model on the inputs those numbers were measured with.
-DEFAULT_PREPROCESSING: preprocess.Pipeline = "evaluator"
 
 
 @dataclass
@@ -48,7 +46,7 @@ class VerifyOptions:
     queries: Sequence[str] = ()
     atol: dict[str, float] = field(default_factory=dict)
     strict_processor: bool = False
-    top_k: int = 5
+    top_k: int = DEFAULT_TOP_K
     record: bool = False
     processor_detections: bool = False  # run the model on the processor's inputs too
     preprocessing: preprocess.Pipeline = DEFAULT_PREPROCESSING  # scenic's, for image files

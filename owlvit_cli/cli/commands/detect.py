@@ -20,6 +20,7 @@ from owlvit_cli.cli.commands.common import (
     make_output,
 )
 from owlvit_cli.cli.output import run_guarded
+from owlvit_cli.detect.options import DEFAULT_PREPROCESSING, DEFAULT_THRESHOLD
 
 HELP = (
     "Run the converted model in HF_DIR with its saved processor, offline, on IMAGE and print "
@@ -72,7 +73,7 @@ def detect_command(
         typer.Option(
             "--threshold", metavar="SCORE", help="Report boxes scoring above SCORE (0 to 1)."
         ),
-    ] = 0.1,
+    ] = DEFAULT_THRESHOLD,
     max_detections: Annotated[
         int | None,
         typer.Option("--max-detections", metavar="N", help="Report at most the N best boxes."),
@@ -85,7 +86,7 @@ def detect_command(
             help="How the image becomes pixels: 'processor' (the saved transformers processor, "
             "what Hub users get; default), or scenic's 'notebook' or 'evaluator' pipeline.",
         ),
-    ] = "processor",
+    ] = DEFAULT_PREPROCESSING,
     clip_to_image: Annotated[
         bool,
         typer.Option(
