@@ -150,7 +150,7 @@ def test_key_names_are_printed_literally(cli, tmp_path: Path):
     params["[/bold]"] = np.zeros(2, np.float32)
     params["[blink]x[/blink]"] = np.zeros(2, np.float32)
     result = cli("inspect", write_checkpoint(tmp_path / "markup", checkpoint_tree(params)))
-    assert_one_line_error(result)
+    assert_one_line_error(result, stdout_empty=False)
     assert "[/bold]" in result.stdout and "[blink]x[/blink]" in result.stdout
 
 
