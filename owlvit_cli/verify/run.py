@@ -137,14 +137,15 @@ def run_verification(
     with contextlib.ExitStack() as opened:  # the checkpoint, opened once for the whole run
         with _timed(timings, "source", progress, "checking the source checkpoint"):
             ckpt = opened.enter_context(open_checkpoint(checkpoint))
-            pairing = check_pairing(ckpt, hf_dir, options.ignore_source)
+            pairing = check_pairing(checkpoint, hf_dir, options.ignore_source, ckpt)
         if pairing.source["matches"] is False and not options.ignore_source:
             report = source_failure_report(checkpoint, hf_dir, pairing, timings)
             return Verification(report, {}, None, {})
-        return run_models(ckpt, hf_dir, pairing, options, timings, progress)
+        return run_models(checkpoint, ckpt, hf_dir, pairing, options, timings, progress)
 
 
 def run_models(
+    checkpoint: Path,
     ckpt: Checkpoint,
     hf_dir: Path,
     pairing: Pairing,
@@ -153,8 +154,8 @@ def run_models(
     progress: Progress,
 ) -> Verification:
     """Both models on the same inputs, compared level by level, for a checkpoint `check_pairing`
-    accepted: what the pairing opened and read is used, not opened again."""
-    checkpoint = ckpt.path
+    accepted: what the pairing opened and read is used, not opened again. `checkpoint` is the
+    path as given (a workdir, say), `ckpt` what it opened."""
     # A recorded report names the checkpoint it verified; hashing costs a core, so only then.
     hasher = start_hashing(checkpoint) if options.record and pairing.sha256 is None else None
     tolerances = Tolerances.for_dtype(pairing.dtype, options.atol)
@@ -246,18 +247,25 @@ class Pairing:
         return {"dtype": self.dtype, "dtype_source": self.dtype_source, "source": self.source}
 
 
-def check_pairing(ckpt: Checkpoint, hf_dir: Path, ignore_source: bool = False) -> Pairing:
-    """Is CKPT (opened) the file HF_DIR was converted from (size, then sha256), and in which
-    dtype are HF_DIR's weights stored. Unusable inputs raise their usual bad-input errors."""
+def check_pairing(
+    checkpoint: Path, hf_dir: Path, ignore_source: bool = False, ckpt: Checkpoint | None = None
+) -> Pairing:
+    """Is CKPT the file HF_DIR was converted from (size, then sha256), and in which dtype are
+    HF_DIR's weights stored. Unusable inputs raise their usual bad-input errors. `ckpt` is
+    CKPT already opened (opened here, and closed, when not given)."""
     from owlvit_cli.convert.mapping import plan_checkpoint
     from owlvit_cli.model.model_dir import check_model_dir
 
     # Headers only (no payload read, no jax): a file that is no usable checkpoint is bad
     # input with the reader's own message, not a pairing failure.
-    spec, _ = plan_checkpoint(ckpt)
+    if ckpt is None:
+        with open_checkpoint(checkpoint) as opened:
+            spec, _ = plan_checkpoint(opened)
+    else:
+        spec, _ = plan_checkpoint(ckpt)
     config, _, weights = check_model_dir(hf_dir)
     record = read_record(hf_dir)
-    source, digest = check_source(ckpt.path, hf_dir, record)
+    source, digest = check_source(checkpoint, hf_dir, record)
     if source["matches"] is False and not ignore_source:  # the verdict waits for no import
         dtype = str((record or {}).get("dtype"))
         return Pairing(source, digest, dtype, RECORD_FILE, spec, config)
