@@ -571,8 +571,8 @@ def worker_forwards(ckpt: str, hf_dir: str, repeats: int = 3) -> None:
 
     from owlvit_cli.checkpoint.inspection import checkpoint_spec
     from owlvit_cli.checkpoint.reader import open_checkpoint
+    from owlvit_cli.runtime.hf_model import load_hf_model, run_hf_detection
     from owlvit_cli.scenic.flax_model import FlaxRunner
-    from owlvit_cli.verify.hf_model import load_hf_model, run_hf_detection
     from owlvit_cli.verify.inputs import VerifyOptions, prepare_inputs
 
     result: dict[str, float] = {}

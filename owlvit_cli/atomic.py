@@ -202,7 +202,7 @@ def atomic_directory(
 ) -> Iterator[Path]:
     """Yield a temporary sibling of `out`; on success it replaces `out`, on any failure
     (Ctrl-C and termination signals included) it is removed and `out` is left as it was."""
-    from owlvit_cli.testing.hold import hold_point
+    from owlvit_cli.hold import hold_point
 
     target = check_output_dir(out, overwrite, force=force, inputs=inputs, replaceable=replaceable)
     made: list[Path] = []

@@ -9,7 +9,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from owlvit_cli import __version__
+from owlvit_cli.version import __version__
 
 PACKAGES = (
     "jax",

@@ -5,17 +5,19 @@ Fixtures live in conftest.py; anything a test module imports by name lives here.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from owlvit_cli.testing.hold import ENV as HOLD_ENV
+from owlvit_cli.hold import ENV as HOLD_ENV
 
 DATA = Path(__file__).parent / "data"
 SAMPLE = Path(__file__).parents[1] / "owlvit_cli" / "assets" / "sample.png"
@@ -56,7 +58,7 @@ def held_console_script(
     args: list[object], point: str, hold: Path, shell: str = "", **popen: object
 ) -> subprocess.Popen:
     """Start the real console script (after the `shell` commands, if any) and wait until it
-    is held at `point` (see owlvit_cli/testing/hold.py): whatever the test does next happens
+    is held at `point` (see owlvit_cli/hold.py): whatever the test does next happens
     at that point, however fast or slow the machine is. Deleting `hold` lets it go on."""
     import time
 
@@ -110,3 +112,40 @@ def edited_model_dir(src: Path, dst: Path, edit: Callable[[dict], None]) -> Path
     edit(tensors)
     save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
     return dst
+
+
+# --------------------------------------------------------------------------------------------
+# The output conventions every command keeps, asserted in one place.
+
+
+def assert_one_line_error(result: Any, code: int = 2, *, stdout_empty: bool = True) -> str:
+    """The exit code, exactly one `error:` line on stderr (after any `warning:` lines and the
+    steps' progress lines), no traceback and no internal error; returns the line. Nothing on
+    stdout unless the command showed what it found before refusing it (`stdout_empty=False`:
+    inspect's tree). `result` is a `subprocess.CompletedProcess` or the `cli` result."""
+    returncode = getattr(result, "returncode", None)
+    assert (result.exit_code if returncode is None else returncode) == code, (
+        result.stdout,
+        result.stderr,
+    )
+    if stdout_empty:
+        assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    lines = [line for line in problem_lines(result.stderr) if not line.startswith("warning: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "internal error" not in lines[0]
+    return lines[0]
+
+
+def only_json_object(stdout: str) -> dict:
+    """stdout holds exactly one JSON object and nothing else (json.loads refuses two)."""
+    payload = json.loads(stdout)
+    assert isinstance(payload, dict)
+    return payload
+
+
+def json_error(stdout: str, code: int) -> dict[str, Any]:
+    """The `error` member of the one JSON object on stdout: exactly code, kind and message."""
+    error = only_json_object(stdout)["error"]
+    assert error == {"code": code, "kind": error["kind"], "message": error["message"]}
+    return error

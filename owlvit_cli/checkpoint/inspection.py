@@ -1,4 +1,5 @@
-"""What `inspect` reports about a checkpoint, as plain data (rendering lives in the CLI)."""
+"""What a checkpoint's tensors say on their own, as plain data: one row per tensor, and which
+ones hold NaN or ±Inf (`convert.inspection` adds what convert would make of them)."""
 
 from __future__ import annotations
 
@@ -7,51 +8,22 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from owlvit_cli.checkpoint.reader import BLOCK_RE, Checkpoint
-from owlvit_cli.errors import CheckpointError, MappingError
-from owlvit_cli.model.spec import ModelSpec, spec_from_shapes
+from owlvit_cli.checkpoint.interface import BLOCK_RE, Checkpoint
+from owlvit_cli.model.dtypes import FLOAT_DTYPES, dtype_problems  # re-exported
+from owlvit_cli.model.spec import checkpoint_spec  # re-exported
 
 if TYPE_CHECKING:
     import numpy as np
 
-
-FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
-
-
-def checkpoint_spec(ckpt: Checkpoint) -> ModelSpec:
-    """The model the tensors describe; `CheckpointError` if they describe none."""
-    problems = dtype_problems(ckpt)
-    if problems:
-        raise CheckpointError(problems[0])
-    return spec_from_shapes({entry.path: entry.shape for entry in ckpt})
-
-
-def dtype_problems(ckpt: Checkpoint) -> list[str]:
-    bad = [f"{e.source_path} ({e.dtype_name})" for e in ckpt if e.dtype_name not in FLOAT_DTYPES]
-    if not bad:
-        return []
-    return [
-        f"{len(bad)} tensor(s) are not floating point (expected {', '.join(FLOAT_DTYPES)}): "
-        + ", ".join(bad[:6])
-        + (" …" if len(bad) > 6 else "")
-    ]
-
-
-def checkpoint_problems(ckpt: Checkpoint) -> tuple[ModelSpec | None, list[str]]:
-    """The spec if one can be derived, and every problem convert would refuse the checkpoint
-    for before writing anything (what `inspect` lists)."""
-    from owlvit_cli.convert.mapping import plan_mapping
-
-    problems = dtype_problems(ckpt)
-    try:
-        spec = spec_from_shapes({entry.path: entry.shape for entry in ckpt})
-    except CheckpointError as exc:
-        return None, [*problems, str(exc)]
-    try:
-        plan_mapping({entry.path: entry.shape for entry in ckpt}, spec)
-    except MappingError as exc:
-        problems.append(str(exc))
-    return spec, problems
+__all__ = [
+    "FLOAT_DTYPES",
+    "checkpoint_spec",
+    "dtype_problems",
+    "fold_repeated_blocks",
+    "has_non_finite",
+    "non_finite_tensors",
+    "param_rows",
+]
 
 
 def has_non_finite(array: np.ndarray) -> bool:
@@ -158,25 +130,3 @@ def _runs(blocks: dict[int, list[tuple[Any, ...]]]) -> list[tuple[int, int]]:
                 runs.append((order[start], order[i - 1]))
             start = i
     return runs
-
-
-def inspect_report(ckpt: Checkpoint, pattern: str | None = None) -> dict[str, Any]:
-    spec, problems = checkpoint_problems(ckpt)
-    by_dtype: dict[str, int] = defaultdict(int)
-    for entry in ckpt:
-        by_dtype[entry.dtype_name] += entry.record.nbytes
-    return {
-        "file": str(ckpt.path),
-        "format": ckpt.format,
-        "file_size": ckpt.file_size,
-        "layout": ckpt.layout,
-        "params_root": ckpt.root,
-        "other_top_level_keys": ckpt.other_top_level,
-        "version": spec.version if spec else None,
-        "config": spec.to_json() if spec else None,
-        "problems": problems,
-        "num_parameters": ckpt.num_parameters,
-        "num_tensors": len(ckpt.tensors),
-        "bytes_by_dtype": dict(by_dtype),
-        "params": param_rows(ckpt, pattern),
-    }

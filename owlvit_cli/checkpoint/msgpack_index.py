@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from owlvit_cli.errors import CheckpointError
+from owlvit_cli.model.dtypes import numpy_dtype  # re-exported: the readers import it here
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,16 +54,6 @@ class ArrayRecord:
     @property
     def dtype(self) -> np.dtype:
         return numpy_dtype(self.dtype_name)
-
-
-def numpy_dtype(name: str) -> np.dtype:
-    import numpy as np
-
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
 
 
 def itemsize(name: str) -> int:

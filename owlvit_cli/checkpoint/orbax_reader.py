@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from owlvit_cli.checkpoint.file_tree import TreeFile, changed_files, scan_tree
-from owlvit_cli.checkpoint.msgpack_index import itemsize, numpy_dtype
-from owlvit_cli.checkpoint.reader import Checkpoint, index_params
+from owlvit_cli.checkpoint.interface import Checkpoint, index_params
+from owlvit_cli.checkpoint.msgpack_index import itemsize
 from owlvit_cli.errors import CheckpointError, first_line
 from owlvit_cli.input_files import JSON_LIMIT, METADATA_LIMIT, read_json_file, read_limited
 from owlvit_cli.json_text import parse_json
+from owlvit_cli.model.dtypes import numpy_dtype
 
 if TYPE_CHECKING:
     import numpy as np

@@ -18,7 +18,7 @@ from owlvit_cli.cli import process
 from owlvit_cli.cli.commands import convert, detect, env, inspect, push, verify, version
 from owlvit_cli.cli.commands.common import DANGEROUS_FLAGS, examples
 from owlvit_cli.cli.output import stdout_failure, usage_failure
-from owlvit_cli.testing.hold import hold_point
+from owlvit_cli.hold import hold_point
 
 PROG_NAME = "owlvit"
 # Words users type from habit (`hf env`, `hf upload`) and what owlvit calls them.

@@ -29,8 +29,8 @@ from rich.table import Column
 from rich.text import Text
 
 from owlvit_cli.cli.render import human_bytes
+from owlvit_cli.hold import hold_point
 from owlvit_cli.progress import split_step_name
-from owlvit_cli.testing.hold import hold_point
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 BYTES = "bytes"

@@ -345,7 +345,7 @@ def fail(out: Output, message: str, code: int, kind: str) -> NoReturn:
 def run_guarded(out: Output, action: Callable[[], int | None]) -> NoReturn:
     """Run a command body; map every failure to one line and its documented exit code."""
     from owlvit_cli.cli.process import report_signals_with
-    from owlvit_cli.testing.hold import hold_point
+    from owlvit_cli.hold import hold_point
 
     report_signals_with(out.interrupted)
     hold_point("command-start")

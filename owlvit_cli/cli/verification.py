@@ -30,11 +30,11 @@ def verify_and_report(
     save_viz: Path | None = None,
 ) -> dict[str, Any]:
     """Run the core verification with this command's display; say why it failed on stderr."""
+    from owlvit_cli.api import verify_conversion
     from owlvit_cli.cli.process import hold_until_exit
     from owlvit_cli.verify.report import failure_summary
-    from owlvit_cli.verify.run import verify
 
-    result = verify(
+    result = verify_conversion(
         checkpoint,
         hf_dir,
         options,

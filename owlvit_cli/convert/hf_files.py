@@ -7,7 +7,7 @@ JSON. Each file is what transformers' own classes save for the same numbers
 `CLIPTokenizer`); tests/convert/test_hf_files.py holds every file to that, field for field,
 and builds a transformers model on the meta device for every variant to check that the
 mapping fills exactly its tensors. `verify` and `detect` load strictly, so a transformers
-release that reads these files differently fails loudly there (verify/hf_model.py).
+release that reads these files differently fails loudly there (runtime/hf_model.py).
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from owlvit_cli.model.model_dir import (
     VOCAB_FILE,
 )
 from owlvit_cli.model.spec import ModelSpec
-from owlvit_cli.scenic.semantics import CLIP_MEAN, CLIP_STD
+from owlvit_cli.scenic.semantics import CLIP_LAYERNORM_EPSILON, CLIP_MEAN, CLIP_STD
 
 # transformers' defaults for what the checkpoint does not determine (CLIP's values).
 INITIALIZER = {"initializer_factor": 1.0, "initializer_range": 0.02}
 TOWER_DEFAULTS = {
     "attention_dropout": 0.0,
     "hidden_act": "quick_gelu",
-    "layer_norm_eps": 1e-5,
+    "layer_norm_eps": CLIP_LAYERNORM_EPSILON,
     **INITIALIZER,
 }
 LOGIT_SCALE_INIT = 2.6592

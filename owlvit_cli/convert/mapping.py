@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from owlvit_cli.errors import MappingError
+from owlvit_cli.model.dtypes import NamedTensor
 from owlvit_cli.model.model_dir import FLAVORS
-from owlvit_cli.model.spec import ModelSpec, expected_shapes
+from owlvit_cli.model.spec import ModelSpec, checkpoint_spec, expected_shapes
 
 if TYPE_CHECKING:  # numpy costs `inspect` 0.1 s of import, and planning needs no arrays
     import numpy as np
@@ -98,101 +99,46 @@ GROUP_VALUES: dict[str, dict[str, str]] = {
     },
 }
 
-BLOCK = r"backbone/clip/(?P<tower>visual|text)/transformer/resblocks_(?P<i>\d+)"
-CLIP = "{model}"
+# Abbreviations the table uses: source prefixes (regex) and one target prefix (template).
+VISUAL, TEXT = "backbone/clip/visual", "backbone/clip/text"
+TOWER = r"backbone/clip/(?P<tower>visual|text)"
+BLOCK = TOWER + r"/transformer/resblocks_(?P<i>\d+)"
+LAYER = "{model}.{tower}.encoder.layers.{i}"
+LN = r"(?P<ln>scale|bias)"
+QKV = r"(?P<qkv>query|key|value)"
+MLP = r"(?P<mlp>c_fc|c_proj)"
+HEAD = r"(?P<head>obj_box_head|objectness_head)/Dense_(?P<j>[012])"
+CLASS = r"class_head/(?P<class_layer>Dense_0|logit_shift|logit_scale)"
+MASK_REASON = "mask head of the L/14+masks model: transformers has no mask head"
 
+# fmt: off
 RULES: tuple[Rule, ...] = (
-    Rule(r"backbone/clip/logit_scale", f"{CLIP}.logit_scale"),
-    Rule(
-        r"backbone/clip/visual/conv1/kernel",
-        f"{CLIP}.vision_model.embeddings.patch_embedding.weight",
-        "conv_hwio_to_oihw",
-    ),
-    Rule(
-        r"backbone/clip/visual/class_embedding", f"{CLIP}.vision_model.embeddings.class_embedding"
-    ),
-    Rule(
-        r"backbone/clip/(?P<tower>visual|text)/positional_embedding",
-        f"{CLIP}.{{tower}}.embeddings.position_embedding.weight",
-    ),
-    Rule(
-        r"backbone/clip/visual/ln_pre/(?P<ln>scale|bias)",
-        f"{CLIP}.vision_model.pre_layernorm.{{ln}}",
-    ),
-    Rule(
-        r"backbone/clip/visual/ln_post/(?P<ln>scale|bias)",
-        f"{CLIP}.vision_model.post_layernorm.{{ln}}",
-    ),
-    Rule(
-        BLOCK + r"/(?P<block_ln>ln_0|ln_1)/(?P<ln>scale|bias)",
-        f"{CLIP}.{{tower}}.encoder.layers.{{i}}.{{block_ln}}.{{ln}}",
-    ),
-    Rule(
-        BLOCK + r"/attn/(?P<qkv>query|key|value)/kernel",
-        f"{CLIP}.{{tower}}.encoder.layers.{{i}}.self_attn.{{qkv}}.weight",
-        "merge_heads_in",
-    ),
-    Rule(
-        BLOCK + r"/attn/(?P<qkv>query|key|value)/bias",
-        f"{CLIP}.{{tower}}.encoder.layers.{{i}}.self_attn.{{qkv}}.bias",
-        "flatten",
-    ),
-    Rule(
-        BLOCK + r"/attn/out/kernel",
-        f"{CLIP}.{{tower}}.encoder.layers.{{i}}.self_attn.out_proj.weight",
-        "merge_heads_out",
-    ),
-    Rule(
-        BLOCK + r"/attn/out/bias", f"{CLIP}.{{tower}}.encoder.layers.{{i}}.self_attn.out_proj.bias"
-    ),
-    Rule(
-        BLOCK + r"/mlp/(?P<mlp>c_fc|c_proj)/kernel",
-        f"{CLIP}.{{tower}}.encoder.layers.{{i}}.mlp.{{mlp}}.weight",
-        "transpose",
-    ),
-    Rule(
-        BLOCK + r"/mlp/(?P<mlp>c_fc|c_proj)/bias",
-        f"{CLIP}.{{tower}}.encoder.layers.{{i}}.mlp.{{mlp}}.bias",
-    ),
-    Rule(
-        r"backbone/clip/text/token_embedding/embedding",
-        f"{CLIP}.text_model.embeddings.token_embedding.weight",
-    ),
-    Rule(
-        r"backbone/clip/text/ln_final/(?P<ln>scale|bias)",
-        f"{CLIP}.text_model.final_layer_norm.{{ln}}",
-    ),
-    Rule(
-        r"backbone/clip/text/text_projection/kernel", f"{CLIP}.text_projection.weight", "transpose"
-    ),
-    Rule(r"backbone/merged_class_token/(?P<ln>scale|bias)", "layer_norm.{ln}"),
-    Rule(
-        r"class_head/(?P<class_layer>Dense_0|logit_shift|logit_scale)/kernel",
-        "class_head.{class_layer}.weight",
-        "transpose",
-    ),
-    Rule(
-        r"class_head/(?P<class_layer>Dense_0|logit_shift|logit_scale)/bias",
-        "class_head.{class_layer}.bias",
-    ),
-    Rule(
-        r"(?P<head>obj_box_head|objectness_head)/Dense_(?P<j>[012])/kernel",
-        "{head}.dense{j}.weight",
-        "transpose",
-    ),
-    Rule(r"(?P<head>obj_box_head|objectness_head)/Dense_(?P<j>[012])/bias", "{head}.dense{j}.bias"),
-    Rule(
-        r"class_head/padding(_bias)?",
-        None,
-        reason="unused by scenic's detector (its loader deletes it)",
-    ),
-    Rule(
-        r"obj_mask_head/.*",
-        None,
-        reason="mask head of the L/14+masks model: transformers has no mask head",
-        warn=True,
-    ),
+    # scenic path (regex)                        transformers name (template)                              reshape
+    Rule(r"backbone/clip/logit_scale",            "{model}.logit_scale"),
+    Rule(f"{VISUAL}/conv1/kernel",                "{model}.vision_model.embeddings.patch_embedding.weight", "conv_hwio_to_oihw"),
+    Rule(f"{VISUAL}/class_embedding",             "{model}.vision_model.embeddings.class_embedding"),
+    Rule(f"{TOWER}/positional_embedding",         "{model}.{tower}.embeddings.position_embedding.weight"),
+    Rule(f"{VISUAL}/ln_pre/{LN}",                 "{model}.vision_model.pre_layernorm.{ln}"),
+    Rule(f"{VISUAL}/ln_post/{LN}",                "{model}.vision_model.post_layernorm.{ln}"),
+    Rule(f"{BLOCK}/(?P<block_ln>ln_0|ln_1)/{LN}", LAYER + ".{block_ln}.{ln}"),
+    Rule(f"{BLOCK}/attn/{QKV}/kernel",            LAYER + ".self_attn.{qkv}.weight",                        "merge_heads_in"),
+    Rule(f"{BLOCK}/attn/{QKV}/bias",              LAYER + ".self_attn.{qkv}.bias",                          "flatten"),
+    Rule(f"{BLOCK}/attn/out/kernel",              LAYER + ".self_attn.out_proj.weight",                     "merge_heads_out"),
+    Rule(f"{BLOCK}/attn/out/bias",                LAYER + ".self_attn.out_proj.bias"),
+    Rule(f"{BLOCK}/mlp/{MLP}/kernel",             LAYER + ".mlp.{mlp}.weight",                              "transpose"),
+    Rule(f"{BLOCK}/mlp/{MLP}/bias",               LAYER + ".mlp.{mlp}.bias"),
+    Rule(f"{TEXT}/token_embedding/embedding",     "{model}.text_model.embeddings.token_embedding.weight"),
+    Rule(f"{TEXT}/ln_final/{LN}",                 "{model}.text_model.final_layer_norm.{ln}"),
+    Rule(f"{TEXT}/text_projection/kernel",        "{model}.text_projection.weight",                         "transpose"),
+    Rule(f"backbone/merged_class_token/{LN}",     "layer_norm.{ln}"),
+    Rule(f"{CLASS}/kernel",                       "class_head.{class_layer}.weight",                        "transpose"),
+    Rule(f"{CLASS}/bias",                         "class_head.{class_layer}.bias"),
+    Rule(f"{HEAD}/kernel",                        "{head}.dense{j}.weight",                                 "transpose"),
+    Rule(f"{HEAD}/bias",                          "{head}.dense{j}.bias"),
+    Rule(r"class_head/padding(_bias)?",           None, reason="unused by scenic's detector (its loader deletes it)"),
+    Rule(r"obj_mask_head/.*",                     None, reason=MASK_REASON, warn=True),
 )
+# fmt: on
 
 _COMPILED = tuple((re.compile(rule.source + r"\Z"), rule) for rule in RULES)
 
@@ -293,6 +239,14 @@ def plan_mapping(shapes: Mapping[str, Shape], spec: ModelSpec) -> MappingPlan:
     return MappingPlan(prefix, tuple(tensors), tuple(ignored))
 
 
+def plan_checkpoint(tensors: Iterable[NamedTensor]) -> tuple[ModelSpec, MappingPlan]:
+    """The model a checkpoint's tensors describe and the plan that maps them, each refused as
+    convert refuses it: what every command that plans calls, once, and passes along."""
+    tensors = list(tensors)
+    spec = checkpoint_spec(tensors)
+    return spec, plan_mapping({t.path: t.shape for t in tensors}, spec)
+
+
 def _check_shape(source: str, shape: Shape, expected: Shape) -> None:
     if shape != expected:
         raise MappingError(
@@ -342,16 +296,17 @@ def check_against_model(plan: MappingPlan, model_shapes: Mapping[str, Shape]) ->
         raise MappingError("; ".join(problems))
 
 
-def mapping_rows(ckpt: Any, pattern: str | None = None) -> list[dict[str, Any]]:
+def mapping_rows(
+    ckpt: Any, pattern: str | None = None, plan: MappingPlan | None = None
+) -> list[dict[str, Any]]:
     """source → target per tensor, for `inspect --mapping`: `source` is the file's own path,
     `name` the current scenic name; `pattern` is a glob on either of them or on the target, as
-    `inspect`'s tree matches either spelling."""
+    `inspect`'s tree matches either spelling. `plan` is the checkpoint's, if already made."""
     import fnmatch
 
-    from owlvit_cli.checkpoint.inspection import checkpoint_spec
-
     file_paths = {e.path: e.source_path for e in ckpt}
-    plan = plan_mapping({e.path: e.shape for e in ckpt}, checkpoint_spec(ckpt))
+    if plan is None:
+        _, plan = plan_checkpoint(ckpt)
     rows = [
         {
             "source": file_paths[t.source] if t.source else "(generated)",

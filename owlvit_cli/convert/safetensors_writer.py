@@ -28,20 +28,8 @@ from typing import Protocol
 import numpy as np
 
 from owlvit_cli.errors import BadInputError
+from owlvit_cli.model.dtypes import SAFETENSORS_DTYPES, numpy_dtype  # re-exported
 from owlvit_cli.model.model_dir import WEIGHTS_FILE, WEIGHTS_INDEX_FILE
-
-SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
-
-
-def numpy_dtype(name: str) -> np.dtype:
-    """bfloat16 comes from ml_dtypes, imported only when asked for: 0.25 s of CPU (0.6; 0.7
-    took over a second, hence the pin in pyproject.toml), a sixth of a B/32 conversion."""
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
-
 
 SINGLE_FILE = WEIGHTS_FILE
 # Tensors transformed and written at once (and at most this many transformed copies in memory).

@@ -76,7 +76,7 @@ def pair_examples(query_images: Sequence[Path], boxes: Sequence[Box]) -> list[tu
 def embed_examples(model: Any, examples: Sequence[QueryExample], pixels_of: Any) -> ImageQueries:
     """scenic's query embedding for each example; each query image runs through the model once
     however many boxes it has. `pixels_of(image)` gives the model's input for an image."""
-    from owlvit_cli.verify.hf_model import run_hf_image_only
+    from owlvit_cli.runtime.hf_model import run_hf_image_only
 
     outputs: dict[int, dict[str, np.ndarray]] = {}
     chosen = []
@@ -106,7 +106,7 @@ def score_image(
     per box, NMS as scenic applies it, then the same post-processing as text queries."""
     import torch
 
-    from owlvit_cli.verify.hf_model import run_hf_class_head, run_hf_image_only
+    from owlvit_cli.runtime.hf_model import run_hf_class_head, run_hf_image_only
 
     out = run_hf_image_only(model, pixels)
     logits = run_hf_class_head(model, out["feature_map"], embeddings[None])[0]

@@ -42,43 +42,24 @@ from owlvit_cli.detect.image_query import (
     save_query_embedding,
     score_image,
 )
+from owlvit_cli.detect.options import (  # re-exported
+    DEFAULT_NMS_THRESHOLD,
+    DEFAULT_PREPROCESSING,
+    DEFAULT_THRESHOLD,
+    PREPROCESSINGS,
+)
 from owlvit_cli.errors import BadInputError
 from owlvit_cli.progress import LAYERS, NO_PROGRESS, Progress, forward_detail, step_name
+from owlvit_cli.runtime.detection import Detection
 from owlvit_cli.scenic.image_query import NMS_IOU_THRESHOLD, Box, parse_box
 from owlvit_cli.scenic.preprocess import load_image
 
-DEFAULT_THRESHOLD = 0.1
-PREPROCESSINGS = ("processor", "notebook", "evaluator")
-DEFAULT_PREPROCESSING = "processor"
-
-
-# transformers' default for image-guided detection: one-shot queries light up many
-# overlapping boxes around each match, text queries do not (and HF applies no NMS there).
-DEFAULT_NMS_THRESHOLD = 0.3
 # Query modes, as `--json` names them.
 TEXT, IMAGE, IMAGE_BOX, EMBEDDING = "text", "image", "image_box", "embedding"
 # The NMS each mode applies unless told otherwise: none for text (as transformers), its own
 # for transformers' box-free rule, scenic's for the modes that follow scenic's notebook.
 DEFAULT_NMS = {TEXT: None, IMAGE: DEFAULT_NMS_THRESHOLD, IMAGE_BOX: NMS_IOU_THRESHOLD}
 DEFAULT_NMS[EMBEDDING] = NMS_IOU_THRESHOLD
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One box: the query it matched, sigmoid score, and [x0, y0, x1, y1] in image pixels."""
-
-    query: str
-    query_index: int
-    score: float
-    box: tuple[float, float, float, float]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "query_index": self.query_index,
-            "score": self.score,
-            "box": list(self.box),
-        }
 
 
 @dataclass
@@ -221,13 +202,16 @@ def validate_max_detections(max_detections: int | None) -> int | None:
     return max_detections
 
 
-def load_detector(hf_dir: Path) -> Detector:
-    """The stock model and its saved processor, offline."""
+def load_detector(hf_dir: Path, *, checked: bool = False) -> Detector:
+    """The stock model and its saved processor, offline. `checked`: the caller has run
+    `check_model_dir` on `hf_dir`."""
     from owlvit_cli.model.model_dir import check_model_dir
-    from owlvit_cli.verify.hf_model import load_hf_model, load_processor
+    from owlvit_cli.runtime.hf_model import load_hf_model, load_processor
 
-    check_model_dir(hf_dir)
-    return Detector(model_dir=hf_dir, model=load_hf_model(hf_dir), processor=load_processor(hf_dir))
+    if not checked:
+        check_model_dir(hf_dir)
+    model = load_hf_model(hf_dir, checked=True)
+    return Detector(model_dir=hf_dir, model=model, processor=load_processor(hf_dir))
 
 
 def validate_preprocessing(preprocessing: str) -> str:
@@ -243,7 +227,7 @@ def check_processor_can_take(
 ) -> None:
     """The saved processor builds the padded square (and v2's blurs it): refuse a sliver, or a
     photo far larger than the model's input, rather than hang on it."""
-    from owlvit_cli.verify.hf_model import processor_square_refusal
+    from owlvit_cli.runtime.hf_model import processor_square_refusal
 
     vision = config.get("vision_config")
     size = vision.get("image_size") if isinstance(vision, dict) else None
@@ -260,8 +244,8 @@ def model_pixels(detector: Detector, image: np.ndarray, preprocessing: str) -> A
     if preprocessing == "processor":
         batch = detector.processor.image_processor(images=_pil(image), return_tensors="pt")
         return batch["pixel_values"]
+    from owlvit_cli.runtime.pixels import normalize_pixels
     from owlvit_cli.scenic.preprocess import preprocess
-    from owlvit_cli.verify.inputs import normalize_pixels
 
     size = int(detector.model.config.vision_config.image_size)
     pixels = preprocess(image, size, preprocessing)  # type: ignore[arg-type]
@@ -363,8 +347,8 @@ def _detections(
 
 
 def detect(
-    hf_dir: Path,
-    image_path: Path,
+    hf_dir: str | os.PathLike[str],
+    image: str | os.PathLike[str],
     queries: str | Sequence[str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     *,
@@ -391,7 +375,7 @@ def detect(
     from owlvit_cli.model.model_dir import check_model_dir
 
     start = time.perf_counter()
-    hf_dir, image_path = Path(hf_dir), Path(image_path)
+    hf_dir, image_path = Path(hf_dir), Path(image)
     query_paths = image_queries(image_query)
     embedding_path = None if query_embedding is None else Path(query_embedding)
     save_to = None if save_query_embedding_to is None else Path(save_query_embedding_to)
@@ -405,22 +389,22 @@ def detect(
         nms = validate_threshold(nms, "NMS threshold")
     preprocessing = validate_preprocessing(preprocessing)
     config, version, _ = check_model_dir(hf_dir)
-    image = load_image(image_path)
+    pixels = load_image(image_path)
     query_pictures = {path: load_image(path) for path in dict.fromkeys(query_paths)}
     examples = _examples(query_paths, boxes, query_pictures)
     saved = None if embedding_path is None else load_query_embedding(embedding_path)
     if saved is not None:
         check_embedding_width(saved, int(config["projection_dim"]), str(embedding_path))
-    for picture in (image, *query_pictures.values()):
+    for picture in (pixels, *query_pictures.values()):
         check_processor_can_take(picture, preprocessing, config, version)
     how = {"preprocessing": preprocessing, "clip_to_image": clip_to_image}
     warnings: list[str] = []
     chosen = None
     if detector is None:
         with progress.step("loading model"):
-            detector = load_detector(hf_dir)
+            detector = load_detector(hf_dir, checked=True)
     with progress.step(step_name("detecting", _forward_detail(detector, queries))) as step:
-        from owlvit_cli.verify.hf_model import encoder_layers, layer_progress
+        from owlvit_cli.runtime.hf_model import encoder_layers, layer_progress
 
         vision, text = (len(layers) for layers in encoder_layers(detector.model))
         step.set_total(_forward_layers(mode, vision, text, len(query_pictures)), LAYERS)
@@ -431,26 +415,26 @@ def detect(
                 )
                 queries = chosen.labels
                 found = detect_embeddings(
-                    detector, image, chosen.embeddings, queries, threshold, nms, **how
+                    detector, pixels, chosen.embeddings, queries, threshold, nms, **how
                 )
             elif saved is not None:
                 queries = _embedding_labels(embedding_path, len(saved))  # type: ignore[arg-type]
-                found = detect_embeddings(detector, image, saved, queries, threshold, nms, **how)
+                found = detect_embeddings(detector, pixels, saved, queries, threshold, nms, **how)
             elif query_paths:
                 label = str(query_paths[0])
                 found = detect_image_query(
-                    detector, image, query_pictures[query_paths[0]], label, threshold, nms, **how
+                    detector, pixels, query_pictures[query_paths[0]], label, threshold, nms, **how
                 )
                 queries = [label]
             else:
                 warnings += _truncation_warnings(detector, queries)
-                found = detect_text(detector, image, queries, threshold, **how)
+                found = detect_text(detector, pixels, queries, threshold, **how)
     if save_to is not None and chosen is not None:
         save_query_embedding(save_to, chosen.embeddings)
     total = len(found)
     if max_detections is not None:
         found = found[:max_detections]
-    height, width = image.shape[:2]
+    height, width = pixels.shape[:2]
     return DetectionResult(
         model_dir=hf_dir,
         image_path=image_path,
@@ -569,7 +553,7 @@ def _forward_layers(mode: str, vision: int, text: int, query_images: int) -> int
 
 def _forward_detail(detector: Detector, queries: Sequence[str]) -> str:
     """What detection runs on: the device, the model's input size and its patches."""
-    from owlvit_cli.verify.hf_model import model_device
+    from owlvit_cli.runtime.hf_model import model_device
 
     vision = detector.model.config.vision_config
     patches = (vision.image_size // vision.patch_size) ** 2

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from owlvit_cli.errors import BadInputError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DTYPES = ("float32", "float16", "bfloat16")
 AUTO = "auto"
 # What a dtype that cannot be written (float64) becomes, and what weights of mixed dtypes
 # become: float32 holds float16 and bfloat16 values exactly.
 WIDEST = "float32"
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")  # what a checkpoint may hold
+DEFAULT_DTYPE = AUTO  # what convert writes unless told otherwise: the checkpoint's own
+SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}  # header codes
 DTYPE_ALIASES = {
     "float32": "float32",
     "fp32": "float32",
@@ -27,6 +34,19 @@ DTYPE_ALIASES = {
     "bfloat16": "bfloat16",
     "bf16": "bfloat16",
 }
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """numpy's dtype for a name; bfloat16 comes from ml_dtypes, imported only when asked for:
+    0.25 s of CPU (0.6; 0.7 took over a second, hence the pin in pyproject.toml), a sixth of a
+    B/32 conversion."""
+    import numpy as np
+
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
 
 
 def normalize_dtype(name: str, *, allow_auto: bool = False) -> str:
@@ -85,3 +105,30 @@ def choose_dtype(requested: str, stored: Iterable[StoredTensor]) -> DtypeChoice:
         names = ", ".join(t.name for t in scalars[:3]) + (" …" if len(scalars) > 3 else "")
         reason += f" (scalars in other dtypes do not count: {names})"
     return DtypeChoice(kind, reason)
+
+
+class NamedTensor(Protocol):
+    """What the model layer needs of a checkpoint's tensor (readers' `TensorEntry` has it)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def source_path(self) -> str: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype_name(self) -> str: ...
+
+
+def dtype_problems(tensors: Iterable[NamedTensor]) -> list[str]:
+    bad = [f"{t.source_path} ({t.dtype_name})" for t in tensors if t.dtype_name not in FLOAT_DTYPES]
+    if not bad:
+        return []
+    return [
+        f"{len(bad)} tensor(s) are not floating point (expected {', '.join(FLOAT_DTYPES)}): "
+        + ", ".join(bad[:6])
+        + (" …" if len(bad) > 6 else "")
+    ]

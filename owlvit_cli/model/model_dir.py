@@ -26,6 +26,7 @@ CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+DEFAULT_MAX_SHARD_SIZE = "5GB"  # weights above it are sharded, as transformers' save_pretrained
 RECORD_FILE = "owlvit_conversion.json"
 VERIFICATION_FILE = "owlvit_verification.json"
 # What transformers' processor and tokenizer classes read (convert writes them directly; older
@@ -152,7 +153,7 @@ def check_model_dir(hf_dir: Path) -> tuple[dict[str, Any], int, list[str]]:
         raise ModelDirError(
             f"{config_path} has model_type {model_type!r}; expected one of {sorted(MODEL_TYPES)}"
         )
-    weights = _weight_files(hf_dir)
+    weights = weight_files(hf_dir)
     check_complete(hf_dir, weights)
     return config, MODEL_TYPES[model_type], weights
 
@@ -164,7 +165,7 @@ def read_json(path: Path, error: type[OwlvitError]) -> dict[str, Any]:
     return data
 
 
-def _weight_files(hf_dir: Path) -> list[str]:
+def weight_files(hf_dir: Path) -> list[str]:
     """The weight files, checked to exist (a sharded index must not point at missing shards)."""
     if is_regular_file(hf_dir / WEIGHTS_FILE, ModelDirError):
         return [WEIGHTS_FILE]
@@ -216,7 +217,7 @@ def check_complete(hf_dir: Path, weights: list[str] | None = None) -> None:
     `weights` are the weight files `read_model_dir` found (found again when not given).
     """
     read_json(hf_dir / CONFIG_FILE, ModelDirError)
-    for name in weights if weights is not None else _weight_files(hf_dir):
+    for name in weights if weights is not None else weight_files(hf_dir):
         if name.endswith(".safetensors"):
             check_safetensors(hf_dir / name)
     missing_tokenizer = (

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from owlvit_cli.errors import CheckpointError
+from owlvit_cli.model.dtypes import NamedTensor, dtype_problems
 
 VISUAL = "backbone/clip/visual"
 TEXT = "backbone/clip/text"
@@ -118,6 +119,15 @@ def spec_from_shapes(shapes: Mapping[str, tuple[int, ...]]) -> ModelSpec:
     if problems:
         raise CheckpointError("; ".join(problems))
     return spec
+
+
+def checkpoint_spec(tensors: Iterable[NamedTensor]) -> ModelSpec:
+    """The model a checkpoint's tensors describe; `CheckpointError` if they describe none."""
+    tensors = list(tensors)
+    problems = dtype_problems(tensors)
+    if problems:
+        raise CheckpointError(problems[0])
+    return spec_from_shapes({t.path: t.shape for t in tensors})
 
 
 def spec_problems(spec: ModelSpec) -> list[str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from owlvit_cli import __version__
 from owlvit_cli.errors import BadInputError, CheckFailedError, HubError, OwlvitError
+from owlvit_cli.hold import hold_point
 from owlvit_cli.input_files import read_limited
 from owlvit_cli.model.model_dir import (
     CARD_FILE,
@@ -46,6 +47,7 @@ from owlvit_cli.publish.counted_files import CountedFile, LineOnFirstRead
 from owlvit_cli.publish.hub_errors import map_hub_error
 from owlvit_cli.publish.model_card import DEFAULT_LICENSE, build_card
 from owlvit_cli.publish.names import (
+    DEFAULT_TIMEOUT,
     PR_REVISION_RE,
     has_namespace,
     resolve_endpoint,
@@ -61,9 +63,8 @@ from owlvit_cli.publish.secrets import (
 )
 from owlvit_cli.publish.selection import LeftOut, matches, select_files
 from owlvit_cli.redaction import public_url
-from owlvit_cli.testing.hold import hold_point
+from owlvit_cli.version import __version__
 
-DEFAULT_TIMEOUT = 60.0
 # Never deleted by --delete, as `hf upload --delete` keeps it: the Hub's LFS rules live there.
 KEEP_ON_DELETE = ".gitattributes"
 T = TypeVar("T")
@@ -611,3 +612,21 @@ def result_payload(plan: PushPlan, result: PushResult | None) -> dict[str, Any]:
         payload["files"] = result.files
         payload["warnings"] = [*plan.warnings, *result.warnings]
     return payload
+
+
+def push_to_hub(
+    hf_dir: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    token: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: Progress = NO_PROGRESS,
+    **plan_options: Any,
+) -> PushResult:
+    """Upload a converted directory with its model card in one commit. `plan_options` are
+    `plan_push`'s keywords (revision, create_pr, private, license_, commit_message, endpoint,
+    ...); `plan_push` alone is the dry run (no network)."""
+    from owlvit_cli.publish.secrets import resolve_token
+
+    plan = plan_push(Path(hf_dir), repo_id, **plan_options)
+    return push(plan, token=resolve_token(token), timeout=timeout, progress=progress)

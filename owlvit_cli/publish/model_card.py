@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from owlvit_cli import __version__
 from owlvit_cli.model.model_dir import (
     FLAVORS,
     LAYOUT_DESCRIPTIONS,
@@ -22,6 +21,7 @@ from owlvit_cli.publish.card_usage import (
     card_citations,
     card_usage,
 )
+from owlvit_cli.version import __version__
 
 DEFAULT_LICENSE = "apache-2.0"
 

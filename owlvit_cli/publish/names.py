@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from owlvit_cli.errors import BadInputError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+DEFAULT_TIMEOUT = 60.0  # seconds to wait for the Hub on each request
 PR_REVISION_RE = re.compile(r"refs/pr/\d+")
 # The Hub stores branches as git refs; a ref name is also a file name on its servers, so
 # 255 bytes is the longest one that can exist.

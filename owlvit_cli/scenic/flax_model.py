@@ -30,9 +30,13 @@ from owlvit_cli.errors import CheckpointError
 from owlvit_cli.model.spec import ModelSpec, expected_shapes
 from owlvit_cli.model.tree import flatten, nest
 from owlvit_cli.scenic.jax_runtime import configure_cpu_backend
-from owlvit_cli.scenic.semantics import CLIP_MEAN, CLIP_STD, MERGED_LAYERNORM_EPSILON
+from owlvit_cli.scenic.semantics import (
+    CLIP_LAYERNORM_EPSILON,
+    CLIP_MEAN,
+    CLIP_STD,
+    MERGED_LAYERNORM_EPSILON,
+)
 
-CLIP_LAYERNORM_EPSILON = 1e-5  # OpenAI CLIP (PyTorch's default), kept by scenic's CLIP port.
 CLASS_NORM_EPSILON = 1e-6  # added to the L2 norm, not to the squared norm.
 BOX_LOGIT_EPSILON = 1e-4
 PADDING_QUERY_LOGIT = -1e6  # scenic's fill value; transformers uses float32 min instead.

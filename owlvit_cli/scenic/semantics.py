@@ -1,7 +1,12 @@
-"""The numbers where scenic's model differs from transformers' (docs/owlvit-spec.md §8), kept
-apart from the Flax model so the transformers side can apply them without importing jax."""
+"""The numbers both models are built with, and where scenic's differs from transformers'
+(docs/owlvit-spec.md §8), kept apart from the Flax model so the transformers side can use
+them without importing jax."""
 
 from __future__ import annotations
+
+# Every other LayerNorm, on both sides: OpenAI CLIP's (PyTorch's default), kept by scenic's CLIP
+# port and written into the transformers config as `layer_norm_eps`.
+CLIP_LAYERNORM_EPSILON = 1e-5
 
 # scenic builds its merged class-token LayerNorm with Flax's default epsilon.
 MERGED_LAYERNORM_EPSILON = 1e-6

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from owlvit_cli.checkpoint.reader import LAYOUTS
-from owlvit_cli.convert.safetensors_writer import numpy_dtype
+from owlvit_cli.model.dtypes import numpy_dtype
 from owlvit_cli.model.spec import ModelSpec, expected_shapes
 from owlvit_cli.model.tree import nest
 

@@ -89,7 +89,7 @@ def run_in_terminal(
 ) -> Screen:
     """Run `owlvit ARGS` in a pseudo-terminal of `columns` and render what it wrote. With
     `signal_when=(FILE, SIGNUM)` the command gets SIGNUM once FILE exists (a hold point's
-    file, see `owlvit_cli.testing.hold`)."""
+    file, see `owlvit_cli.hold`)."""
     import pexpect
     import pyte
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from owlvit_cli.verify.inputs import CLIP_STD, VerifyInputs, VerifyOptions
+from owlvit_cli.runtime.pixels import CLIP_STD
+from owlvit_cli.verify.inputs import VerifyInputs, VerifyOptions
 from owlvit_cli.verify.tolerances import (
     ATOL_SOURCE,
     DEFAULT_SOURCE,
@@ -18,6 +19,9 @@ from owlvit_cli.verify.tolerances import (
     STOCK_TOLERANCES_BY_DTYPE,
     STRICT_PROCESSOR_TOLERANCES,
 )
+
+if TYPE_CHECKING:
+    from owlvit_cli.checkpoint.interface import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -47,14 +51,12 @@ class Comparison:
     note: str = ""
 
 
-def finite_weights_row(checkpoint: Path) -> Comparison:
+def finite_weights_row(ckpt: Checkpoint) -> Comparison:
     """NaN or Inf in any weight fails verification, even where the sample inputs never reach
     it (an embedding row of a token no query uses): users' inputs will."""
     from owlvit_cli.checkpoint.inspection import non_finite_tensors
-    from owlvit_cli.checkpoint.reader import open_checkpoint
 
-    with open_checkpoint(checkpoint) as ckpt:
-        bad = non_finite_tensors(ckpt)
+    bad = non_finite_tensors(ckpt)
     note = "" if not bad else "NaN/Inf in " + ", ".join(bad[:3]) + (" …" if len(bad) > 3 else "")
     return Comparison("finite_weights", "mapping", float(len(bad)), 0.0, not bad, note)
 
@@ -247,9 +249,9 @@ def processor_drift(
     detections. Images the processor would pad to a huge square are left out (`skipped_images`)."""
     from PIL import Image
 
+    from owlvit_cli.runtime.hf_model import processor_square_refusal, run_hf_detection
+    from owlvit_cli.runtime.pixels import normalize_pixels
     from owlvit_cli.scenic.preprocess import PIPELINES, preprocess
-    from owlvit_cli.verify.hf_model import processor_square_refusal, run_hf_detection
-    from owlvit_cli.verify.inputs import normalize_pixels
 
     keep = [i for i, raw in enumerate(inputs.raw_images) if raw is not None]
     size = inputs.scenic_pixels.shape[1]

@@ -16,21 +16,14 @@ import numpy as np
 from owlvit_cli.errors import BadInputError, first_line
 from owlvit_cli.input_files import open_regular
 from owlvit_cli.model.spec import ModelSpec
-from owlvit_cli.scenic import preprocess, semantics
+from owlvit_cli.runtime.pixels import normalize_pixels
+from owlvit_cli.scenic import preprocess
 from owlvit_cli.scenic.image_query import relative_box_yxyx
+from owlvit_cli.verify.options import DEFAULT_PREPROCESSING, DEFAULT_TOP_K  # re-exported
 
 DEFAULT_QUERIES = ("a house", "a red car", "a tree", "a cat")
 # The image-conditioned check's example on the built-in sample: the red car, in its pixels.
 SAMPLE_QUERY_BOX = (300.0, 295.0, 500.0, 414.0)
-# scenic's evaluator preprocessing is the one behind its published COCO/LVIS numbers (v1 and
-# v2), so by default verify proves the model on the inputs those numbers were measured with.
-DEFAULT_PREPROCESSING: preprocess.Pipeline = "evaluator"
-
-
-CLIP_MEAN = np.array(semantics.CLIP_MEAN, np.float32)
-
-
-CLIP_STD = np.array(semantics.CLIP_STD, np.float32)
 
 
 @dataclass
@@ -62,7 +55,7 @@ class VerifyOptions:
     queries: Sequence[str] = ()
     atol: dict[str, float] = field(default_factory=dict)
     strict_processor: bool = False
-    top_k: int = 5
+    top_k: int = DEFAULT_TOP_K
     record: bool = False
     processor_detections: bool = False  # run the model on the processor's inputs too
     preprocessing: preprocess.Pipeline = DEFAULT_PREPROCESSING  # scenic's, for image files
@@ -75,11 +68,6 @@ class VerifyOptions:
     @property
     def processor_forward(self) -> bool:
         return self.processor_detections or self.strict_processor
-
-
-def normalize_pixels(pixels_nhwc: np.ndarray) -> np.ndarray:
-    """scenic normalises inside its model; transformers takes normalised NCHW pixels."""
-    return ((pixels_nhwc - CLIP_MEAN) / CLIP_STD).transpose(0, 3, 1, 2).astype(np.float32)
 
 
 def check_preprocessing(name: str) -> None:

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from owlvit_cli import __version__
 from owlvit_cli.errors import BadInputError
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.verify.compare import Comparison
 from owlvit_cli.verify.inputs import VerifyInputs, VerifyOptions
+from owlvit_cli.version import __version__
 
 if TYPE_CHECKING:
     from owlvit_cli.model.pinned_dir import PinnedDir
@@ -37,7 +37,7 @@ class Verification:
     def picture(self) -> Any:
         """The first image with the Flax and the stock transformers top detections side by
         side (boxes in the image's own pixels), for a reviewer to see agreement at a glance."""
-        from owlvit_cli.detect.draw import draw_side_by_side
+        from owlvit_cli.runtime.draw import draw_side_by_side
 
         assert self.inputs is not None, "no picture: the models did not run"
         raw = self.inputs.raw_images[0]
@@ -174,7 +174,7 @@ def write_outputs(
         np.savez(buffer, **result.arrays)
         atomic_write_bytes(save_outputs, buffer.getvalue())
     if save_viz is not None:
-        from owlvit_cli.detect.draw import save_image
+        from owlvit_cli.runtime.draw import save_image
 
         save_image(result.picture(), save_viz)
     if record:
@@ -201,7 +201,7 @@ def check_output_paths(
     if save_outputs is not None and save_outputs.suffix != ".npz":
         raise BadInputError(f"the outputs file must be a .npz file, got {save_outputs}")
     if save_viz is not None:
-        from owlvit_cli.detect.draw import output_format
+        from owlvit_cli.runtime.draw import output_format
 
         output_format(save_viz)
     for path in (save_outputs, save_viz):

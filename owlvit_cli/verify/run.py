@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -27,14 +28,16 @@ from typing import Any
 import numpy as np
 
 from owlvit_cli.checkpoint.hashing import start_hashing
+from owlvit_cli.checkpoint.interface import Checkpoint
+from owlvit_cli.checkpoint.reader import open_checkpoint
 from owlvit_cli.checkpoint.workdir import as_resolved
 from owlvit_cli.errors import BadInputError, ModelDirError
+from owlvit_cli.hold import hold_point
 from owlvit_cli.interrupts import raise_if_interrupted
 from owlvit_cli.model.model_dir import RECORD_FILE
 from owlvit_cli.model.pinned_dir import pinned_directory
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import LAYERS, NO_PROGRESS, Progress, Step, forward_detail, step_name
-from owlvit_cli.testing.hold import hold_point
 from owlvit_cli.verify.compare import (
     FlaxOutputs,
     Tolerances,
@@ -62,12 +65,16 @@ from owlvit_cli.verify.source import check_source, read_record, stored_dtype
 from owlvit_cli.verify.tolerances import STOCK_TOLERANCES
 
 
-def check_same_architecture(spec: ModelSpec, hf_dir: Path) -> None:
-    """Different architectures are bad input (exit 2), not a numerical mismatch."""
+def check_same_architecture(
+    spec: ModelSpec, hf_dir: Path, found: dict[str, Any] | None = None
+) -> None:
+    """Different architectures are bad input (exit 2), not a numerical mismatch. `found` is
+    HF_DIR's config as `check_model_dir` read it (read again when not given)."""
     from owlvit_cli.convert.hf_files import config_dict
     from owlvit_cli.model.model_dir import check_model_dir
 
-    found, _, _ = check_model_dir(hf_dir)
+    if found is None:
+        found, _, _ = check_model_dir(hf_dir)
     expected = config_dict(spec)
     keys = {
         "vision_config": (
@@ -130,23 +137,43 @@ def run_verification(
         )
     check_preprocessing(options.preprocessing)  # before seconds of loading, not after
     timings: dict[str, float] = {}
-    with _timed(timings, "source", progress, "checking the source checkpoint"):
-        pairing = check_pairing(checkpoint, hf_dir, options.ignore_source)
-    hold_point("verify-paired")
-    if pairing.source["matches"] is False and not options.ignore_source:
-        report = source_failure_report(checkpoint, hf_dir, pairing, timings)
-        return Verification(report, {}, None, {})
+    with contextlib.ExitStack() as opened:  # the checkpoint, opened once for the whole run
+        with _timed(timings, "source", progress, "checking the source checkpoint"):
+            ckpt = opened.enter_context(open_checkpoint(checkpoint))
+            pairing = check_pairing(checkpoint, hf_dir, options.ignore_source, ckpt)
+        hold_point("verify-paired")
+        if pairing.source["matches"] is False and not options.ignore_source:
+            report = source_failure_report(checkpoint, hf_dir, pairing, timings)
+            return Verification(report, {}, None, {})
+        return run_models(checkpoint, ckpt, hf_dir, pairing, options, timings, progress)
+
+
+def run_models(
+    checkpoint: Path,
+    ckpt: Checkpoint,
+    hf_dir: Path,
+    pairing: Pairing,
+    options: VerifyOptions,
+    timings: dict[str, float],
+    progress: Progress,
+) -> Verification:
+    """Both models on the same inputs, compared level by level, for a checkpoint `check_pairing`
+    accepted: what the pairing opened and read is used, not opened again. `checkpoint` is the
+    path as given (a workdir, say), `ckpt` what it opened."""
     # A recorded report names the checkpoint it verified; hashing costs a core, so only then.
     hasher = start_hashing(checkpoint) if options.record and pairing.sha256 is None else None
     tolerances = Tolerances.for_dtype(pairing.dtype, options.atol)
-    spec, runners, inputs = load_reference(checkpoint, pairing.dtype, options, timings, progress)
+    spec = pairing.spec
+    runners, inputs = load_reference(ckpt, spec, pairing.dtype, options, timings, progress)
     with _timed(timings, "load_hf", progress, "loading the transformers model"):
-        from owlvit_cli.verify.hf_model import load_hf_model, load_processor
+        from owlvit_cli.runtime.hf_model import load_hf_model, load_processor
 
-        check_same_architecture(spec, hf_dir)
-        model = load_hf_model(hf_dir)  # float32 compute: the mapping level
+        check_same_architecture(spec, hf_dir, pairing.config)
+        model = load_hf_model(hf_dir, checked=True)  # float32 compute: the mapping level
         # As users load it: transformers' default dtype is the stored one.
-        stock_model = model if pairing.dtype == "float32" else load_hf_model(hf_dir, dtype=None)
+        stock_model = (
+            model if pairing.dtype == "float32" else load_hf_model(hf_dir, dtype=None, checked=True)
+        )
         has_images = any(raw is not None for raw in inputs.raw_images)
         processor = load_processor(hf_dir) if has_images else None
     flax_runner, rounded_runner = runners
@@ -155,7 +182,7 @@ def run_verification(
     flax_out, rounded_out = run_flax_both(
         flax_runner, rounded_runner, inputs, spec, timings, progress
     )
-    from owlvit_cli.verify.hf_model import layer_progress, model_device
+    from owlvit_cli.runtime.hf_model import layer_progress, model_device
 
     hf_detail = describe_forward(model_device(model), spec, inputs)
     hf_label = step_name("running the transformers model", hf_detail)
@@ -183,7 +210,7 @@ def run_verification(
                 options,
             )
     rows += processor_rows
-    rows.append(finite_weights_row(checkpoint))
+    rows.append(finite_weights_row(ckpt))
     report = build_report(
         checkpoint, hf_dir, spec, inputs, rows, timings, flax_top, processor_info, options
     )
@@ -248,36 +275,45 @@ def scenic_top_detections(
 
 @dataclass
 class Pairing:
-    """What HF_DIR's own files say before any model loads: its source and stored dtype."""
+    """What HF_DIR's own files say before any model loads: its source and stored dtype; and
+    what checking them read, for the rest of the run to use: the model the checkpoint
+    describes and HF_DIR's config."""
 
     source: dict[str, Any]
     sha256: str | None
     dtype: str
     dtype_source: str
+    spec: ModelSpec
+    config: dict[str, Any]
 
     def report_fields(self) -> dict[str, Any]:
         return {"dtype": self.dtype, "dtype_source": self.dtype_source, "source": self.source}
 
 
-def check_pairing(checkpoint: Path, hf_dir: Path, ignore_source: bool = False) -> Pairing:
-    """Is CKPT the file HF_DIR was converted from (size, then sha256), and in which dtype
-    are HF_DIR's weights stored. Unusable inputs raise their usual bad-input errors."""
-    from owlvit_cli.checkpoint.inspection import checkpoint_spec
-    from owlvit_cli.checkpoint.reader import open_checkpoint
-    from owlvit_cli.convert.mapping import plan_mapping
+def check_pairing(
+    checkpoint: Path, hf_dir: Path, ignore_source: bool = False, ckpt: Checkpoint | None = None
+) -> Pairing:
+    """Is CKPT the file HF_DIR was converted from (size, then sha256), and in which dtype are
+    HF_DIR's weights stored. Unusable inputs raise their usual bad-input errors. `ckpt` is
+    CKPT already opened (opened here, and closed, when not given)."""
+    from owlvit_cli.convert.mapping import plan_checkpoint
     from owlvit_cli.model.model_dir import check_model_dir
 
     # Headers only (no payload read, no jax): a file that is no usable checkpoint is bad
     # input with the reader's own message, not a pairing failure.
-    with open_checkpoint(checkpoint) as ckpt:
-        plan_mapping({entry.path: entry.shape for entry in ckpt}, checkpoint_spec(ckpt))
-    check_model_dir(hf_dir)
+    if ckpt is None:
+        with open_checkpoint(checkpoint) as opened:
+            spec, _ = plan_checkpoint(opened)
+    else:
+        spec, _ = plan_checkpoint(ckpt)
+    config, _, weights = check_model_dir(hf_dir)
     record = read_record(hf_dir)
     source, digest = check_source(checkpoint, hf_dir, record)
     if source["matches"] is False and not ignore_source:  # the verdict waits for no import
-        return Pairing(source, digest, str((record or {}).get("dtype")), RECORD_FILE)
-    dtype, dtype_source = stored_dtype(hf_dir, record)
-    return Pairing(source, digest, dtype, dtype_source)
+        dtype = str((record or {}).get("dtype"))
+        return Pairing(source, digest, dtype, RECORD_FILE, spec, config)
+    dtype, dtype_source = stored_dtype(hf_dir, record, weights)
+    return Pairing(source, digest, dtype, dtype_source, spec, config)
 
 
 def model_dtype(model: Any) -> str:
@@ -287,7 +323,7 @@ def model_dtype(model: Any) -> str:
 def rounded_params(tree: dict[str, Any], dtype: str) -> dict[str, Any]:
     """The params as a `dtype` directory holds them, back in float32: the same numpy cast
     (round to nearest even) that the safetensors writer applied."""
-    from owlvit_cli.convert.safetensors_writer import numpy_dtype
+    from owlvit_cli.model.dtypes import numpy_dtype
 
     target = numpy_dtype(dtype)
     return {
@@ -299,25 +335,21 @@ def rounded_params(tree: dict[str, Any], dtype: str) -> dict[str, Any]:
 
 
 def load_reference(
-    checkpoint: Path,
+    ckpt: Checkpoint,
+    spec: ModelSpec,
     dtype: str,
     options: VerifyOptions,
     timings: dict[str, float],
     progress: Progress,
-) -> tuple[ModelSpec, tuple[Any, Any], VerifyInputs]:
+) -> tuple[tuple[Any, Any], VerifyInputs]:
     """The Flax model (on the float32 params, and on them rounded to `dtype`) and the inputs.
     Images and queries are prepared in a second thread while jax imports and the weights
     load: PIL's decoding and scipy's resize release the GIL, so that work costs no wall time.
     `inputs` times only what is left to wait for afterwards."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from owlvit_cli.checkpoint.inspection import checkpoint_spec
-    from owlvit_cli.checkpoint.reader import open_checkpoint
-
     with ThreadPoolExecutor(max_workers=1) as background:
-        loading = _timed(timings, "load_flax", progress, "reading the checkpoint")
-        with loading, open_checkpoint(checkpoint) as ckpt:
-            spec = checkpoint_spec(ckpt)
+        with _timed(timings, "load_flax", progress, "reading the checkpoint"):
             prepared = background.submit(prepare_inputs, spec, options)
             from owlvit_cli.scenic.flax_model import FlaxRunner  # jax: seconds, so timed as loading
 
@@ -329,7 +361,7 @@ def load_reference(
             del params
         with _timed(timings, "inputs", progress, "preparing images and queries"):
             inputs = prepared.result()
-    return spec, (runner, rounded), inputs
+    return (runner, rounded), inputs
 
 
 def image_query_all(
@@ -343,7 +375,7 @@ def image_query_all(
     transformers. Only the class head runs again."""
     from functools import partial
 
-    from owlvit_cli.verify.hf_model import run_hf_class_head
+    from owlvit_cli.runtime.hf_model import run_hf_class_head
     from owlvit_cli.verify.image_query import with_image_query
 
     (flax_runner, rounded_runner), (model, stock_model) = runners, models
@@ -374,7 +406,7 @@ def hf_layers(model: Any, stock_model: Any) -> int:
     """The encoder layers `run_hf_both` runs: each tower once when one model serves both
     checks (the towers are memoised); a stock model in another dtype runs its own towers, its
     vision tower twice (detection, then the image-only path)."""
-    from owlvit_cli.verify.hf_model import encoder_layers
+    from owlvit_cli.runtime.hf_model import encoder_layers
 
     vision, text = (len(layers) for layers in encoder_layers(model))
     return vision + text if stock_model is model else 3 * vision + 2 * text
@@ -384,7 +416,7 @@ def run_hf_both(model: Any, inputs: VerifyInputs, stock_model: Any = None) -> tu
     """Stock and scenic-semantics outputs. With one model (a float32 directory) the towers
     are identical in both; only the merged LayerNorm and the head MLPs differ, so the towers
     run once and are reused. A `stock_model` in another dtype runs on its own."""
-    from owlvit_cli.verify.hf_model import (
+    from owlvit_cli.runtime.hf_model import (
         apply_scenic_semantics,
         reuse_tower_outputs,
         stock_semantics,
@@ -401,7 +433,7 @@ def run_hf_both(model: Any, inputs: VerifyInputs, stock_model: Any = None) -> tu
 
 def run_hf_all(model: Any, inputs: VerifyInputs) -> dict[str, np.ndarray]:
     """Detection and the image-only path, outputs upcast to float32."""
-    from owlvit_cli.verify.hf_model import run_hf_detection, run_hf_image_only
+    from owlvit_cli.runtime.hf_model import run_hf_detection, run_hf_image_only
 
     outputs = run_hf_detection(model, inputs.pixel_values, inputs.input_ids)
     outputs.update(run_hf_image_only(model, inputs.pixel_values))

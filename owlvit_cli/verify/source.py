@@ -12,14 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from owlvit_cli.errors import ModelDirError, OwlvitError
+from owlvit_cli.errors import ModelDirError
 from owlvit_cli.input_files import is_regular_file
+from owlvit_cli.model.dtypes import SAFETENSORS_DTYPES
 from owlvit_cli.model.model_dir import (
     RECORD_FILE,
-    WEIGHTS_FILE,
-    WEIGHTS_INDEX_FILE,
     read_json,
     read_safetensors_header,
+    weight_files,
 )
 
 SHORT_SHA = 12
@@ -33,49 +33,30 @@ def read_record(hf_dir: Path) -> dict[str, Any] | None:
     return read_json(path, ModelDirError)
 
 
-def stored_dtype(hf_dir: Path, record: dict[str, Any] | None) -> tuple[str, str]:
-    """(dtype, where it was read): the record's `dtype`, else the weights' safetensors header.
+def stored_dtype(
+    hf_dir: Path, record: dict[str, Any] | None, weights: list[str] | None = None
+) -> tuple[str, str]:
+    """(dtype, where it was read): the record's `dtype`, else the first weights file's
+    safetensors header. `weights` are the weight files `check_model_dir` found (found again
+    when not given).
 
     The header is what transformers reads too, so a directory without a record (or with a
-    record from an older tool) still gets the right tolerances. Imported here, not at the
-    top: the writer's dtype table pulls in ml_dtypes, which the pairing check must not wait
-    for."""
-    from owlvit_cli.convert.safetensors_writer import SAFETENSORS_DTYPES
-
+    record from an older tool) still gets the right tolerances."""
     if record is not None and record.get("dtype") in SAFETENSORS_DTYPES:
         return record["dtype"], RECORD_FILE
-    weights = _first_weights_file(hf_dir)
+    names_found = weight_files(hf_dir) if weights is None else weights
+    path = hf_dir / next(name for name in names_found if name.endswith(".safetensors"))
+    _, _, header = read_safetensors_header(path)
     found = {
         entry.get("dtype")
-        for name, entry in _safetensors_header(weights).items()
+        for name, entry in (header if isinstance(header, dict) else {}).items()
         if name != "__metadata__" and isinstance(entry, dict)
     }
     dtype_names = {code: name for name, code in SAFETENSORS_DTYPES.items()}
     names = sorted(dtype_names.get(str(code), str(code)) for code in found)
     if len(names) != 1 or names[0] not in SAFETENSORS_DTYPES:
-        raise ModelDirError(f"{weights}: expected one float dtype among the weights, found {names}")
-    return names[0], f"{weights.name} header"
-
-
-def _first_weights_file(hf_dir: Path) -> Path:
-    single = hf_dir / WEIGHTS_FILE
-    if single.is_file():
-        return single
-    index = hf_dir / WEIGHTS_INDEX_FILE
-    try:
-        weight_map = read_json(index, ModelDirError)["weight_map"]
-        return hf_dir / sorted(set(weight_map.values()))[0]
-    except (OwlvitError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise ModelDirError(
-            f"{hf_dir}: no readable {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE}"
-        ) from exc
-
-
-def _safetensors_header(path: Path) -> dict[str, Any]:
-    _, _, header = read_safetensors_header(path)
-    if not isinstance(header, dict):
-        raise ModelDirError(f"{path}: not a readable safetensors file")
-    return header
+        raise ModelDirError(f"{path}: expected one float dtype among the weights, found {names}")
+    return names[0], f"{path.name} header"
 
 
 def check_source(

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 
 from owlvit_cli.cli.commands.common import DANGEROUS_FLAGS
-from owlvit_cli.errors import BadInputError
-from owlvit_cli.model.dtypes import DTYPE_ALIASES, DTYPES, normalize_dtype
 from tests.helpers import run_console_script
 
 COMMANDS = ("inspect", "convert", "verify", "push", "detect", "env", "version")
@@ -148,20 +146,6 @@ def test_swapped_push_arguments_get_a_hint(tmp_path: Path):
     assert "look swapped" in proc.stderr and f"owlvit push {hf_dir} my-org/model" in proc.stderr
     proc = run_console_script("push", tmp_path / "missing", "my-org/model", "--dry-run")
     assert proc.returncode == 2 and "look swapped" not in proc.stderr  # no hint, no reason
-
-
-def test_dtype_aliases_are_normalised_in_one_place():
-    from owlvit_cli.convert.safetensors_writer import SAFETENSORS_DTYPES, numpy_dtype
-
-    assert set(DTYPES) == set(SAFETENSORS_DTYPES)
-    assert [numpy_dtype(name).itemsize for name in DTYPES] == [4, 2, 2]
-    assert set(DTYPE_ALIASES.values()) == set(DTYPES)
-    expected = {"fp32": "float32", "f32": "float32", "fp16": "float16", "f16": "float16"}
-    expected |= {"bf16": "bfloat16", "BF16": "bfloat16", "bfloat16": "bfloat16"}
-    for alias, canonical in expected.items():
-        assert normalize_dtype(alias) == canonical
-    with pytest.raises(BadInputError, match="bf16"):
-        normalize_dtype("int8")
 
 
 def test_convert_accepts_dtype_aliases(cli, tiny_checkpoint, tmp_path: Path):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,16 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_console_script
+from tests.helpers import json_error, only_json_object, run_console_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def only_json_object(stdout: str) -> dict:
-    """stdout holds exactly one JSON object and nothing else (json.loads refuses two)."""
-    payload = json.loads(stdout)
-    assert isinstance(payload, dict)
-    return payload
 
 
 @pytest.mark.parametrize(
@@ -40,8 +32,8 @@ def only_json_object(stdout: str) -> dict:
 def test_failure_is_one_json_error_object(cli, args: list[str], kind: str, says: str):
     result = cli(*args, "--json")
     assert result.exit_code == 2
-    error = only_json_object(result.stdout)["error"]
-    assert error == {"code": 2, "kind": kind, "message": error["message"]}
+    error = json_error(result.stdout, 2)
+    assert error["kind"] == kind
     assert says in error["message"]
     assert says in result.stderr  # the human line is still there for the log
 

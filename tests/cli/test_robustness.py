@@ -21,8 +21,8 @@ from owlvit_cli.errors import CheckpointError, OwlvitError
 from owlvit_cli.model.model_dir import RECORD_FILE, VERIFICATION_FILE
 from owlvit_cli.model.spec import VARIANTS
 from owlvit_cli.testing.fixtures import checkpoint_tree, random_params, write_checkpoint
+from tests.helpers import assert_one_line_error, json_error, problem_lines, run_console_script
 from tests.helpers import held_console_script as _held
-from tests.helpers import problem_lines, run_console_script
 
 CONVERT_HOLD = "convert-before-rename"
 
@@ -77,32 +77,24 @@ BAD = [
 ]  # fmt: skip
 
 
-def _assert_one_line_error(result: object, code: int = 2) -> None:
-    assert result.exit_code == code, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = problem_lines(result.stderr)
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert "internal error" not in lines[0]
-
-
 @pytest.mark.parametrize("case", BAD)
 def test_inspect_and_convert_reject_bad_input(cli, bad_inputs, tmp_path: Path, case: str):
-    _assert_one_line_error(cli("inspect", bad_inputs[case]))
+    assert_one_line_error(cli("inspect", bad_inputs[case]), stdout_empty=False)
     out = tmp_path / "out"
-    _assert_one_line_error(cli("convert", bad_inputs[case], out))
+    assert_one_line_error(cli("convert", bad_inputs[case], out))
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("case", ["random", "pickle.pt", "missing_tensor", "directory"])
 def test_verify_rejects_bad_checkpoints(cli, bad_inputs, converted, tiny_checkpoint, case: str):
     hf_dir = converted(tiny_checkpoint())
-    _assert_one_line_error(cli("verify", bad_inputs[case], hf_dir))
+    assert_one_line_error(cli("verify", bad_inputs[case], hf_dir))
 
 
 @pytest.mark.parametrize("case", ["corrupt_shape", "missing_tensor", "extra_tensor"])
 def test_inspect_shows_the_tree_then_every_problem(cli, bad_inputs, case: str):
     shown = cli("inspect", bad_inputs[case])
-    _assert_one_line_error(shown)
+    assert_one_line_error(shown, stdout_empty=False)
     assert "backbone" in shown.stdout and "problems" in shown.stdout
     report = json.loads(cli("inspect", bad_inputs[case], "--json").stdout)
     assert report["params"] and len(report["problems"]) == 1
@@ -149,7 +141,7 @@ def test_degenerate_tensors_are_named_at_inspect_and_convert(cli, tmp_path: Path
     ckpt = _degenerate(tmp_path, case)
     for args in (["inspect", ckpt], ["convert", ckpt, tmp_path / "out"]):
         result = cli(*args)
-        _assert_one_line_error(result)
+        assert_one_line_error(result, stdout_empty=args[0] == "convert")
         assert DEGENERATE[case] in result.stdout + result.stderr, (case, result.stderr)
     assert not (tmp_path / "out").exists()
 
@@ -159,7 +151,7 @@ def test_key_names_are_printed_literally(cli, tmp_path: Path):
     params["[/bold]"] = np.zeros(2, np.float32)
     params["[blink]x[/blink]"] = np.zeros(2, np.float32)
     result = cli("inspect", write_checkpoint(tmp_path / "markup", checkpoint_tree(params)))
-    _assert_one_line_error(result)
+    assert_one_line_error(result, stdout_empty=False)
     assert "[/bold]" in result.stdout and "[blink]x[/blink]" in result.stdout
 
 
@@ -193,8 +185,7 @@ def test_interrupt_mid_convert_exits_130_and_cleans_up(
     assert result.exit_code == 130 and "interrupted" in result.stderr
     assert list(tmp_path.iterdir()) == []
     if json_mode:  # the CI contract: one error object on stdout, same code
-        error = json.loads(result.stdout)["error"]
-        assert (error["code"], error["kind"]) == (130, "interrupted")
+        assert json_error(result.stdout, 130)["kind"] == "interrupted"
     else:
         assert result.stdout == ""
 
@@ -215,7 +206,7 @@ def _tmpfs(path: Path, options: str) -> Iterator[Path]:
 def test_disk_full_mid_write(cli, tiny_checkpoint, tmp_path: Path):
     with _tmpfs(tmp_path / "small", "size=1m") as small:
         result = cli("convert", tiny_checkpoint(), small / "out")
-        _assert_one_line_error(result)
+        assert_one_line_error(result)
         assert "No space left" in result.stderr
         assert list(small.iterdir()) == []
 
@@ -223,14 +214,14 @@ def test_disk_full_mid_write(cli, tiny_checkpoint, tmp_path: Path):
 def test_read_only_output_location(cli, tiny_checkpoint, tmp_path: Path):
     with _tmpfs(tmp_path / "ro", "ro,size=1m") as read_only:
         result = cli("convert", tiny_checkpoint(), read_only / "out")
-        _assert_one_line_error(result)
+        assert_one_line_error(result)
         assert list(read_only.iterdir()) == []
 
 
 def test_output_is_a_file(cli, tiny_checkpoint, tmp_path: Path):
     target = tmp_path / "file"
     target.write_text("x")
-    _assert_one_line_error(cli("convert", tiny_checkpoint(), target, "--overwrite"))
+    assert_one_line_error(cli("convert", tiny_checkpoint(), target, "--overwrite"))
     assert target.read_text() == "x"
 
 
@@ -351,7 +342,7 @@ def test_permission_denied_is_one_line(cli, tiny_checkpoint, monkeypatch):
 
     monkeypatch.setattr(checkpoint.os, "open", denied)
     result = cli("inspect", target)
-    _assert_one_line_error(result)
+    assert_one_line_error(result)
     assert "permission denied" in result.stderr
 
 
@@ -366,7 +357,7 @@ def test_model_dir_whose_config_does_not_fit_its_weights(cli, tiny_checkpoint, c
     config["vision_config"]["num_channels"] = 4  # the patch conv weights have 3
     (broken / "config.json").write_text(json.dumps(config))
     result = cli("verify", ckpt, broken)
-    _assert_one_line_error(result)
+    assert_one_line_error(result)
     assert "cannot load the model" in result.stderr
 
 
@@ -377,7 +368,7 @@ def test_verify_refuses_unwritable_outputs_before_running(
     hf_dir = converted(ckpt)
     missing = tmp_path / "missing" / "out.npz"
     result = cli("verify", ckpt, hf_dir, "--save-outputs", missing)
-    _assert_one_line_error(result)
+    assert_one_line_error(result)
     assert "no such directory" in result.stderr and "timings" not in result.stdout
 
 
@@ -393,7 +384,7 @@ def test_outputs_never_overwrite_an_input_image(cli, converted, tiny_checkpoint,
     verify = cli("verify", ckpt, hf_dir, "--image", photo, "--save-viz", photo)
     detect = cli("detect", hf_dir, photo, "--query", "a cat", "--output", photo)
     for result in (verify, detect):
-        _assert_one_line_error(result)
+        assert_one_line_error(result)
         assert "input" in result.stderr
     assert photo.read_bytes() == SAMPLE.read_bytes()
 
@@ -412,7 +403,7 @@ def test_verify_record_into_read_only_model_dir(cli, converted, tiny_checkpoint,
         result = cli("verify", ckpt, hf_dir, "--record")
     finally:
         subprocess.run(["umount", str(hf_dir)], check=False)
-    _assert_one_line_error(result)
+    assert_one_line_error(result)
     assert "cannot write here" in result.stderr
 
 
@@ -422,7 +413,7 @@ def test_npz_named_npy_is_one_line(cli, converted, tiny_checkpoint, tmp_path: Pa
     with fake.open("wb") as handle:
         np.savez(handle, pixels=np.zeros((64, 64, 3), np.float32))
     result = cli("verify", ckpt, converted(ckpt), "--image", fake)
-    _assert_one_line_error(result)
+    assert_one_line_error(result)
     assert ".npz archive" in result.stderr
 
 

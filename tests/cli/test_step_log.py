@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from owlvit_cli.cli.step_log import INTERVAL_ENV, StepLog
+from owlvit_cli.hold import ENV as HOLD_ENV
 from owlvit_cli.progress import LAYERS, step_name
-from owlvit_cli.testing.hold import ENV as HOLD_ENV
 from tests.helpers import STEP_LINE, problem_lines, run_console_script, step_lines
 
 ANSI = re.compile("\x1b")

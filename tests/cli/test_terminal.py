@@ -211,7 +211,7 @@ def test_a_signal_ends_the_display_with_the_running_step_failed(
     line ends with ✗ (no spinner left), the error line comes below it, nothing is left."""
     import signal
 
-    from owlvit_cli.testing.hold import ENV as HOLD_ENV
+    from owlvit_cli.hold import ENV as HOLD_ENV
 
     hold = tmp_path / "h"
     screen = terminal.run_in_terminal(

@@ -12,8 +12,8 @@ from safetensors import safe_open
 
 from owlvit_cli.convert.run import RECORD_FILE, convert_checkpoint
 from owlvit_cli.errors import BadInputError, MappingError
+from owlvit_cli.runtime.hf_model import load_hf_model, run_hf_detection, run_hf_image_only
 from owlvit_cli.scenic.tokenizer import get_tokenizer as clip_simple_tokenizer
-from owlvit_cli.verify.hf_model import load_hf_model, run_hf_detection, run_hf_image_only
 from tests.helpers import (
     REFERENCE_NAMES,
     reference_checkpoint,
@@ -248,13 +248,6 @@ def test_bad_dtype(tmp_path: Path, tiny_checkpoint):
     assert "--" not in str(caught.value)  # the library names no CLI flag
 
 
-def test_model_spec_round_trips_through_json():
-    from owlvit_cli.model.spec import VARIANTS, ModelSpec
-
-    for spec in VARIANTS.values():
-        assert ModelSpec.from_json(spec.to_json()) == spec
-
-
 HEAVY = {"transformers", "torch", "jax", "flax", "tokenizers"}
 
 
@@ -472,3 +465,41 @@ def test_symlinks_in_and_as_the_output_never_reach_the_users_files(tiny_checkpoi
     assert forced.returncode == 0, forced.stderr
     assert precious.read_text() == "mine" and not (out / "notes.md").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "out", "precious.txt", "thesis"]
+
+
+def test_conversion_pauses_the_collector_and_restores_it(tmp_path: Path, tiny_checkpoint):
+    """API callers get the CLI's setting: no cyclic collection while converting (the
+    tokenizer's many small objects would trigger it for nothing), the caller's setting after.
+    The conversion's own progress calls say whether the collector was on at each step."""
+    import contextlib
+    import gc
+
+    seen: list[bool] = []
+
+    class Probe:
+        @contextlib.contextmanager
+        def step(self, name: str, total: float | None = None, unit: str = ""):
+            seen.append(gc.isenabled())
+
+            class Handle:
+                def set_total(self, total: float, unit: str = "") -> None:
+                    seen.append(gc.isenabled())
+
+                def advance(self, amount: float = 1) -> None:
+                    seen.append(gc.isenabled())
+
+                def describe(self, name: str) -> None:
+                    pass
+
+            yield Handle()
+
+    assert gc.isenabled()
+    convert_checkpoint(tiny_checkpoint(), tmp_path / "out", progress=Probe())
+    assert seen and not any(seen)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        convert_checkpoint(tiny_checkpoint(), tmp_path / "again")
+        assert not gc.isenabled()  # a caller's choice is left as it was
+    finally:
+        gc.enable()

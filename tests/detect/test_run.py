@@ -205,8 +205,8 @@ def test_scenic_preprocessing_feeds_the_model_scenics_pixels(v2_detector, pipeli
     """--preprocessing notebook|evaluator: the model sees scenic's pixels, normalised."""
     import torch
 
+    from owlvit_cli.runtime.pixels import normalize_pixels
     from owlvit_cli.scenic.preprocess import preprocess
-    from owlvit_cli.verify.inputs import normalize_pixels
 
     seen: dict[str, Any] = {}
 

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from tests.helpers import problem_lines
+from tests.helpers import assert_one_line_error, problem_lines
 from tests.hub_server import HubServer, unused_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -246,18 +246,6 @@ def download(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         return Path(path).read_bytes()
 
     return fetch
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
-    """Exit code, nothing on stdout, exactly one `error:` line on stderr (after the warnings
-    the local checks give before the network), no traceback."""
-    assert result.returncode == code, result.stderr
-    assert result.stdout == ""
-    lines = [line for line in problem_lines(result.stderr) if not line.startswith("warning: ")]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def assert_no_token(result: subprocess.CompletedProcess[str], *tokens: str) -> None:

@@ -374,3 +374,37 @@ def test_record_replaces_a_symlink_in_hf_dir_instead_of_writing_through_it(
     assert precious.read_text() == "mine"
     assert not (hf_dir / VERIFICATION_FILE).is_symlink()
     assert json.loads((hf_dir / VERIFICATION_FILE).read_text())["passed"] is True
+
+
+def test_verify_opens_the_checkpoint_and_checks_the_directory_once(
+    tiny_checkpoint, converted, monkeypatch
+):
+    """Pairing, loading the Flax model and the finite-weights row share one open checkpoint
+    and one plan; HF_DIR is checked once for the pairing, the architecture and both loads."""
+    import owlvit_cli.checkpoint.reader as reader
+    import owlvit_cli.convert.mapping as mapping
+    import owlvit_cli.model.model_dir as model_dir
+    import owlvit_cli.runtime.hf_model as hf_model
+    import owlvit_cli.verify.run as verify_run
+
+    ckpt = tiny_checkpoint("v2-tiny")
+    hf_dir = converted(ckpt, "bfloat16")  # verify loads it twice: in float32 and as stored
+    calls: dict[str, int] = {}
+
+    def count(name: str, *modules: object) -> None:
+        """Count calls of `name` however it is reached: each module's binding of it."""
+        real = getattr(modules[0], name)
+
+        def spy(*args: object, **kwargs: object) -> object:
+            calls[name] = calls.get(name, 0) + 1
+            return real(*args, **kwargs)
+
+        for module in modules:
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, spy)
+
+    count("open_checkpoint", reader, verify_run)
+    count("plan_mapping", mapping)
+    count("check_model_dir", model_dir, hf_model)
+    assert run_verification(ckpt, hf_dir, VerifyOptions()).report["passed"]
+    assert calls == {"open_checkpoint": 1, "plan_mapping": 1, "check_model_dir": 1}

@@ -27,6 +27,8 @@ from owlvit_cli.cli.commands.common import (
 from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.render import human_bytes, key_value_grid
 from owlvit_cli.errors import BadInputError, ExitCode
+from owlvit_cli.model.dtypes import DEFAULT_DTYPE
+from owlvit_cli.model.model_dir import DEFAULT_MAX_SHARD_SIZE
 
 HELP = (
     "Convert a scenic OWL-ViT / OWLv2 checkpoint into a transformers model directory OUT that "
@@ -60,7 +62,7 @@ def convert_command(
             show_default=False,
         ),
     ],
-    dtype: DtypeOption = "auto",
+    dtype: DtypeOption = DEFAULT_DTYPE,
     max_shard_size: Annotated[
         str,
         typer.Option(
@@ -69,7 +71,7 @@ def convert_command(
             help="Split the weights into shards of at most SIZE (e.g. 500MB, 2GB, 1GiB) with an "
             "index file.",
         ),
-    ] = "5GB",
+    ] = DEFAULT_MAX_SHARD_SIZE,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -132,14 +134,14 @@ def convert_command(
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         from owlvit_cli.checkpoint.prefetch import prefetching
 
-        # The tokenizer files make ~10^5 small objects, each of them a reason for the cyclic
-        # collector to scan everything (0.2 s of a B/32 conversion, freeing nothing); this
-        # process is short and its memory is buffers, so reference counting is enough.
+        # The conversion pauses the cyclic collector itself (API callers get that too); this
+        # process also keeps it off while numpy and the core import (40-70 ms of collections
+        # that free nothing), and skips the final collection at exit.
         gc.disable()
-        process.skip_teardown()  # nor one final collection at exit
+        process.skip_teardown()
         try:
             with prefetching(source):  # the disk reads while numpy and the core import
-                from owlvit_cli.convert.run import convert_checkpoint
+                from owlvit_cli.api import convert_checkpoint
 
                 result = convert_checkpoint(
                     source,

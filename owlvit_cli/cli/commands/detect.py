@@ -20,6 +20,7 @@ from owlvit_cli.cli.commands.common import (
     make_output,
 )
 from owlvit_cli.cli.output import run_guarded
+from owlvit_cli.detect.options import DEFAULT_PREPROCESSING, DEFAULT_THRESHOLD
 
 HELP = (
     "Run the converted model in HF_DIR with its saved processor, offline, on IMAGE and print "
@@ -109,7 +110,7 @@ def detect_command(
         typer.Option(
             "--threshold", metavar="SCORE", help="Report boxes scoring above SCORE (0 to 1)."
         ),
-    ] = 0.1,
+    ] = DEFAULT_THRESHOLD,
     max_detections: Annotated[
         int | None,
         typer.Option(
@@ -127,7 +128,7 @@ def detect_command(
             help="How the image becomes pixels: 'processor' (the saved transformers processor, "
             "what Hub users get; default), or scenic's 'notebook' or 'evaluator' pipeline.",
         ),
-    ] = "processor",
+    ] = DEFAULT_PREPROCESSING,
     clip_to_image: Annotated[
         bool,
         typer.Option(
@@ -152,9 +153,9 @@ def detect_command(
     out = make_output(json_mode, debug, quiet)
 
     def action() -> None:
+        from owlvit_cli.api import detect_objects
         from owlvit_cli.atomic import check_not_input, check_writable_file
-        from owlvit_cli.detect.draw import draw_detections, output_format, save_image
-        from owlvit_cli.detect.run import detect
+        from owlvit_cli.runtime.draw import draw_detections, output_format, save_image
         from owlvit_cli.scenic.preprocess import load_image
 
         if output is not None:
@@ -164,7 +165,7 @@ def detect_command(
             check_writable_file(target)
             for source in sources:
                 check_not_input(target, source, directory=False)  # never over the photo
-        result = detect(
+        result = detect_objects(
             hf_dir,
             image,
             query,

@@ -96,16 +96,11 @@ def inspect_command(
 
     def action() -> int:
         source = checkpoint_path(out, checkpoint, step)
-        from owlvit_cli.checkpoint.inspection import inspect_report
         from owlvit_cli.checkpoint.reader import open_checkpoint
+        from owlvit_cli.convert.inspection import inspect_report
 
         with open_checkpoint(source) as ckpt:
-            report = inspect_report(ckpt, filter_)
-            if mapping:
-                from owlvit_cli.convert.mapping import mapping_rows
-
-                if not report["problems"]:
-                    report["mapping"] = mapping_rows(ckpt, filter_)
+            report = inspect_report(ckpt, filter_, mapping=mapping)
         if filter_ and not report.get("mapping", report["params"]):
             out.warn(
                 f"no tensor matches --filter {escape(repr(filter_))} "

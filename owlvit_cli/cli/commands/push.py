@@ -23,6 +23,7 @@ from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.render import human_bytes
 from owlvit_cli.errors import BadInputError
 from owlvit_cli.publish.model_card import DEFAULT_LICENSE
+from owlvit_cli.publish.names import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
     from owlvit_cli.publish.hub import PushPlan
@@ -201,7 +202,7 @@ def push_command(
             metavar="SECONDS",
             help="Seconds to wait for the Hub on each request.",
         ),
-    ] = 60.0,
+    ] = DEFAULT_TIMEOUT,
     json_mode: JsonOption = False,
     debug: DebugOption = False,
     quiet: QuietOption = False,

@@ -22,6 +22,7 @@ from owlvit_cli.cli.commands.common import (
 from owlvit_cli.cli.output import run_guarded
 from owlvit_cli.cli.verification import render_verification, verification_error, verify_and_report
 from owlvit_cli.errors import BadInputError, ExitCode
+from owlvit_cli.verify.options import DEFAULT_PREPROCESSING, DEFAULT_TOP_K
 from owlvit_cli.verify.tolerances import STOCK_TOLERANCES
 
 HELP = (
@@ -136,13 +137,13 @@ def verify_command(
             "behind scenic's published COCO/LVIS numbers; default) or 'notebook' (pad with 0.5 "
             "gray, then anti-aliased resize). The processor level reports both.",
         ),
-    ] = "evaluator",
+    ] = DEFAULT_PREPROCESSING,
     top_k: Annotated[
         int,
         typer.Option(
             "--top-k", min=1, metavar="K", help="Compare the K best detections (boxes, order)."
         ),
-    ] = 5,
+    ] = DEFAULT_TOP_K,
     save_outputs: Annotated[
         Path | None,
         typer.Option(

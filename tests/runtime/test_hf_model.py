@@ -12,7 +12,7 @@ from safetensors.numpy import load_file, save_file
 
 from owlvit_cli.errors import ModelDirError
 from owlvit_cli.model.model_dir import CONFIG_FILE, WEIGHTS_FILE
-from owlvit_cli.verify.hf_model import load_hf_model
+from owlvit_cli.runtime.hf_model import load_hf_model
 from owlvit_cli.verify.inputs import sample_image_path
 from tests.helpers import run_console_script
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from PIL import Image
 
-from owlvit_cli.detect.draw import PALETTE, draw_detections, draw_side_by_side
-from owlvit_cli.detect.run import Detection
+from owlvit_cli.runtime.detection import Detection
+from owlvit_cli.runtime.draw import PALETTE, draw_detections, draw_side_by_side
 from tests.helpers import sample_pixels
 
 

@@ -61,16 +61,21 @@ def processor_square_refusal(
 
 
 def load_hf_model(
-    directory: Path, scenic_semantics: bool = False, dtype: str | None = "float32"
+    directory: Path,
+    scenic_semantics: bool = False,
+    dtype: str | None = "float32",
+    *,
+    checked: bool = False,
 ) -> Any:
     """The detection model as `from_pretrained` gives it, offline, in eval mode: in `dtype`,
     or with `dtype=None` in whatever transformers loads by default (the stored dtype, which
-    is what users get)."""
+    is what users get). `checked`: the caller has run `check_model_dir` on `directory`."""
     import torch
     from transformers import AutoModelForZeroShotObjectDetection
     from transformers.utils import logging as hf_logging
 
-    check_model_dir(directory)  # one line naming what is missing, before transformers tries
+    if not checked:  # one line naming what is missing, before transformers tries
+        check_model_dir(directory)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

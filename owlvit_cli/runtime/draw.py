@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from owlvit_cli.detect.run import Detection
 from owlvit_cli.errors import BadInputError
+from owlvit_cli.runtime.detection import Detection
 
 OUTPUT_FORMATS = {
     ".png": "PNG",

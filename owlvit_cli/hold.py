@@ -1,5 +1,6 @@
-"""A test-only hook that holds a run at a named point, so that tests which interrupt or race
-real work are deterministic instead of hoping the work is slow enough to be caught.
+"""A test hook that holds a run at a named point, so that tests which interrupt or race real
+work are deterministic instead of hoping the work is slow enough to be caught. It lives on the
+ground floor because production code calls it; nothing here imports from `testing/`.
 
 Set `OWLVIT_TEST_HOLD=POINT:FILE` in the environment of an owlvit process. When the process
 reaches `hold_point(POINT)` it creates FILE (holding its pid) and waits until FILE is
