@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -80,6 +81,11 @@ class HubError(OwlvitError):
 
     exit_code = ExitCode.HUB_ERROR
     kind = "hub"
+
+
+def error_object(code: int, kind: str, message: str) -> dict[str, Any]:
+    """The `--json` shape of a failure; `message` is the stderr line."""
+    return {"error": {"code": int(code), "kind": kind, "message": message}}
 
 
 def first_line(exc: BaseException | str, limit: int = 200) -> str:

@@ -86,7 +86,17 @@ LAYERS: list[tuple[str, ...]] = [  # bottom to top; each entry a layer, each nam
     ("cli",),  # cli/ and __main__.py
     ("testing",),  # fixtures and the demo: nothing in the package imports them
 ]
-GROUND = ("errors", "progress", "version", "interrupts", "json_text", "atomic", "hold")
+GROUND = (
+    "errors",
+    "progress",
+    "version",
+    "interrupts",
+    "json_text",
+    "input_files",
+    "redaction",
+    "atomic",
+    "hold",
+)
 TOP_LEVEL = {"owlvit_cli": "api", "api": "api", "environment": "api", "__main__": "cli"}
 
 

@@ -48,6 +48,7 @@ from owlvit_cli.errors import (
     HubError,
     OutputError,
     OwlvitError,
+    error_object,
 )
 from owlvit_cli.json_text import strict_json_dumps
 from owlvit_cli.progress import NO_PROGRESS, Step
@@ -324,11 +325,6 @@ def print_json(payload: dict[str, Any]) -> None:
     """Strict JSON (non-finite numbers as strings), so any parser reads it."""
     sys.stdout.write(strict_json_dumps(payload, indent=2, default=_json_default) + "\n")
     sys.stdout.flush()
-
-
-def error_object(code: int, kind: str, message: str) -> dict[str, Any]:
-    """The `--json` shape of a failure; `message` is the stderr line."""
-    return {"error": {"code": int(code), "kind": kind, "message": message}}
 
 
 def fail(out: Output, message: str, code: int, kind: str) -> NoReturn:

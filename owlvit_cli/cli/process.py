@@ -140,9 +140,10 @@ def _report_without_output(code: int, message: str) -> int:
         return _Ending.json_code
     print(f"error: {message}", file=sys.stderr)
     if wants_json(sys.argv[1:]):
-        from owlvit_cli.cli.output import error_object, print_json
+        from owlvit_cli.errors import error_object
+        from owlvit_cli.json_text import strict_json_dumps
 
-        print_json(error_object(code, INTERRUPTED_KIND, message))
+        print(strict_json_dumps(error_object(code, INTERRUPTED_KIND, message), indent=2))
     return code
 
 
