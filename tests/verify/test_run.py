@@ -15,6 +15,7 @@ from owlvit_cli.verify.inputs import VerifyOptions
 from owlvit_cli.verify.run import run_verification
 from tests.helpers import (
     TINY_CASES,
+    assert_one_line_error,
     edited_model_dir,
     held_console_script,
     problem_lines,
@@ -360,9 +361,12 @@ def test_hf_dir_replaced_while_verify_runs_is_refused(
         assert json.loads(out)["error"]["code"] == 2
 
 
-def test_record_replaces_a_symlink_in_hf_dir_instead_of_writing_through_it(
+def test_record_never_writes_through_or_removes_a_symlink_in_hf_dir(
     tiny_checkpoint, converted, tmp_path
 ):
+    """A link where the report goes is the user's, not a report verify wrote: refused up front
+    (one line, exit 2), the link and what it points to left as they are. (A link planted after
+    that check is replaced through the pinned directory, never written through.)"""
     ckpt = tiny_checkpoint()
     hf_dir = tmp_path / "model"
     shutil.copytree(converted(ckpt), hf_dir)
@@ -370,10 +374,9 @@ def test_record_replaces_a_symlink_in_hf_dir_instead_of_writing_through_it(
     precious.write_text("mine")
     (hf_dir / VERIFICATION_FILE).symlink_to(precious)
     result = run_console_script("verify", ckpt, hf_dir, "--record", "-q")
-    assert result.returncode == 0, result.stderr
+    assert "is a symlink or not a regular file" in assert_one_line_error(result, 2)
     assert precious.read_text() == "mine"
-    assert not (hf_dir / VERIFICATION_FILE).is_symlink()
-    assert json.loads((hf_dir / VERIFICATION_FILE).read_text())["passed"] is True
+    assert (hf_dir / VERIFICATION_FILE).is_symlink()
 
 
 def test_verify_opens_the_checkpoint_and_checks_the_directory_once(
