@@ -25,7 +25,7 @@ from owlvit_cli.model.model_dir import (
     read_safetensors_header,
     weight_files,
 )
-from tests.helpers import SAMPLE, run_console_script
+from tests.helpers import SAMPLE, problem_lines, run_console_script
 
 
 def safetensors_file(path: Path, header: dict, data: bytes = b"") -> Path:
@@ -109,7 +109,7 @@ def test_hostile_files_in_hf_dir_are_one_line_exit_2(
     _spoil(hf_dir, name, how)
     result = run_console_script("verify", ckpt, hf_dir, "--json", timeout=300)
     assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = problem_lines(result.stderr)
     assert len(lines) == 1 and CASES[name, how] in lines[0], result.stderr
     assert "internal error" not in lines[0]
     assert json.loads(result.stdout)["error"]["code"] == 2
@@ -121,7 +121,7 @@ def test_push_dry_run_refuses_a_deep_config(tiny_checkpoint, converted, tmp_path
     _spoil(hf_dir, CONFIG_FILE, "deep")
     result = run_console_script("push", hf_dir, "org/model", "--dry-run")
     assert result.returncode == 2, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and "nested" in result.stderr
+    assert len(problem_lines(result.stderr)) == 1 and "nested" in result.stderr
 
 
 def sharded_outside(src: Path, root: Path, absolute: bool) -> Path:
@@ -154,6 +154,6 @@ def test_a_shard_outside_the_directory_is_refused_by_every_command(
     for name, args in commands.items():
         proc = run_console_script(*args)
         assert proc.returncode == 2, (name, proc.stderr)
-        lines = proc.stderr.strip().splitlines()
+        lines = problem_lines(proc.stderr)
         assert len(lines) == 1 and "lists shard(s) outside the model directory" in lines[0]
         assert "x.safetensors" in lines[0], name

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import SAMPLE, run_console_script
+from tests.helpers import SAMPLE, problem_lines, run_console_script
 
 
 @contextlib.contextmanager
@@ -72,7 +72,7 @@ def test_hostile_pixel_files_are_one_line_exit_2(kind, tiny_checkpoint, converte
     image = _hostile_image(kind, tmp_path)
     result = run_console_script("verify", ckpt, converted(ckpt), "--image", image, timeout=300)
     assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = problem_lines(result.stderr)
     assert len(lines) == 1 and HOSTILE[kind] in lines[0], result.stderr
 
 
@@ -82,7 +82,7 @@ def test_a_fifo_image_is_refused_not_waited_on(name, tiny_checkpoint, converted,
     with fifo_with_a_writer(tmp_path / name) as fifo:
         result = run_console_script("verify", ckpt, converted(ckpt), "--image", fifo)
     assert result.returncode == 2, result.stderr
-    assert "pipe (FIFO)" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "pipe (FIFO)" in result.stderr and len(problem_lines(result.stderr)) == 1
 
 
 def test_a_good_npy_still_reads(tiny_checkpoint, converted, tmp_path):
