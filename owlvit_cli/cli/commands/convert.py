@@ -114,17 +114,17 @@ def convert_command(
         if dry_run and verify:
             raise BadInputError("--dry-run writes nothing, so there is nothing to --verify")
         source = checkpoint_path(out, checkpoint, step)
+        # What the dry run and the conversion are asked, the same for both.
+        asked = {
+            "dtype": dtype,
+            "max_shard_size": max_shard_size,
+            "overwrite": overwrite,
+            "force_overwrite": force_overwrite,
+        }
         if dry_run:
-            from owlvit_cli.convert.run import plan_conversion
+            from owlvit_cli.api import plan_conversion
 
-            plan = plan_conversion(
-                source,
-                output,
-                dtype=dtype,
-                max_shard_size=max_shard_size,
-                overwrite=overwrite,
-                force_overwrite=force_overwrite,
-            ).to_json()
+            plan = plan_conversion(source, output, **asked).to_json()
             for warning in plan["warnings"]:
                 out.warn(warning)
             out.result(plan, lambda console: render_plan(console, plan))
@@ -143,15 +143,7 @@ def convert_command(
             with prefetching(source):  # the disk reads while numpy and the core import
                 from owlvit_cli.api import convert_checkpoint
 
-                result = convert_checkpoint(
-                    source,
-                    output,
-                    dtype=dtype,
-                    max_shard_size=max_shard_size,
-                    overwrite=overwrite,
-                    force_overwrite=force_overwrite,
-                    progress=out,
-                )
+                result = convert_checkpoint(source, output, **asked, progress=out)
         finally:
             gc.enable()
         for warning in result.warnings:
