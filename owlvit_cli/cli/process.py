@@ -179,10 +179,6 @@ def _flush_output() -> None:
             stream.flush()
 
 
-def received_signal() -> int | None:
-    return SignalState.received
-
-
 def interrupt_exit_code(exc: BaseException | None = None) -> int:
     """128 + the signal's number (130 for Ctrl-C), as shells report a killed process."""
     signum = getattr(exc, "signum", None) or SignalState.received or signal.SIGINT

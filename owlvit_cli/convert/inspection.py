@@ -21,13 +21,6 @@ from owlvit_cli.model.dtypes import dtype_problems
 from owlvit_cli.model.spec import ModelSpec, spec_from_shapes
 
 
-def checkpoint_problems(ckpt: Checkpoint) -> tuple[ModelSpec | None, list[str]]:
-    """The spec if one can be derived, and every problem convert would refuse the checkpoint
-    for before writing anything (what `inspect` lists)."""
-    spec, _, problems = checked_plan(ckpt)
-    return spec, problems
-
-
 def checked_plan(ckpt: Checkpoint) -> tuple[ModelSpec | None, MappingPlan | None, list[str]]:
     """The spec and the mapping plan where they can be made, and every problem found on the
     way: unlike `plan_checkpoint`, it goes on after the first one, to list them all."""

@@ -9,8 +9,6 @@ query embedding and the NMS after scoring follow scenic instead of transformers.
 from __future__ import annotations
 
 import io
-import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from owlvit_cli.errors import BadInputError
+from owlvit_cli.errors import BadInputError, first_line
 from owlvit_cli.scenic.image_query import (
     Box,
     QuerySelection,
@@ -130,19 +128,14 @@ def check_embedding_width(embeddings: np.ndarray, width: int, source: str) -> No
 
 
 def load_query_embedding(path: Path) -> np.ndarray:
-    """A saved [Q, E] (or [E]) float array, checked before its data is read."""
+    """A saved [Q, E] (or [E]) float array: a regular file of a sane size, read once."""
+    from owlvit_cli.input_files import read_limited
+
+    data = read_limited(path, MAX_EMBEDDING_FILE_BYTES)
     try:
-        info = os.stat(path)
-    except OSError as exc:
-        raise BadInputError(f"{path}: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(info.st_mode):
-        raise BadInputError(f"{path} is not a regular file")
-    if info.st_size > MAX_EMBEDDING_FILE_BYTES:
-        raise BadInputError(f"{path} is {info.st_size} bytes: too large for a query embedding")
-    try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise BadInputError(f"{path}: not a readable .npy array ({exc})") from exc
+        raise BadInputError(f"{path}: not a readable .npy array ({first_line(exc)})") from exc
     if not isinstance(array, np.ndarray):  # an .npz archive, whatever its name
         array.close()
         raise BadInputError(f"{path} is an .npz archive, not a .npy array")
@@ -164,7 +157,4 @@ def save_query_embedding(path: Path, embeddings: np.ndarray) -> None:
 
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(embeddings, np.float32), allow_pickle=False)
-    try:
-        atomic_write_bytes(path, buffer.getvalue())
-    except OSError as exc:
-        raise BadInputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    atomic_write_bytes(path, buffer.getvalue())  # a refused write: an OutputError

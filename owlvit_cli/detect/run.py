@@ -503,7 +503,7 @@ def embed_query_box(
     picture = load_image(image_path)
     examples = _examples([image_path], [parsed], {image_path: picture})
     check_processor_can_take(picture, preprocessing, config, version)
-    detector = detector or load_detector(hf_dir)
+    detector = detector or load_detector(hf_dir, checked=True)
     chosen = embed_examples(
         detector.model, examples, lambda im: model_pixels(detector, im, preprocessing)
     )

@@ -150,13 +150,7 @@ def save_image(image: Image.Image, path: Path) -> None:
     """Write the picture whole or not at all."""
     from owlvit_cli.atomic import atomic_write_bytes
 
-    data = encode_image(image, path)
-    try:
-        atomic_write_bytes(path, data)
-    except PermissionError as exc:
-        raise BadInputError(f"{path}: permission denied") from exc
-    except OSError as exc:
-        raise BadInputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    atomic_write_bytes(path, encode_image(image, path))  # a refused write: an OutputError
 
 
 @dataclass(frozen=True)

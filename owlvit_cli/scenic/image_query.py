@@ -23,7 +23,6 @@ relative by dividing by the longer side.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,12 +141,6 @@ def suppressed_logits(
     out = np.array(logits, copy=True)
     out[~keep] = np.finfo(out.dtype).min
     return out
-
-
-def selections(
-    class_embeddings: np.ndarray, pred_boxes: np.ndarray, boxes_yxyx: Sequence[np.ndarray]
-) -> list[QuerySelection]:
-    return [select_query_embedding(class_embeddings, pred_boxes, box) for box in boxes_yxyx]
 
 
 def _fmt(box: Box) -> str:

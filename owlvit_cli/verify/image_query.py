@@ -16,11 +16,11 @@ from owlvit_cli.verify.inputs import VerifyInputs
 ClassHead = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def image_query_outputs(
+def with_image_query(
     outputs: dict[str, np.ndarray], inputs: VerifyInputs, class_head: ClassHead
 ) -> dict[str, np.ndarray]:
-    """`image_query_box` (the predicted box each example chose), `image_query_embedding`
-    [Q, E] and `image_query_logits` [B, N, Q] for one side's outputs."""
+    """One side's outputs with `image_query_box` (the predicted box each example chose),
+    `image_query_embedding` [Q, E] and `image_query_logits` [B, N, Q] added."""
     q = inputs.query_image_index
     embeddings = outputs["class_embeddings_unnormalized"][q]
     boxes = outputs["pred_boxes"][q]
@@ -29,13 +29,8 @@ def image_query_outputs(
     batch = outputs["feature_map"].shape[0]
     logits = class_head(outputs["feature_map"], np.broadcast_to(query, (batch, *query.shape)))
     return {
+        **outputs,
         "image_query_box": np.array([c.index for c in chosen]),
         "image_query_embedding": query,
         "image_query_logits": np.asarray(logits, np.float32),
     }
-
-
-def with_image_query(
-    outputs: dict[str, np.ndarray], inputs: VerifyInputs, class_head: ClassHead
-) -> dict[str, np.ndarray]:
-    return {**outputs, **image_query_outputs(outputs, inputs, class_head)}

@@ -90,7 +90,10 @@ def prepare_inputs(spec: ModelSpec, options: VerifyOptions) -> VerifyInputs:
     size = spec.vision.image_size
     paths = list(options.images) or [sample_image_path()]
     if options.query_boxes and options.image_query is None and len(paths) > 1:
-        raise BadInputError("with several images, say which one the query boxes are drawn on")
+        raise BadInputError(
+            "with several images, say which one the query boxes are drawn on",
+            hint="--image-query IMAGE",
+        )
     if options.image_query is not None and Path(options.image_query) not in map(Path, paths):
         paths.append(Path(options.image_query))
     query_index = list(map(Path, paths)).index(Path(options.image_query or paths[0]))

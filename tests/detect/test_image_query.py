@@ -149,8 +149,8 @@ ERRORS = {
     "wrong width": (["--query-embedding", "NPY16"], "16 wide, this model's are 8"),
     "not an array": (["--query-embedding", "SAMPLE"], "not a readable .npy array"),
     "npz": (["--query-embedding", "NPZ"], "an .npz archive"),
-    "directory": (["--query-embedding", "OUT"], "is not a regular file"),
-    "missing": (["--query-embedding", "OUT/nope.npy"], "No such file"),
+    "directory": (["--query-embedding", "OUT"], "is a directory, not a regular file"),
+    "missing": (["--query-embedding", "OUT/nope.npy"], "nope.npy: no such file"),
     "over the photo": (
         ["--image-query", "SAMPLE", "--query-box", CAR, "--save-query-embedding", "SAMPLE"],
         "input",
