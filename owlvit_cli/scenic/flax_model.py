@@ -29,6 +29,7 @@ import numpy as np
 from owlvit_cli.errors import CheckpointError
 from owlvit_cli.model.spec import ModelSpec, expected_shapes
 from owlvit_cli.model.tree import flatten, nest
+from owlvit_cli.scenic.attention import blockwise_attention
 from owlvit_cli.scenic.jax_runtime import configure_cpu_backend
 from owlvit_cli.scenic.semantics import (
     CLIP_LAYERNORM_EPSILON,
@@ -97,8 +98,12 @@ class ResidualBlock(nn.Module):
     @nn.compact
     def __call__(self, x: Array, mask: Array | None = None) -> Array:
         y = _clip_layernorm("ln_0")(x)
-        # Flax's own attention gives scenic's exact parameter layout and masking semantics.
-        x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads, name="attn")(y, mask=mask)
+        # Flax's own attention module gives scenic's exact parameter layout and masking
+        # semantics; its arithmetic is flax's too, one head at a time (see attention.py).
+        attention = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads, attention_fn=blockwise_attention, name="attn"
+        )
+        x = x + attention(y, mask=mask)
         y = _clip_layernorm("ln_1")(x)
         return x + Mlp(self.mlp_hidden, name="mlp")(y)
 
@@ -452,6 +457,30 @@ class FlaxRunner:
         other = copy.copy(self)
         other.variables = {"params": checked_params(self.spec, params_tree)}
         return other
+
+    def round_params(self, dtype: str) -> None:
+        """Replace the params by their values rounded to `dtype` (the numpy cast, round to
+        nearest even, that the safetensors writer applied) and back in float32: the model a
+        directory stored in `dtype` holds. One leaf at a time, each float32 original freed as
+        its rounded copy is made, so an L/14 never has two float32 copies (1.7 GB each)."""
+        from owlvit_cli.model.dtypes import numpy_dtype
+
+        target = numpy_dtype(dtype)
+
+        def round_tree(tree: dict[str, Any]) -> None:
+            for key, value in tree.items():
+                if isinstance(value, dict):
+                    round_tree(value)
+                else:
+                    tree[key] = jnp.asarray(np.asarray(value).astype(target).astype(np.float32))
+                    del value
+
+        round_tree(self.variables["params"])
+
+    def release_params(self) -> None:
+        """Free the params (the compiled programs stay): verify's Flax side is done before the
+        transformers model runs, and the weights are the bulk of its memory."""
+        self.variables = {"params": {}}
 
     @property
     def layers_per_pass(self) -> int:
