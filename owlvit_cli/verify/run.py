@@ -46,6 +46,7 @@ from owlvit_cli.verify.compare import (
     finite_weights_row,
     processor_drift,
 )
+from owlvit_cli.verify.hf_loading import hf_loading
 from owlvit_cli.verify.inputs import (
     VerifyInputs,
     VerifyOptions,
@@ -63,52 +64,6 @@ from owlvit_cli.verify.report import (
 )
 from owlvit_cli.verify.source import check_source, read_record, stored_dtype
 from owlvit_cli.verify.tolerances import STOCK_TOLERANCES
-
-
-def check_same_architecture(
-    spec: ModelSpec, hf_dir: Path, found: dict[str, Any] | None = None
-) -> None:
-    """Different architectures are bad input (exit 2), not a numerical mismatch. `found` is
-    HF_DIR's config as `check_model_dir` read it (read again when not given)."""
-    from owlvit_cli.convert.hf_files import config_dict
-    from owlvit_cli.model.model_dir import check_model_dir
-
-    if found is None:
-        found, _, _ = check_model_dir(hf_dir)
-    expected = config_dict(spec)
-    keys = {
-        "vision_config": (
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "patch_size",
-            "image_size",
-        ),
-        "text_config": (
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "vocab_size",
-        ),
-    }
-    diffs = [
-        f"{part}.{key} {found.get(part, {}).get(key)} ≠ {expected[part][key]}"
-        for part, names in keys.items()
-        for key in names
-        if found.get(part, {}).get(key) != expected[part][key]
-    ]
-    if found.get("model_type") != expected["model_type"]:
-        diffs.insert(0, f"model_type {found.get('model_type')} ≠ {expected['model_type']}")
-    if found.get("projection_dim") != expected["projection_dim"]:
-        diffs.append(f"projection_dim {found.get('projection_dim')} ≠ {spec.projection_dim}")
-    if diffs:
-        raise ModelDirError(
-            f"{hf_dir} is not the same architecture as the checkpoint (model vs checkpoint): "
-            + ", ".join(diffs[:5])
-        )
 
 
 @contextmanager
@@ -164,24 +119,19 @@ def run_models(
     hasher = start_hashing(checkpoint) if options.record and pairing.sha256 is None else None
     tolerances = Tolerances.for_dtype(pairing.dtype, options.atol)
     spec = pairing.spec
-    runners, inputs = load_reference(ckpt, spec, pairing.dtype, options, timings, progress)
-    with _timed(timings, "load_hf", progress, "loading the transformers model"):
-        from owlvit_cli.runtime.hf_model import load_hf_model, load_processor
-
-        check_same_architecture(spec, hf_dir, pairing.config)
-        model = load_hf_model(hf_dir, checked=True)  # float32 compute: the mapping level
-        # As users load it: transformers' default dtype is the stored one.
-        stock_model = (
-            model if pairing.dtype == "float32" else load_hf_model(hf_dir, dtype=None, checked=True)
+    with hf_loading(hf_dir, pairing) as loading:  # transformers loads while the Flax side runs
+        runner, inputs = load_reference(ckpt, spec, options, timings, progress)
+        with _timed(timings, "flax_compile", progress, "compiling the Flax model"):
+            runner.compile(inputs.scenic_pixels, inputs.input_ids)
+        keep = options.processor_detections or options.strict_processor
+        flax_out, rounded_out, flax_runner = run_flax_both(
+            runner, pairing.dtype, inputs, timings, progress, keep=keep
         )
-        has_images = any(raw is not None for raw in inputs.raw_images)
-        processor = load_processor(hf_dir) if has_images else None
-    flax_runner, rounded_runner = runners
-    with _timed(timings, "flax_compile", progress, "compiling the Flax model"):
-        flax_runner.compile(inputs.scenic_pixels, inputs.input_ids)
-    flax_out, rounded_out = run_flax_both(
-        flax_runner, rounded_runner, inputs, spec, timings, progress
-    )
+        with _timed(timings, "load_hf", progress, "loading the transformers model"):
+            model, stock_model = loading.models()
+            has_images = any(raw is not None for raw in inputs.raw_images)
+            processor = loading.processor() if has_images else None
+    timings["load_hf_total"] = loading.seconds
     from owlvit_cli.runtime.hf_model import layer_progress, model_device
 
     hf_detail = describe_forward(model_device(model), spec, inputs)
@@ -192,9 +142,7 @@ def run_models(
         with layer_progress((model, stock_model), step.advance):
             stock, patched = run_hf_both(model, inputs, stock_model)
     with _timed(timings, "image_query", progress, "choosing the image-query embeddings"):
-        flax_out, rounded_out, stock, patched = image_query_all(
-            inputs, runners, (model, stock_model), (flax_out, rounded_out, stock, patched)
-        )
+        stock, patched = hf_image_queries(inputs, (model, stock_model), (stock, patched))
     flax = FlaxOutputs(flax_out, rounded_out)
     with _timed(timings, "compare", progress, "comparing"):
         rows, tops = compare_outputs(flax, stock, patched, inputs, options, tolerances)
@@ -220,8 +168,7 @@ def run_models(
     digest = pairing.sha256 or (hasher.digest(progress) if hasher is not None else None)
     if digest is not None and options.record:
         report["checkpoint_sha256"] = digest
-    models = {"flax": flax_runner, "flax_rounded": rounded_runner, "hf": model}
-    models["hf_stock"] = stock_model
+    models = {"flax": flax_runner, "hf": model, "hf_stock": stock_model}
     return Verification(report, saved_arrays(inputs, flax_out, stock), inputs, tops, models)
 
 
@@ -233,27 +180,49 @@ def describe_forward(device: str, spec: ModelSpec, inputs: VerifyInputs) -> str:
 
 def run_flax_both(
     runner: Any,
-    rounded: Any,
+    dtype: str,
     inputs: VerifyInputs,
-    spec: ModelSpec,
     timings: dict[str, float],
     progress: Progress,
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    *,
+    keep: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], Any]:
     """The Flax model on the float32 params and, for a directory stored in another dtype, on
-    them rounded to it; its progress is the encoder layers the running programs finish."""
+    them rounded to it; each side's image-query outputs are taken from its own pass. Then its
+    weights are freed, before the transformers model runs, unless `keep` (the processor
+    check's detections run the float32 model again later): only then do two float32 copies
+    exist, the params and their rounded copy. Returns the outputs and the float32 runner
+    (params released unless kept). Progress is the encoder layers the programs finish."""
+    from owlvit_cli.memory import release_freed_memory
     from owlvit_cli.scenic.flax_model import layer_progress
+    from owlvit_cli.verify.image_query import with_image_query
 
-    label = step_name("running the Flax model", describe_forward(runner.device, spec, inputs))
+    rounding = dtype != "float32"
+    label = step_name(
+        "running the Flax model", describe_forward(runner.device, runner.spec, inputs)
+    )
     with _timed(timings, "flax_forward", progress, label) as step:
-        step.set_total(runner.layers_per_pass * (1 if rounded is runner else 2), LAYERS)
+        step.set_total(runner.layers_per_pass * (2 if rounding else 1), LAYERS)
         with layer_progress(step.advance):
-            out = runner.detect(inputs.scenic_pixels, inputs.input_ids, image_only=True)
+            out = with_image_query(
+                runner.detect(inputs.scenic_pixels, inputs.input_ids, image_only=True),
+                inputs,
+                runner.score_features,
+            )
             rounded_out = out
-            if rounded is not runner:
-                rounded_out = rounded.detect(
-                    inputs.scenic_pixels, inputs.input_ids, image_only=True
+            if rounding:
+                rounded = runner.with_params(runner.variables["params"]) if keep else runner
+                rounded.round_params(dtype)
+                rounded_out = with_image_query(
+                    rounded.detect(inputs.scenic_pixels, inputs.input_ids, image_only=True),
+                    inputs,
+                    rounded.score_features,
                 )
-    return out, rounded_out
+                rounded.release_params()
+    if not keep:
+        runner.release_params()
+    release_freed_memory()
+    return out, rounded_out, runner
 
 
 def scenic_top_detections(
@@ -320,32 +289,17 @@ def model_dtype(model: Any) -> str:
     return str(model.dtype).removeprefix("torch.")
 
 
-def rounded_params(tree: dict[str, Any], dtype: str) -> dict[str, Any]:
-    """The params as a `dtype` directory holds them, back in float32: the same numpy cast
-    (round to nearest even) that the safetensors writer applied."""
-    from owlvit_cli.model.dtypes import numpy_dtype
-
-    target = numpy_dtype(dtype)
-    return {
-        key: rounded_params(value, dtype)
-        if isinstance(value, dict)
-        else np.asarray(value).astype(target).astype(np.float32)
-        for key, value in tree.items()
-    }
-
-
 def load_reference(
     ckpt: Checkpoint,
     spec: ModelSpec,
-    dtype: str,
     options: VerifyOptions,
     timings: dict[str, float],
     progress: Progress,
-) -> tuple[tuple[Any, Any], VerifyInputs]:
-    """The Flax model (on the float32 params, and on them rounded to `dtype`) and the inputs.
-    Images and queries are prepared in a second thread while jax imports and the weights
-    load: PIL's decoding and scipy's resize release the GIL, so that work costs no wall time.
-    `inputs` times only what is left to wait for afterwards."""
+) -> tuple[Any, VerifyInputs]:
+    """The Flax model on the float32 params, and the inputs. Images and queries are prepared
+    in a second thread while jax imports and the weights load: PIL's decoding and scipy's
+    resize release the GIL, so that work costs no wall time. `inputs` times only what is left
+    to wait for afterwards."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1) as background:
@@ -353,41 +307,26 @@ def load_reference(
             prepared = background.submit(prepare_inputs, spec, options)
             from owlvit_cli.scenic.flax_model import FlaxRunner  # jax: seconds, so timed as loading
 
-            params = ckpt.params_tree(np.float32)
-            runner = FlaxRunner(spec, params)
-            rounded = runner
-            if dtype != "float32":
-                rounded = runner.with_params(rounded_params(params, dtype))
-            del params
+            runner = FlaxRunner(spec, ckpt.params_tree(np.float32))
         with _timed(timings, "inputs", progress, "preparing images and queries"):
             inputs = prepared.result()
-    return (runner, rounded), inputs
+    return runner, inputs
 
 
-def image_query_all(
-    inputs: VerifyInputs,
-    runners: tuple[Any, Any],
-    models: tuple[Any, Any],
-    outputs: tuple[dict, dict, dict, dict],
-) -> tuple[dict, dict, dict, dict]:
-    """Each side's image-conditioned outputs from its own forward pass: Flax (float32 and
-    rounded: the same dict for a float32 directory, kept the same object), stock and patched
-    transformers. Only the class head runs again."""
+def hf_image_queries(
+    inputs: VerifyInputs, models: tuple[Any, Any], outputs: tuple[dict, dict]
+) -> tuple[dict, dict]:
+    """The stock and patched transformers outputs with their image-conditioned outputs, each
+    from its own forward pass: only the class head runs again."""
     from functools import partial
 
     from owlvit_cli.runtime.hf_model import run_hf_class_head
     from owlvit_cli.verify.image_query import with_image_query
 
-    (flax_runner, rounded_runner), (model, stock_model) = runners, models
-    flax_out, rounded_out, stock, patched = outputs
-    same = rounded_out is flax_out
-    flax_out = with_image_query(flax_out, inputs, flax_runner.score_features)
-    rounded_out = (
-        flax_out if same else with_image_query(rounded_out, inputs, rounded_runner.score_features)
-    )
+    (model, stock_model), (stock, patched) = models, outputs
     stock = with_image_query(stock, inputs, partial(run_hf_class_head, stock_model))
     patched = with_image_query(patched, inputs, partial(run_hf_class_head, model))
-    return flax_out, rounded_out, stock, patched
+    return stock, patched
 
 
 def image_query_report(inputs: VerifyInputs, flax: dict, stock: dict) -> dict[str, Any]:
