@@ -32,10 +32,11 @@ BLOCK_BYTES = 64 << 20
 
 def query_blocks(length: int, block_bytes: int = BLOCK_BYTES) -> tuple[int, int]:
     """(number of blocks, rows per block) so that one block of [rows, length] float32 logits
-    fits in `block_bytes`; the last block is padded up to `rows`."""
-    count = max(1, math.ceil(length * length * 4 / block_bytes))
-    rows = math.ceil(length / count)
-    return math.ceil(length / rows), rows
+    fits in `block_bytes` (one row at least), blocks as even as can be; the last block is
+    padded up to `rows`."""
+    most_rows = max(1, block_bytes // (4 * length))
+    count = math.ceil(length / most_rows)
+    return count, math.ceil(length / count)
 
 
 def blockwise_attention(
@@ -47,6 +48,7 @@ def blockwise_attention(
     deterministic: bool | None = None,
     dtype: Any = None,
     precision: Any = None,
+    block_bytes: int = BLOCK_BYTES,
 ) -> Array:
     """`[B, T, H, D]` query, key and value → `[B, T, H, D]`, as `dot_product_attention`."""
     plain = mask is None and dropout_rate == 0.0 and dtype is None and precision is None
@@ -64,7 +66,7 @@ def blockwise_attention(
     batch, length, heads, depth = query.shape
     query = query / jnp.sqrt(depth).astype(query.dtype)  # before the dot, as flax does
     q, k, v = (_heads_first(x) for x in (query, key, value))  # [B*H, T, D]
-    count, rows = query_blocks(length)
+    count, rows = query_blocks(length, block_bytes)
     q = jnp.pad(q, ((0, 0), (0, count * rows - length), (0, 0)))
     q = q.reshape(batch * heads, count, rows, depth)
     out = jax.lax.map(_one_head, (q, k, v))  # [B*H, count, rows, D]

@@ -317,3 +317,33 @@ def test_runner_rejects_wrong_input_shapes() -> None:
         runner.detect(images[:, :32], ids)
     with pytest.raises(ValueError, match="input_ids must be"):
         runner.detect(images, ids[..., :8])
+
+
+def live_param_bytes() -> int:
+    return sum(a.nbytes for a in jax.live_arrays())
+
+
+def test_round_params_replaces_the_float32_params_instead_of_copying_them() -> None:
+    import ml_dtypes
+
+    runner = tiny_runner("v2-tiny")
+    before = {path: np.asarray(a) for path, a in flatten(runner.variables["params"])}
+    live = live_param_bytes()
+    runner.round_params("bfloat16")
+    after = dict(flatten(runner.variables["params"]))
+    for path, original in before.items():
+        expected = original.astype(ml_dtypes.bfloat16).astype(np.float32)
+        np.testing.assert_array_equal(np.asarray(after[path]), expected, err_msg=path)
+    del before, after
+    # The float32 originals are gone: no second copy of the weights stays alive.
+    assert live_param_bytes() < 1.5 * live
+
+
+def test_released_params_leave_the_compiled_programs() -> None:
+    runner = tiny_runner("v2-tiny")
+    images, ids = tiny_inputs(runner.spec)
+    runner.compile(images, ids)
+    live = live_param_bytes()
+    runner.release_params()
+    assert runner.variables == {"params": {}}
+    assert live_param_bytes() < live / 2

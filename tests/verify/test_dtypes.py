@@ -154,3 +154,21 @@ def test_failed_convert_verify_does_not_end_on_converted(
     assert "✗ wrote" in text
     assert "✓ converted" not in result.stdout
     assert (out / "owlvit_conversion.json").is_file()  # the directory was written
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flax_weights_are_freed_before_the_transformers_side(tiny_checkpoint, converted, dtype):
+    # verify's peak memory is one model's weights, not both: the Flax side is done (rounded
+    # copy included) and released by the time transformers runs.
+    ckpt = tiny_checkpoint("v2-tiny", "v2")
+    result = run_verification(ckpt, converted(ckpt, dtype), VerifyOptions())
+    assert result.report["passed"], result.report["failed"]
+    assert result.models["flax"].variables == {"params": {}}
+
+
+def test_processor_detections_keep_the_flax_weights_they_need(tiny_checkpoint, converted):
+    ckpt = tiny_checkpoint("v2-tiny", "v2")
+    options = VerifyOptions(processor_detections=True)
+    result = run_verification(ckpt, converted(ckpt, "bfloat16"), options)
+    assert result.report["passed"], result.report["failed"]
+    assert result.models["flax"].variables["params"]
