@@ -96,6 +96,7 @@ GROUND = (
     "redaction",
     "atomic",
     "hold",
+    "cache",
 )
 TOP_LEVEL = {"owlvit_cli": "api", "api": "api", "environment": "api", "__main__": "cli"}
 

@@ -16,7 +16,7 @@ than the start of the hash (a write in the same tick as the hash cannot hide). W
 covered: filesystems that do not maintain ctime (some FUSE and network mounts), and writes
 through a shared writable memory map, which the kernel time-stamps only at the first write
 after each write-back. A digest is what `convert` records as the source's sha256, so the
-memo lives in owlvit's cache directory (`checkpoint/cache.py`) and deleting it only costs time.
+memo lives in owlvit's cache directory (`cache.py`) and deleting it only costs time.
 
 A checkpoint directory (Orbax) is hashed as its files in sorted relative-path order, each as
 `path NUL size NUL bytes`, so a renamed, resized or edited file changes the digest; links are
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from owlvit_cli.checkpoint.cache import cache_root
+from owlvit_cli.cache import cache_root
 from owlvit_cli.checkpoint.file_tree import scan_tree
 from owlvit_cli.errors import BadInputError, OwlvitError
 from owlvit_cli.input_files import open_regular, read_limited
