@@ -29,6 +29,7 @@ import numpy as np
 from owlvit_cli.errors import CheckpointError
 from owlvit_cli.model.spec import ModelSpec, expected_shapes
 from owlvit_cli.model.tree import flatten, nest
+from owlvit_cli.scenic.compilation_cache import enable_compilation_cache
 from owlvit_cli.scenic.jax_runtime import configure_cpu_backend
 from owlvit_cli.scenic.layer_signal import layer_signal
 from owlvit_cli.scenic.semantics import (
@@ -46,6 +47,7 @@ Array = jax.Array
 Params = Mapping[str, Any]
 
 configure_cpu_backend()  # before any computation starts the backend
+enable_compilation_cache()  # before the first compilation, which would not look there
 
 
 def quick_gelu(x: Array) -> Array:
