@@ -128,3 +128,35 @@ def test_the_users_own_jax_setting_wins(tmp_path: Path):
     off = {"OWLVIT_CACHE": str(tmp_path / "c"), "JAX_ENABLE_COMPILATION_CACHE": "false"}
     assert probe(off) == [None, False]
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+# A fresh process compiles (or loads) the tiny model's program and runs it once, listening.
+LAYERS_PROBE = """
+import json
+from owlvit_cli.model.tree import nest
+from owlvit_cli.model.spec import VARIANTS
+from owlvit_cli.scenic.flax_model import FlaxRunner, dummy_inputs, layer_progress
+from owlvit_cli.testing import fixtures
+spec = VARIANTS["v2-tiny"]
+runner = FlaxRunner(spec, nest(fixtures.random_params(spec, seed=1)))
+images, ids = dummy_inputs(spec)
+runner.compile(images, ids)
+heard = []
+with layer_progress(lambda: heard.append(1)):
+    runner.detect(images, ids, image_only=True)
+print(json.dumps([len(heard), runner.layers_per_pass]))
+"""
+
+
+def test_a_program_loaded_from_the_cache_still_reports_every_layer(tmp_path: Path):
+    env = {**os.environ, "OWLVIT_CACHE": str(tmp_path), "JAX_LOG_COMPILES": "1"}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", LAYERS_PROBE], capture_output=True, text=True, env=env
+        )
+        for _ in range(2)
+    ]
+    assert [HIT in run.stderr for run in runs] == [False, True], runs[1].stderr
+    for run in runs:
+        heard, layers = json.loads(run.stdout.splitlines()[-1])
+        assert heard == layers == 4
