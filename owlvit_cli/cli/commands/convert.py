@@ -134,6 +134,11 @@ def convert_command(
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         from owlvit_cli.checkpoint.prefetch import prefetching
 
+        if verify:
+            from owlvit_cli.verify.preload import import_in_background
+
+            import_in_background()  # the verify's jax and torch, while the conversion runs
+
         # The conversion pauses the cyclic collector itself (API callers get that too); this
         # process also keeps it off while numpy and the core import (40-70 ms of collections
         # that free nothing), and skips the final collection at exit.
