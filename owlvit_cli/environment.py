@@ -91,7 +91,7 @@ def token_source() -> str | None:
 def cache_locations() -> dict[str, str]:
     from huggingface_hub import constants
 
-    from owlvit_cli.checkpoint.cache import cache_root
+    from owlvit_cli.cache import cache_root
 
     return {
         "owlvit": str(cache_root()),

@@ -15,9 +15,10 @@ interface for users.
 Points: `startup` (the console script's handlers are installed, the command line not yet
 parsed), `command-start` (the command's output exists, its work not started), `step-running`
 (a step's line is on the live display, which only a terminal has), `convert-read` (every
-tensor read and written, the checkpoint not yet checked for changes),
-`convert-before-rename` (the temporary output directory is complete, not yet renamed into
-place), `verify-paired` (HF_DIR's source checked, no model loaded yet), `verify-hf-forward`
+tensor read and written, the checkpoint not yet checked for changes), `checkpoint-hashing` (a
+thread is about to read a checkpoint only to hash it, as a conversion of a msgpack file never
+does), `convert-before-rename` (the temporary output directory is complete, not yet renamed
+into place), `verify-paired` (HF_DIR's source checked, no model loaded yet), `verify-hf-forward`
 (inside the step that runs the transformers model, before it runs), `verify-compared` (both
 models ran, nothing written yet), `push-before-reading` (the repo exists, no file of the
 model directory opened yet) and `finished` (the command is over and its output flushed, the

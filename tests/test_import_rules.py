@@ -97,6 +97,7 @@ GROUND = (
     "atomic",
     "hold",
     "memory",
+    "cache",
 )
 TOP_LEVEL = {"owlvit_cli": "api", "api": "api", "environment": "api", "__main__": "cli"}
 

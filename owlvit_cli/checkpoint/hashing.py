@@ -11,12 +11,13 @@ one timestamp tick (up to 2 s on some filesystems) leaves it equal. ctime cannot
 any user call and moves on every write and every utime, and (device, inode) tells a replaced
 file from the old one. Two rules close the remaining gaps, as git's index does for "racy"
 files: a digest is remembered only if the identity was the same before and after hashing (no
-write during the read), and only if the file's last change is more than `RACY_SECONDS` older
-than the start of the hash (a write in the same tick as the hash cannot hide). What is not
+write during the read), and kept on disk only if the file's last change is more than
+`RACY_SECONDS` older than the start of the hash (a write in the same tick as the hash cannot
+hide); the process that hashed a newer file keeps its digest in memory. What is not
 covered: filesystems that do not maintain ctime (some FUSE and network mounts), and writes
 through a shared writable memory map, which the kernel time-stamps only at the first write
 after each write-back. A digest is what `convert` records as the source's sha256, so the
-memo lives in owlvit's cache directory (`checkpoint/cache.py`) and deleting it only costs time.
+memo lives in owlvit's cache directory (`cache.py`) and deleting it only costs time.
 
 A checkpoint directory (Orbax) is hashed as its files in sorted relative-path order, each as
 `path NUL size NUL bytes`, so a renamed, resized or edited file changes the digest; links are
@@ -35,9 +36,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from owlvit_cli.checkpoint.cache import cache_root
+from owlvit_cli.cache import cache_root
 from owlvit_cli.checkpoint.file_tree import scan_tree
 from owlvit_cli.errors import BadInputError, OwlvitError
+from owlvit_cli.hold import hold_point
 from owlvit_cli.input_files import open_regular, read_limited
 from owlvit_cli.progress import NO_PROGRESS, Progress
 
@@ -64,6 +66,7 @@ class FileHasher(threading.Thread):
         self.hashed = 0  # bytes so far, read by digest() in the caller's thread
 
     def run(self) -> None:
+        hold_point("checkpoint-hashing")
         try:
             hasher = hashlib.sha256()
             if self.path.is_dir():
@@ -240,17 +243,28 @@ def file_identity(path: Path) -> Identity | None:
     )
 
 
-def _trustworthy(path: Path, identity: Identity, started_ns: int) -> bool:
-    """Unchanged while hashed, and last changed long enough before the hash for timestamps
-    to tell a later write apart (the "racy" rule in this module's docstring)."""
+def _settled(identity: Identity, started_ns: int) -> bool:
+    """Last changed long enough before the hash for timestamps to tell a later write apart
+    (the "racy" rule in this module's docstring)."""
     last_change = max(identity[3], identity[4])
-    settled = last_change < started_ns - RACY_SECONDS * 1_000_000_000
-    return settled and file_identity(path) == identity
+    return last_change < started_ns - RACY_SECONDS * 1_000_000_000
+
+
+# This process's digests, by identity. A write within one timestamp tick of the hash is the
+# blind spot of any hash followed by a read (verify hashes, then reads the weights): kept in
+# memory, a digest carries that blind spot no further than this process, so the racy rule
+# is left to the digests kept on disk, which would carry it into every later run. Without it
+# a `convert --verify` of a file written just before would hash that file twice.
+_REMEMBERED: dict[Identity, str] = {}
 
 
 def remember_digest(path: Path, identity: Identity | None, started_ns: int, value: str) -> None:
-    """Store `value` for the next run if the identity taken before hashing can vouch for it."""
-    if identity is None or not _trustworthy(path, identity, started_ns):
+    """Keep `value` for the rest of this process if the identity taken before hashing still
+    holds (no write during the hash), and for later runs too if the file had settled."""
+    if identity is None or file_identity(path) != identity:
+        return
+    _REMEMBERED[identity] = value
+    if not _settled(identity, started_ns):
         return
     from owlvit_cli.atomic import atomic_write_bytes
 
@@ -263,6 +277,8 @@ def remember_digest(path: Path, identity: Identity | None, started_ns: int, valu
 def remembered_digest(identity: Identity | None) -> str | None:
     if identity is None:
         return None
+    if identity in _REMEMBERED:
+        return _REMEMBERED[identity]
     with contextlib.suppress(OwlvitError, ValueError):
         known = read_limited(_memo_path(identity), 256).decode().strip()
         if len(known) == 64 and int(known, 16) >= 0:

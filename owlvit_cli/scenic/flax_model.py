@@ -30,7 +30,9 @@ from owlvit_cli.errors import CheckpointError
 from owlvit_cli.model.spec import ModelSpec, expected_shapes
 from owlvit_cli.model.tree import flatten, nest
 from owlvit_cli.scenic.attention import blockwise_attention
+from owlvit_cli.scenic.compilation_cache import enable_compilation_cache
 from owlvit_cli.scenic.jax_runtime import configure_cpu_backend
+from owlvit_cli.scenic.layer_signal import layer_signal
 from owlvit_cli.scenic.semantics import (
     CLIP_LAYERNORM_EPSILON,
     CLIP_MEAN,
@@ -46,6 +48,7 @@ Array = jax.Array
 Params = Mapping[str, Any]
 
 configure_cpu_backend()  # before any computation starts the backend
+enable_compilation_cache()  # before the first compilation, which would not look there
 
 
 def quick_gelu(x: Array) -> Array:
@@ -111,17 +114,20 @@ class ResidualBlock(nn.Module):
 _LAYER_LISTENERS: list[Callable[[], None]] = []
 
 
-def _layer_done(_: Any) -> None:
+def _layer_done() -> None:
     for listener in tuple(_LAYER_LISTENERS):
         listener()
+
+
+_signal_layer_done = layer_signal(_layer_done)  # a call the compilation cache can keep
 
 
 @contextlib.contextmanager
 def layer_progress(listener: Callable[[], None]) -> Iterator[None]:
     """Call `listener` (from a runtime thread) each time a running program has finished an
     encoder layer, vision or text, so a forward pass can show real progress. The programs
-    always hold the callback: it reads one scalar of each layer's output, which leaves every
-    output bit-identical and costs no measurable time (B/32 on CPU)."""
+    always hold the signal (`layer_signal`): it reads one scalar of each layer's output, which
+    leaves every output bit-identical and costs no measurable time (B/32 on CPU)."""
     _LAYER_LISTENERS.append(listener)
     try:
         yield
@@ -141,7 +147,7 @@ class Transformer(nn.Module):
             x = ResidualBlock(self.num_heads, self.mlp_hidden, name=f"resblocks_{i}")(x, mask)
             # The operand ties the callback to this layer's result: without one, XLA is free to
             # run every callback as the program starts.
-            jax.debug.callback(_layer_done, x[0, 0, 0])
+            _signal_layer_done(x[0, 0, 0])
         return x
 
 

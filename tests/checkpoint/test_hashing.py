@@ -24,15 +24,31 @@ def settled(monkeypatch) -> None:
     monkeypatch.setattr(hashing, "RACY_SECONDS", 0)
 
 
+@pytest.fixture(autouse=True)
+def new_process(monkeypatch) -> None:
+    """Each test starts with no digest remembered in memory, as a new process does."""
+    later_process(monkeypatch)
+
+
+def later_process(monkeypatch) -> None:
+    """What a later run knows: the digests kept on disk, none from this process's memory."""
+    monkeypatch.setattr(hashing, "_REMEMBERED", {})
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_digest_is_remembered_until_the_file_changes(tmp_path: Path, cache: Path, settled):
+def test_digest_is_remembered_until_the_file_changes(
+    tmp_path: Path, cache: Path, settled, monkeypatch
+):
     path = tmp_path / "ckpt"
     path.write_bytes(b"a" * 1000)
     first = hashing.start_hashing(path)
     assert isinstance(first, hashing.FileHasher) and first.digest() == sha(b"a" * 1000)
+    again = hashing.start_hashing(path)
+    assert isinstance(again, hashing.KnownDigest) and again.digest() == first.digest()
+    later_process(monkeypatch)
     again = hashing.start_hashing(path)
     assert isinstance(again, hashing.KnownDigest) and again.digest() == first.digest()
 
@@ -58,12 +74,17 @@ def test_new_content_under_the_same_path_size_and_mtime_is_hashed_again(
     assert isinstance(changed, hashing.FileHasher) and changed.digest() == sha(b"b" * 1000)
 
 
-def test_a_file_changed_within_the_timestamp_tick_is_not_remembered(tmp_path: Path, cache: Path):
-    """A file written less than RACY_SECONDS ago may change again without its times moving."""
+def test_a_file_changed_within_the_timestamp_tick_is_remembered_by_this_process_only(
+    tmp_path: Path, cache: Path, monkeypatch
+):
+    """A file written less than RACY_SECONDS ago may change again without its times moving:
+    its digest is not kept for later runs, only for the rest of this one (convert --verify)."""
     path = tmp_path / "ckpt"
     path.write_bytes(b"fresh")
     assert hashing.start_hashing(path).digest() == sha(b"fresh")
     assert not (cache / "sha256").exists()
+    assert isinstance(hashing.start_hashing(path), hashing.KnownDigest)
+    later_process(monkeypatch)
     assert isinstance(hashing.start_hashing(path), hashing.FileHasher)
 
 
@@ -73,14 +94,15 @@ def test_a_file_changed_while_hashed_is_not_remembered(tmp_path: Path, cache: Pa
     hasher = hashing.start_hashing(path)
     path.write_bytes(b"c" * 1000)  # whichever bytes the hash saw, they are not the file's now
     hasher.digest()
-    assert not (cache / "sha256").exists()
+    assert not (cache / "sha256").exists() and not hashing._REMEMBERED
     assert hashing.start_hashing(path).digest() == sha(b"c" * 1000)
 
 
-def test_damaged_memo_is_ignored(tmp_path: Path, cache: Path, settled):
+def test_damaged_memo_is_ignored(tmp_path: Path, cache: Path, settled, monkeypatch):
     path = tmp_path / "ckpt"
     path.write_bytes(b"data")
     hashing.start_hashing(path).digest()
+    later_process(monkeypatch)
     (memo,) = (cache / "sha256").iterdir()
     memo.write_text("not a digest")
     assert hashing.start_hashing(path).digest() == sha(b"data")

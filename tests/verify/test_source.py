@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 
-from tests.helpers import problem_lines, run_console_script
+import pytest
+
+from owlvit_cli.hold import ENV as HOLD_ENV
+from tests.helpers import held_console_script, problem_lines, run_console_script
 
 # Runs verify in a fresh interpreter and reports which heavy libraries it imported: with no
 # jax, torch or transformers in sys.modules, no model can have been loaded.
@@ -62,3 +67,35 @@ def test_matching_source_is_reported(cli, tiny_checkpoint, converted):
     source = json.loads(result.stdout)["source"]
     assert source["matches"] is True and "size and sha256 match" in source["message"]
     assert source["checkpoint"]["sha256"] == source["expected"]["sha256"]
+
+
+def test_convert_verify_reads_the_checkpoint_once_for_its_sha256(tmp_path, tiny_checkpoint):
+    """The conversion hashes the bytes it reads for the tensors anyway; verify's pairing check
+    takes that digest instead of reading the file again. With nowhere on disk to keep it (the
+    cache is a file), only the process's memory can save that second read."""
+    ckpt = tiny_checkpoint("v2-tiny")
+    blocked = tmp_path / "cache-is-a-file"
+    blocked.write_text("")
+    hold = tmp_path / "hold"
+    env = {**os.environ, "OWLVIT_CACHE": str(blocked), HOLD_ENV: f"checkpoint-hashing:{hold}"}
+    command = [sys.executable, "-m", "owlvit_cli", "convert", str(ckpt), str(tmp_path / "out")]
+    proc = subprocess.Popen([*command, "--verify", "--json"], env=env, stdout=subprocess.PIPE)
+    while proc.poll() is None and not hold.exists():
+        time.sleep(0.01)
+    if hold.exists():
+        hold.unlink()
+        proc.communicate(timeout=300)
+        pytest.fail("the checkpoint was read a second time, to hash it")
+    out, _ = proc.communicate()
+    assert proc.returncode == 0
+    assert json.loads(out)["verification"]["source"]["matches"] is True
+
+    # The hold point works: verify alone, in a new process, has to read the file to hash it.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OWLVIT_CACHE", str(blocked))
+        held = held_console_script(
+            ["verify", ckpt, tmp_path / "out", "--no-record"], "checkpoint-hashing", hold
+        )
+    hold.unlink()
+    held.communicate(timeout=300)
+    assert held.returncode == 0

@@ -133,6 +133,7 @@ def convert_command(
         # that the transposes and writes need (set before numpy's first import to count).
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         from owlvit_cli.checkpoint.prefetch import prefetching
+        from owlvit_cli.verify.preload import importing_in_background
 
         # The conversion pauses the cyclic collector itself (API callers get that too); this
         # process also keeps it off while numpy and the core import (40-70 ms of collections
@@ -140,7 +141,9 @@ def convert_command(
         gc.disable()
         process.skip_teardown()
         try:
-            with prefetching(source):  # the disk reads while numpy and the core import
+            # The disk reads while numpy and the core import; with --verify, its jax and torch
+            # while the conversion runs.
+            with prefetching(source), importing_in_background(verify):
                 from owlvit_cli.api import convert_checkpoint
 
                 result = convert_checkpoint(source, output, **asked, progress=out)
