@@ -135,8 +135,8 @@ def resize_padded_antialiased(image: np.ndarray, size: int, pad_value: float) ->
     # intermediate [size, short, C]; the shorter axis second, on that intermediate alone.
     long_axis = 0 if height >= width else 1
     first = _long_axis_pass(image, long_axis, ops[long_axis].astype(np.float32))
-    result = _apply_axis(first, 1, ops[1 - long_axis])
-    if long_axis == 1:
+    result = _apply_axis(first, 0, ops[1 - long_axis])  # [short axis, long axis, C]
+    if long_axis == 0:
         result = result.transpose(1, 0, 2)
     if side != height or side != width:
         full_y, part_y = _row_sums(side, size, height)
@@ -150,29 +150,53 @@ def resize_padded_antialiased(image: np.ndarray, size: int, pad_value: float) ->
 
 
 def _long_axis_pass(image: np.ndarray, axis: int, operator: Any) -> np.ndarray:
-    """`operator @ image` along `axis`, in float32, as [size, other axis, C]: the one pass
+    """`operator @ image` along `axis`, in float32, as [other axis, size, C]: the one pass
     over the whole photo. It goes a band of the other axis at a time, each band moved into
     place and converted to float32 on its own, so no float (or transposed) copy of a
     12 Mpx photo is made: allocating and filling those took seconds on a busy machine.
-    Each output is the same sum of the same products as in one product over the whole."""
-    moved = np.moveaxis(image, axis, 0)  # [long, other, C]
-    long, other = moved.shape[:2]
-    out = np.empty((operator.shape[0], *moved.shape[1:]), np.float32)
-    step = max(1, PASS_BAND_ELEMENTS // max(1, long * moved[0, 0].size))
+    Each output is the same sum of the same products as in one product over the whole.
+    The result is stored with the other axis first, the layout the second pass reads, so
+    that pass converts it without transposing it."""
+    long, other, channels = image.shape[axis], image.shape[1 - axis], image.shape[2]
+    out = np.empty((other, operator.shape[0], channels), np.float32)
+    step = max(1, PASS_BAND_ELEMENTS // max(1, long * channels))
     for start in range(0, other, step):
-        band = _as_float32(moved[:, start : start + step])
-        out[:, start : start + step] = (operator @ band.reshape(long, -1)).reshape(
-            operator.shape[0], *band.shape[1:]
-        )
+        band = _as_float32(_band(image, axis, start, start + step))  # [long, n, C]
+        product = operator @ band.reshape(long, -1)
+        _whole_pixels(out)[start : start + step] = _whole_pixels(
+            product.reshape(operator.shape[0], -1, channels)
+        ).T
     return out
 
 
+def _band(image: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
+    """Lines `start:stop` of the axis other than `axis`, as [long, n, C] with `axis` first.
+    A band of columns is transposed as whole pixels: numpy copies a transposed [.., .., C]
+    view C values at a time, several times slower than moving each pixel as one item."""
+    if axis == 0:
+        return image[:, start:stop]
+    rows = _whole_pixels(np.ascontiguousarray(image[start:stop]))
+    return (
+        np.ascontiguousarray(rows.T).view(image.dtype).reshape(image.shape[1], -1, image.shape[2])
+    )
+
+
+def _whole_pixels(array: np.ndarray) -> np.ndarray:
+    """[A, B, C] (last axis contiguous) as an [A, B] view whose items are whole pixels."""
+    pixel = np.dtype((np.void, array.shape[2] * array.itemsize))
+    return array.view(pixel)[..., 0]
+
+
 def _as_float32(values: np.ndarray) -> np.ndarray:
-    """Pixels as scenic reads them: uint8 → `astype(float32) / 255`; float32 as they are."""
+    """Pixels as scenic reads them: uint8 → `astype(float32) / 255`; float32 as they are.
+
+    The result is C-ordered whatever the input's strides, converted and divided in one pass:
+    a band of a photo's columns comes in transposed, and the sparse product copies an array
+    that is not row-major (`astype` keeps the input's order) at four times the bytes."""
     if values.dtype != np.uint8:
         return np.ascontiguousarray(values, np.float32)
-    converted = values.astype(np.float32)
-    converted /= np.float32(255.0)
+    converted = np.empty(values.shape, np.float32)
+    np.divide(values, np.float32(255.0), out=converted, dtype=np.float32)  # float32(v) / 255
     return converted
 
 
