@@ -298,18 +298,19 @@ def fitted_size(height: int, width: int, size: int) -> tuple[int, int]:
 def resize_bilinear_tf(image_uint8: np.ndarray, height: int, width: int) -> np.ndarray:
     """`tf.image.resize(image / 255, (height, width), BILINEAR, antialias=False)`: TensorFlow's
     `ResizeBilinear` with half-pixel centres, in float32 op for op. Only the four source
-    pixels of each output pixel are read, so the cost is the output's size."""
+    pixels of each output pixel are read, so the cost is the output's size. Each of the four
+    is gathered once, rows first (whole rows are contiguous copies, then one column take)."""
     (y0, y1, fy), (x0, x1, fx) = (
         _tf_taps(n_in, n_out)
         for n_in, n_out in ((image_uint8.shape[0], height), (image_uint8.shape[1], width))
     )
-
-    def gather(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        return image_uint8[rows[:, None], cols[None, :]].astype(np.float32) / np.float32(255.0)
-
+    (top_left, top_right), (bottom_left, bottom_right) = (
+        [_as_float32(np.take(image_uint8[rows], cols, axis=1)) for cols in (x0, x1)]
+        for rows in (y0, y1)
+    )
     fx = fx[None, :, None]
-    top = gather(y0, x0) + (gather(y0, x1) - gather(y0, x0)) * fx
-    bottom = gather(y1, x0) + (gather(y1, x1) - gather(y1, x0)) * fx
+    top = top_left + (top_right - top_left) * fx
+    bottom = bottom_left + (bottom_right - bottom_left) * fx
     return (top + (bottom - top) * fy[:, None, None]).astype(np.float32)
 
 
