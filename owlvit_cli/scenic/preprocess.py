@@ -132,7 +132,7 @@ def resize_padded_antialiased(image: np.ndarray, size: int, pad_value: float) ->
     side = max(height, width)
     ops = [_axis_operator(side, size, n) for n in (height, width)]
     # The longer axis first: its pass reads the whole image and leaves the smaller
-    # intermediate [size, short, C]; the shorter axis second, on that intermediate alone.
+    # intermediate [short, size, C]; the shorter axis second, on that intermediate alone.
     long_axis = 0 if height >= width else 1
     first = _long_axis_pass(image, long_axis, ops[long_axis].astype(np.float32))
     result = _apply_axis(first, 0, ops[1 - long_axis])  # [short axis, long axis, C]
@@ -171,8 +171,8 @@ def _long_axis_pass(image: np.ndarray, axis: int, operator: Any) -> np.ndarray:
 
 def _band(image: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
     """Lines `start:stop` of the axis other than `axis`, as [long, n, C] with `axis` first.
-    A band of columns is transposed as whole pixels: numpy copies a transposed [.., .., C]
-    view C values at a time, several times slower than moving each pixel as one item."""
+    A band of columns is transposed as whole pixels, one item each: numpy copies a transposed
+    [.., .., C] view C values at a time, which took a third longer on a 12 Mpx photo."""
     if axis == 0:
         return image[:, start:stop]
     rows = _whole_pixels(np.ascontiguousarray(image[start:stop]))
@@ -190,9 +190,9 @@ def _whole_pixels(array: np.ndarray) -> np.ndarray:
 def _as_float32(values: np.ndarray) -> np.ndarray:
     """Pixels as scenic reads them: uint8 → `astype(float32) / 255`; float32 as they are.
 
-    The result is C-ordered whatever the input's strides, converted and divided in one pass:
-    a band of a photo's columns comes in transposed, and the sparse product copies an array
-    that is not row-major (`astype` keeps the input's order) at four times the bytes."""
+    Converted and divided in one pass, into a C-ordered array whatever the input's strides:
+    `astype` keeps a transposed input's order, and the sparse product then copies the
+    float32 array once more (at four times the bytes of the uint8 one) to make it row-major."""
     if values.dtype != np.uint8:
         return np.ascontiguousarray(values, np.float32)
     converted = np.empty(values.shape, np.float32)
