@@ -30,7 +30,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from owlvit_cli.detect.image_query import (
     ImageQueries,
@@ -241,10 +240,10 @@ def model_pixels(detector: Detector, image: np.ndarray, preprocessing: str) -> A
     """The normalised NCHW pixel tensor the model sees for `image` under `preprocessing`."""
     import torch
 
+    from owlvit_cli.runtime.pixels import normalize_pixels, processor_pixels
+
     if preprocessing == "processor":
-        batch = detector.processor.image_processor(images=_pil(image), return_tensors="pt")
-        return batch["pixel_values"]
-    from owlvit_cli.runtime.pixels import normalize_pixels
+        return processor_pixels(detector.processor.image_processor, image)
     from owlvit_cli.scenic.preprocess import preprocess
 
     size = int(detector.model.config.vision_config.image_size)
@@ -315,12 +314,6 @@ def detect_image_query(
         keep = nms(found["boxes"].float(), found["scores"].float(), nms_threshold)
         found = {key: found[key][keep] for key in ("scores", "labels", "boxes")}
     return _detections(found, image, [query_label], clip_to_image)
-
-
-def _pil(image: np.ndarray) -> Image.Image:
-    """Hand the processor a PIL image: given an array three (or one) pixels tall, it guesses
-    channels-first and reads the picture sideways."""
-    return Image.fromarray(np.asarray(image, dtype=np.uint8))
 
 
 def _detections(

@@ -216,3 +216,78 @@ def test_load_image_errors(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(good.read_bytes()[:60])
     _one_line_error(truncated, "cannot decode|not an image")
+
+
+# --- a photo as users take it: the fast paths against the straightforward computation --------
+
+
+@pytest.fixture(scope="module")
+def large_photo() -> np.ndarray:
+    """4000×3000 (landscape): the notebook's pass over it goes band by band, transposed."""
+    return np.random.default_rng(4000).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("size", [768, 1008])
+@pytest.mark.parametrize("orientation", ["landscape", "portrait"])
+def test_large_photo_notebook_equals_one_product_per_axis(large_photo, orientation, size):
+    """Bands, their transposition and the intermediate's layout change no bit: the same sums
+    of the same products as one float32 product over the whole photo, then one float64."""
+    image = large_photo if orientation == "landscape" else large_photo.transpose(1, 0, 2)
+    expected = _notebook_whole_photo(image, size)
+    assert np.array_equal(preprocess(image, size, "notebook"), expected)
+
+
+@pytest.mark.parametrize("size", [768, 1008])
+@pytest.mark.parametrize("orientation", ["landscape", "portrait"])
+def test_large_photo_evaluator_equals_four_gathers_per_output(large_photo, orientation, size):
+    image = large_photo if orientation == "landscape" else large_photo.transpose(1, 0, 2)
+    height, width = fitted_size(*image.shape[:2], size)
+    ours = preprocess(image, size, "evaluator")
+    assert np.array_equal(ours[:height, :width], _bilinear_tf_gathers(image, height, width))
+    assert np.all(ours[height:] == 0.0) and np.all(ours[:, width:] == 0.0)
+
+
+def _notebook_whole_photo(image: np.ndarray, size: int) -> np.ndarray:
+    """The notebook pipeline computed plainly: the whole photo as float32, one sparse product
+    along the longer axis, one float64 product along the other, the padding's share added."""
+    from owlvit_cli.scenic.preprocess import _axis_operator, _row_sums
+
+    height, width = image.shape[:2]
+    side = max(height, width)
+    long_axis = 0 if height >= width else 1
+    ops = [_axis_operator(side, size, n) for n in (height, width)]
+    moved = np.moveaxis(image.astype(np.float32) / np.float32(255.0), long_axis, 0)
+    first = ops[long_axis].astype(np.float32) @ moved.reshape(moved.shape[0], -1)
+    first = np.moveaxis(first.reshape(size, *moved.shape[1:]), 1, 0).astype(np.float64)
+    second = (ops[1 - long_axis] @ first.reshape(first.shape[0], -1)).reshape(size, size, 3)
+    result = second.transpose(1, 0, 2) if long_axis == 0 else second
+    full_y, part_y = _row_sums(side, size, height)
+    full_x, part_x = _row_sums(side, size, width)
+    result += PAD_VALUE * (np.outer(full_y, full_x) - np.outer(part_y, part_x))[..., None]
+    low, high = image.min() / np.float32(255.0), image.max() / np.float32(255.0)
+    return np.clip(result, min(low, PAD_VALUE), max(high, PAD_VALUE)).astype(np.float32)
+
+
+def _bilinear_tf_gathers(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """TensorFlow's half-pixel bilinear resize, each corner gathered per output pixel."""
+    (y0, y1, fy), (x0, x1, fx) = (
+        _half_pixel_taps(n_in, n_out)
+        for n_in, n_out in zip(image.shape[:2], (height, width), strict=True)
+    )
+
+    def corner(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return image[rows[:, None], cols[None, :]].astype(np.float32) / np.float32(255.0)
+
+    fx = fx[None, :, None]
+    top = corner(y0, x0) + (corner(y0, x1) - corner(y0, x0)) * fx
+    bottom = corner(y1, x0) + (corner(y1, x1) - corner(y1, x0)) * fx
+    return (top + (bottom - top) * fy[:, None, None]).astype(np.float32)
+
+
+def _half_pixel_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    scale = np.float32(n_in) / np.float32(n_out)
+    coords = (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    floor = np.floor(coords)
+    lower = np.maximum(floor.astype(np.int64), 0)
+    upper = np.minimum(np.ceil(coords).astype(np.int64), n_in - 1)
+    return lower, upper, (coords - floor).astype(np.float32)
