@@ -40,14 +40,16 @@ from measure import (
     markdown_table,
     prepare,
     remove,
+    row_from_dict,
     run_measured,
 )
+from photo import bench_photo
 
 RESULTS = OUT / "results.md"
 README = ROOT / "bench" / "README.md"  # the performance table lives here
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 BASELINE_SCRIPT = ROOT / "bench" / "baseline_convert.py"
-SECTIONS = ("convert", "inspect", "help", "verify", "orbax", "forwards")
+SECTIONS = ("convert", "inspect", "help", "verify", "orbax", "forwards", "photo")
 
 # Targets; convert's are for a first conversion, file in page cache.
 CONVERT_TIME_RATIO = {"L/14": 1.3, "B/32": 1.5}
@@ -506,6 +508,7 @@ def run_sections(args: argparse.Namespace, log: TextIO) -> list[Row]:
         "help": lambda: bench_help(args.fast_runs),
         "verify": lambda: bench_verify(b32, args.runs),
         "forwards": lambda: bench_forwards(args.runs),
+        "photo": lambda: [row_from_dict(item) for item in bench_photo(max(args.runs, 3))],
         "orbax": lambda: bench_orbax(
             build_orbax_fixture("v1-l14", OUT / "v1-l14-orbax"),
             args.runs,

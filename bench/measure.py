@@ -185,3 +185,15 @@ def markdown_table(rows: Sequence[Row]) -> str:
             f"{fmt_rss(r.max_rss)} | {r.target[0] if r.target else ''} | {met} |"
         )
     return "\n".join(lines)
+
+
+def row_from_dict(item: dict) -> Row:
+    """A row from a section that reports plain dicts (photo.py, detect_bench.py)."""
+    baseline = None
+    if item.get("baseline_name") and item.get("baseline_median_s") is not None:
+        baseline = (item["baseline_name"], item["baseline_median_s"])
+    target = (item["target"], bool(item["met"])) if item.get("target") else None
+    rss = item.get("peak_rss_mib")
+    first = item.get("first_s")
+    note = f"first call {first:.2f} s" if first is not None else ""
+    return Row(item["name"], item["median_s"], baseline, rss and int(rss * MIB), target, note)
