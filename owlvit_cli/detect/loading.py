@@ -1,15 +1,14 @@
 """Loading the converted model in the background, so the work that needs no model overlaps it.
 
 Before its one forward pass a detection spends seconds importing torch and transformers, then
-reads the processor and the weights, and turns the image into pixels. Only the pixels depend
-on the image, and scenic's pipelines need neither library: they run during the imports. The
-processor's pixels need only the processor: they run while the weights load. So one thread
-imports, loads the processor, then the weights, and reads the weight files into the page cache
-meanwhile (a cold file is then read during the imports, not after them).
+reads the processor and the weights, and turns the image into pixels. The pixels need only
+the processor (or scenic's numpy pipelines): so one thread imports, loads the processor, then
+the weights, while the caller makes the pixels, and reads the weight files into the page
+cache meanwhile (a cold file is then read during the imports, not after them).
 
-Every import happens in that one thread while it runs: two threads importing transformers'
-modules at once could each meet the other's half-imported module. The caller touches the
-libraries only through what `processor()` and `detector()` hand back.
+The caller imports nothing heavy before `processor()` returns: transformers imports scipy,
+as scenic's pipelines do, and two threads importing one package's modules at once can each
+meet the other's half-imported module.
 """
 
 from __future__ import annotations

@@ -262,14 +262,15 @@ def load_with_pixels(
     loading = DetectorLoading(hf_dir, weights)
     processor = loading.processor()  # torch and transformers are imported by then
     if preprocessing == "processor":
-        return loading.detector(), processor_pixels(processor, image)
-    if size is None:
+        pixels = processor_pixels(processor, image)
+    elif size is None:
         detector = loading.detector()
         return detector, model_pixels(detector, image, preprocessing)
-    import torch
+    else:
+        import torch
 
-    pixels = torch.from_numpy(scenic_pixels(image, size, preprocessing))
-    return loading.detector(), pixels
+        pixels = torch.from_numpy(scenic_pixels(image, size, preprocessing))
+    return loading.detector(), pixels  # the pixels first: they are what overlaps the load
 
 
 def detect_text(
