@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_console_script
+from tests.helpers import SAMPLE, run_console_script
 
 HEAVY = ("numpy", "jax", "torch", "transformers")
 
@@ -66,6 +66,17 @@ def test_inspect_of_a_msgpack_file_imports_no_numpy(tiny_checkpoint, extra: list
     imported = imported_by_command("inspect", tiny_checkpoint("v1-tiny"), "--json", *extra)
     assert "owlvit_cli.convert.mapping" in imported  # the profile did record the imports
     assert "numpy" not in imported
+
+
+@pytest.mark.parametrize("preprocessing", ["processor", "notebook", "evaluator"])
+def test_detect_imports_no_scenic_runtime(tiny_checkpoint, converted, preprocessing: str):
+    """detect runs the transformers model: jax, flax and TensorFlow are seconds of imports
+    that a detection never uses, whichever pipeline makes its pixels."""
+    hf_dir = converted(tiny_checkpoint("v2-tiny"))
+    imported = imported_by_command("detect", hf_dir, SAMPLE, "--query", "a cat", "--json",
+                                   "--preprocessing", preprocessing)  # fmt: skip
+    assert "transformers" in imported  # the profile did record the model's imports
+    assert not {m.split(".")[0] for m in imported} & {"jax", "jaxlib", "flax", "tensorflow"}
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from owlvit_cli.detect.image_query import (
     save_query_embedding,
     score_image,
 )
+from owlvit_cli.detect.loading import Detector, DetectorLoading  # Detector: re-exported
 from owlvit_cli.detect.options import (  # re-exported
     DEFAULT_NMS_THRESHOLD,
     DEFAULT_PREPROCESSING,
@@ -111,15 +112,6 @@ class DetectionResult:
             "seconds": round(self.seconds, 3),
             "warnings": list(self.warnings),
         }
-
-
-@dataclass
-class Detector:
-    """A loaded model and its saved processor, so several images can share one load."""
-
-    model_dir: Path
-    model: Any
-    processor: Any
 
 
 def validate_queries(
@@ -205,12 +197,16 @@ def load_detector(hf_dir: Path, *, checked: bool = False) -> Detector:
     """The stock model and its saved processor, offline. `checked`: the caller has run
     `check_model_dir` on `hf_dir`."""
     from owlvit_cli.model.model_dir import check_model_dir
-    from owlvit_cli.runtime.hf_model import load_hf_model, load_processor
 
-    if not checked:
-        check_model_dir(hf_dir)
-    model = load_hf_model(hf_dir, checked=True)
-    return Detector(model_dir=hf_dir, model=model, processor=load_processor(hf_dir))
+    weights = [] if checked else check_model_dir(hf_dir)[2]
+    return DetectorLoading(hf_dir, weights).detector()
+
+
+def _input_size(config: dict[str, Any]) -> int | None:
+    """The model's input size (pixels a side) as config.json gives it, if it gives one."""
+    vision = config.get("vision_config")
+    size = vision.get("image_size") if isinstance(vision, dict) else None
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def validate_preprocessing(preprocessing: str) -> str:
@@ -228,10 +224,7 @@ def check_processor_can_take(
     photo far larger than the model's input, rather than hang on it."""
     from owlvit_cli.runtime.hf_model import processor_square_refusal
 
-    vision = config.get("vision_config")
-    size = vision.get("image_size") if isinstance(vision, dict) else None
-    size = size if isinstance(size, int) and size > 0 else None
-    why = processor_square_refusal(*image.shape[:2], size, blurs=version == 2)
+    why = processor_square_refusal(*image.shape[:2], _input_size(config), blurs=version == 2)
     if preprocessing == "processor" and why:
         raise BadInputError(why, hint="use --preprocessing notebook or evaluator")
 
@@ -240,15 +233,45 @@ def model_pixels(detector: Detector, image: np.ndarray, preprocessing: str) -> A
     """The normalised NCHW pixel tensor the model sees for `image` under `preprocessing`."""
     import torch
 
-    from owlvit_cli.runtime.pixels import normalize_pixels, processor_pixels
-
     if preprocessing == "processor":
-        return processor_pixels(detector.processor.image_processor, image)
+        return processor_pixels(detector.processor, image)
+    size = int(detector.model.config.vision_config.image_size)
+    return torch.from_numpy(scenic_pixels(image, size, preprocessing))
+
+
+def processor_pixels(processor: Any, image: np.ndarray) -> Any:
+    """What the saved processor makes of `image`: the pixels Hub users' models see."""
+    from owlvit_cli.runtime.pixels import processor_pixels as image_processor_pixels
+
+    return image_processor_pixels(processor.image_processor, image)
+
+
+def scenic_pixels(image: np.ndarray, size: int, preprocessing: str) -> np.ndarray:
+    """scenic's pipeline `preprocessing`, normalised as transformers takes it (NCHW)."""
+    from owlvit_cli.runtime.pixels import normalize_pixels
     from owlvit_cli.scenic.preprocess import preprocess
 
-    size = int(detector.model.config.vision_config.image_size)
-    pixels = preprocess(image, size, preprocessing)  # type: ignore[arg-type]
-    return torch.from_numpy(normalize_pixels(pixels[None]))
+    return normalize_pixels(preprocess(image, size, preprocessing)[None])  # type: ignore[arg-type]
+
+
+def load_with_pixels(
+    hf_dir: Path, weights: list[str], image: np.ndarray, preprocessing: str, size: int | None
+) -> tuple[Detector, Any]:
+    """The detector, and `image`'s pixels computed while its weights load (`detect.loading`).
+    `size`: the model's input size where config.json gives it (else transformers' default,
+    known once the model is)."""
+    loading = DetectorLoading(hf_dir, weights)
+    processor = loading.processor()  # torch and transformers are imported by then
+    if preprocessing == "processor":
+        pixels = processor_pixels(processor, image)
+    elif size is None:
+        detector = loading.detector()
+        return detector, model_pixels(detector, image, preprocessing)
+    else:
+        import torch
+
+        pixels = torch.from_numpy(scenic_pixels(image, size, preprocessing))
+    return loading.detector(), pixels  # the pixels first: they are what overlaps the load
 
 
 def detect_text(
@@ -259,13 +282,15 @@ def detect_text(
     *,
     preprocessing: str = DEFAULT_PREPROCESSING,
     clip_to_image: bool = False,
+    pixel_values: Any = None,
 ) -> list[Detection]:
-    """Text-conditioned detection on a uint8 RGB image; best query per box, best box first."""
+    """Text-conditioned detection on a uint8 RGB image; best query per box, best box first.
+    `pixel_values`: `model_pixels` of the image, where the caller has them already."""
     import torch
 
     processor = detector.processor
     inputs = processor(text=list(queries), return_tensors="pt", truncation=True)
-    inputs["pixel_values"] = model_pixels(detector, image, preprocessing)
+    inputs["pixel_values"] = _pixels(detector, image, preprocessing, pixel_values)
     with torch.inference_mode():
         outputs = detector.model(**inputs)
     (found,) = processor.post_process_grounded_object_detection(
@@ -284,8 +309,10 @@ def detect_image_query(
     *,
     preprocessing: str = DEFAULT_PREPROCESSING,
     clip_to_image: bool = False,
+    pixel_values: Any = None,
 ) -> list[Detection]:
-    """One-shot detection: find things like `query_image` (an example crop) in `image`.
+    """One-shot detection: find things like `query_image` (an example crop) in `image`
+    (`pixel_values`: as for `detect_text`).
 
     The model's `image_guided_detection` picks the query embedding from the crop. We do not
     use the processor's `post_process_image_guided_detection` for scoring: it returns display
@@ -300,7 +327,7 @@ def detect_image_query(
     from torchvision.ops import nms
 
     processor = detector.processor
-    pixels = model_pixels(detector, image, preprocessing)
+    pixels = _pixels(detector, image, preprocessing, pixel_values)
     query_pixels = model_pixels(detector, query_image, preprocessing)
     with torch.inference_mode():
         outputs = detector.model.image_guided_detection(
@@ -314,6 +341,10 @@ def detect_image_query(
         keep = nms(found["boxes"].float(), found["scores"].float(), nms_threshold)
         found = {key: found[key][keep] for key in ("scores", "labels", "boxes")}
     return _detections(found, image, [query_label], clip_to_image)
+
+
+def _pixels(detector: Detector, image: np.ndarray, preprocessing: str, given: Any) -> Any:
+    return model_pixels(detector, image, preprocessing) if given is None else given
 
 
 def _detections(
@@ -381,7 +412,7 @@ def detect(
     if nms is not None:
         nms = validate_threshold(nms, "NMS threshold")
     preprocessing = validate_preprocessing(preprocessing)
-    config, version, _ = check_model_dir(hf_dir)
+    config, version, weights = check_model_dir(hf_dir)
     pixels = load_image(image_path)
     query_pictures = {path: load_image(path) for path in dict.fromkeys(query_paths)}
     examples = _examples(query_paths, boxes, query_pictures)
@@ -390,12 +421,19 @@ def detect(
         check_embedding_width(saved, int(config["projection_dim"]), str(embedding_path))
     for picture in (pixels, *query_pictures.values()):
         check_processor_can_take(picture, preprocessing, config, version)
-    how = {"preprocessing": preprocessing, "clip_to_image": clip_to_image}
-    warnings: list[str] = []
-    chosen = None
     if detector is None:
         with progress.step("loading model"):
-            detector = load_detector(hf_dir, checked=True)
+            size = _input_size(config)
+            detector, image_pixels = load_with_pixels(hf_dir, weights, pixels, preprocessing, size)
+    else:
+        image_pixels = model_pixels(detector, pixels, preprocessing)
+    how = {
+        "preprocessing": preprocessing,
+        "clip_to_image": clip_to_image,
+        "pixel_values": image_pixels,
+    }
+    warnings: list[str] = []
+    chosen = None
     with progress.step(step_name("detecting", _forward_detail(detector, queries))) as step:
         from owlvit_cli.runtime.hf_model import encoder_layers, layer_progress
 
@@ -460,10 +498,12 @@ def detect_embeddings(
     *,
     preprocessing: str = DEFAULT_PREPROCESSING,
     clip_to_image: bool = False,
+    pixel_values: Any = None,
 ) -> list[Detection]:
     """Detection against [Q, E] query embeddings (from example boxes or a saved file), as
-    scenic's notebook scores them: the class head, best query per box, NMS."""
-    pixels = model_pixels(detector, image, preprocessing)
+    scenic's notebook scores them: the class head, best query per box, NMS (`pixel_values`:
+    as for `detect_text`)."""
+    pixels = _pixels(detector, image, preprocessing, pixel_values)
     found = score_image(
         detector.model,
         detector.processor.image_processor,

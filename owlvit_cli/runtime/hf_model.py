@@ -31,9 +31,9 @@ PROCESSOR_SQUARE_WASTE = 16  # the square is this many times the image's area
 # It then blurs the square (anti-aliasing) with a 2-D Gaussian kernel of 2·ceil(3σ)+1 taps a
 # side, σ = (side / size − 1) / 2: the work grows with the square of the downscale. A
 # 4000×3000 photo at the released sizes (768-1008) costs 6-11 G multiply-adds (2.5-8 s on a
-# busy 2-core machine with transformers 5.24), an 8000×6000 one (48 Mpx) 100-185 G; at a 96 px test model's size a
-# 4000×3000 photo costs some 730 G (4-6 min, 3.5 GB). Past this limit the image is refused
-# or left out as above.
+# busy 2-core machine with transformers 5.24), an 8000×6000 one (48 Mpx) 100-185 G; at a
+# 96 px test model's size a 4000×3000 photo costs some 730 G (4-6 min, 3.5 GB). Past this
+# limit the image is refused or left out as above.
 PROCESSOR_BLUR_LIMIT = 200e9
 
 

@@ -223,6 +223,43 @@ def test_scenic_preprocessing_feeds_the_model_scenics_pixels(v2_detector, pipeli
     assert torch.equal(seen["pixel_values"], torch.from_numpy(expected))
 
 
+@pytest.mark.parametrize("preprocessing", ["processor", "notebook", "evaluator"])
+def test_one_forward_pass_per_text_detection(v2_dir, monkeypatch, preprocessing):
+    """A detection runs each tower once, asking for no hidden states or attentions, with
+    the model and pixels loaded alongside each other (`detect.loading`)."""
+    from owlvit_cli.runtime import hf_model
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+    load = hf_model.load_hf_model
+
+    def counted_load(*args: Any, **kwargs: Any) -> Any:
+        model = load(*args, **kwargs)
+        for name in ("vision_model", "text_model"):
+            tower = getattr(model.base_model, name)
+            tower.register_forward_hook(
+                lambda _m, _a, kw, _o, name=name: calls.append((name, kw)), with_kwargs=True
+            )
+        return model
+
+    monkeypatch.setattr(hf_model, "load_hf_model", counted_load)
+    result = detect(v2_dir, SAMPLE, "a cat", 0.0, preprocessing=preprocessing)
+    assert result.detections
+    assert sorted(name for name, _ in calls) == ["text_model", "vision_model"]
+    for _, kwargs in calls:
+        assert not kwargs.get("output_hidden_states") and not kwargs.get("output_attentions")
+
+
+def test_a_failed_load_is_raised_where_the_detector_is_asked_for(tmp_path):
+    from owlvit_cli.detect.loading import DetectorLoading
+    from owlvit_cli.errors import ModelDirError
+
+    loading = DetectorLoading(tmp_path)
+    with pytest.raises(ModelDirError, match="cannot load the saved processor"):
+        loading.processor()
+    with pytest.raises(ModelDirError, match="cannot load the saved processor"):
+        loading.detector()
+
+
 def test_preprocessing_changes_detections(cli, v2_dir):
     found = {}
     for pipeline in ("processor", "notebook", "evaluator"):
