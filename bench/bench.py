@@ -26,7 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from forwards import bench_forwards
+from detect_bench import bench_detect, bench_images
+from forwards import bench_forwards, fixture
 from measure import (
     OUT,
     OWLVIT,
@@ -49,7 +50,7 @@ RESULTS = OUT / "results.md"
 README = ROOT / "bench" / "README.md"  # the performance table lives here
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 BASELINE_SCRIPT = ROOT / "bench" / "baseline_convert.py"
-SECTIONS = ("convert", "inspect", "help", "verify", "orbax", "forwards", "photo")
+SECTIONS = ("convert", "inspect", "help", "verify", "orbax", "forwards", "photo", "detect")
 
 # Targets; convert's are for a first conversion, file in page cache.
 CONVERT_TIME_RATIO = {"L/14": 1.3, "B/32": 1.5}
@@ -509,6 +510,11 @@ def run_sections(args: argparse.Namespace, log: TextIO) -> list[Row]:
         "verify": lambda: bench_verify(b32, args.runs),
         "forwards": lambda: bench_forwards(args.runs),
         "photo": lambda: [row_from_dict(item) for item in bench_photo(max(args.runs, 3))],
+        "detect": lambda: [
+            row_from_dict(item)
+            for image in bench_images()
+            for item in bench_detect(fixture("v2-b16")[1], image, args.runs)
+        ],
         "orbax": lambda: bench_orbax(
             build_orbax_fixture("v1-l14", OUT / "v1-l14-orbax"),
             args.runs,

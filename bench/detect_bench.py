@@ -7,7 +7,8 @@ preprocessing) is a fresh process too, as a user would start it, and the runs ar
 with the baseline's (order rotated each round) so that load from other users of a shared
 machine lands on both alike. Figures are medians; peak RSS comes from `os.wait4` on each child.
 
-Usage: .venv/bin/python bench/detect_bench.py [--runs 5] [--model /path/to/hf_dir]
+Usage: .venv/bin/python bench/detect_bench.py [--runs 5] [--model HF_DIR] (default: the
+forwards section's v2 B/16 fixture, built once)
 """
 
 from __future__ import annotations
@@ -17,21 +18,19 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from forwards import fixture
+from measure import MIB, OWLVIT, PYTHON, ROOT, Sample, run_measured
+
 OUT = ROOT / "bench" / "out" / "detect"
-PYTHON = Path(sys.executable)  # not resolved: the venv's python is a symlink
-OWLVIT = PYTHON.parent / "owlvit"
 QUERY = "a photo of a cat"
 PREPROCESSINGS = ("processor", "notebook", "evaluator")
 TARGET_RATIO = 1.1
 PIPELINE_NAME = "transformers pipeline (start, import, load, one call)"
 SAMPLE_IMAGE = ROOT / "owlvit_cli" / "assets" / "sample.png"
-MIB = 1 << 20
 # The card's snippet as a script: a user's whole process, output printed as a user would.
 PIPELINE_SCRIPT = """\
 import sys
@@ -47,27 +46,10 @@ CHILD_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 CHILD_ENV["PYTHONPATH"] = PYTHONPATH
 
 
-Sample = tuple[float, int, float]  # wall seconds, peak RSS bytes, CPU seconds
-
-
 def measure(cmd: Sequence[str | Path]) -> Sample:
-    """Wall time, peak RSS and CPU time (user + system, what others' load inflates least) of
-    one child process, from its own rusage via `os.wait4`; stdout discarded, stderr quoted if
-    it fails."""
+    """One child process, offline, this checkout's package; stdout discarded."""
     OUT.mkdir(parents=True, exist_ok=True)
-    err_path = OUT / "last-stderr.txt"
-    with err_path.open("wb") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            [str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=err, env=CHILD_ENV
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-    proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped; Popen must not wait
-    if code != 0:
-        tail = " / ".join(err_path.read_text(errors="replace").strip().splitlines()[-3:])
-        raise RuntimeError(f"`{' '.join(map(str, cmd[:4]))} …` exited {code}: {tail}")
-    return seconds, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime  # maxrss in KiB
+    return run_measured(cmd, env=CHILD_ENV)
 
 
 def pipeline_command(hf_dir: Path, image: Path) -> list[str | Path]:
@@ -106,8 +88,8 @@ def bench_detect(hf_dir: Path, image: Path, runs: int) -> list[dict[str, Any]]:
 def row(name: str, samples: list[Sample], base: list[Sample] | None = None) -> dict[str, Any]:
     """A measurement beside its baseline; `cpu_s` and `wall_s` (every run) say how much of a
     difference the machine's other users may have made."""
-    median = statistics.median(s[0] for s in samples)
-    base_median = None if base is None else statistics.median(s[0] for s in base)
+    median = statistics.median(s.seconds for s in samples)
+    base_median = None if base is None else statistics.median(s.seconds for s in base)
     ratio = None if base_median is None else median / base_median
     return {
         "name": name,
@@ -115,11 +97,11 @@ def row(name: str, samples: list[Sample], base: list[Sample] | None = None) -> d
         "baseline_name": None if base is None else "pipeline",
         "baseline_median_s": base_median,
         "ratio": ratio,
-        "peak_rss_mib": max(s[1] for s in samples) / MIB,
+        "peak_rss_mib": max(s.max_rss for s in samples) / MIB,
         "target": None if base is None else f"≤ {TARGET_RATIO}× pipeline",
         "met": None if ratio is None else ratio <= TARGET_RATIO,
-        "cpu_s": statistics.median(s[2] for s in samples),
-        "wall_s": [round(s[0], 2) for s in samples],
+        "cpu_s": statistics.median(s.cpu for s in samples),
+        "wall_s": [round(s.seconds, 2) for s in samples],
     }
 
 
@@ -186,7 +168,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     print(conditions(args.runs), flush=True)
     rows = []
-    for hf_dir in args.model or [Path("/work/fx/v2-b16-hf")]:
+    for hf_dir in args.model or [fixture("v2-b16")[1]]:
         for image in args.image or bench_images():
             found = bench_detect(hf_dir, image, args.runs)
             print(f"\n{hf_dir.name}\n\n{markdown(found)}", flush=True)
