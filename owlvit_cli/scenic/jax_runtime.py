@@ -1,14 +1,21 @@
 """Settings for jax's CPU backend, applied before it starts.
 
-jaxlib 0.10's CPU backend hands parts of a program to YNNPACK and compiles those lazily, on
-the program's first execution: ~0.5 s of compilation lands inside the first forward pass,
-which is the only one `verify` runs (measured on B/32 at 768 px: 1.43 s first call, 0.90 s
-after). Turning those fusions off leaves plain XLA fusions, compiled ahead of time with the
-rest and as fast here (0.76–0.89 s steady, 0.88 s first call), and outputs still match
-scenic's references to the same tolerances.
+jaxlib 0.10's CPU backend hands parts of a program to YNNPACK by default. Those fusions are
+turned off, for two reasons:
+
+* They change the Flax model's outputs. YNNPACK sums in another order than XLA's own
+  kernels, so outputs move by float32 rounding, 24 layers deep: measured on full-size random
+  v2 models, up to 1.6e-6 relative (B/16 at 960 px) and 1.8e-6 (L/14 at 1008 px, objectness)
+  with the default fusions, 0.9e-6 and 1.8e-6 with the reductions alone. The Flax model is the
+  reference verify holds a conversion to, so its outputs stay those of XLA's own kernels.
+* They compile lazily, inside the first execution (0.5 s of a B/32's first forward).
+
+They are faster on the attention (its softmax reductions): the Flax forward of a v2 B/16 at
+960 px took 8.0 s without them and about 6.5 s with them on 2 cores. A user who prefers that
+sets the flag in XLA_FLAGS (docs/env.md); a user's own setting of it wins.
 
 XLA aborts the process on a flag it does not know, so the flag is set only for the jaxlib
-versions known to have it. A user's own XLA_FLAGS setting of it wins.
+versions known to have it.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ class HfLoading:
         self._errors: dict[str, BaseException] = {}
         self._done = threading.Event()
         self.seconds = 0.0  # the thread's own time, from start to the last object loaded
+        self.cpu_seconds = 0.0  # its CPU time: the loading's work, whatever else ran beside it
         self._thread = threading.Thread(target=self._load, name="owlvit-hf-loading", daemon=True)
 
     def start(self) -> HfLoading:
@@ -48,7 +49,7 @@ class HfLoading:
     def _load(self) -> None:
         from owlvit_cli.runtime.hf_model import load_hf_model, load_processor
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             self._keep("model", lambda: load_hf_model(self._hf_dir, checked=True))
             if "model" in self._results:
@@ -65,6 +66,7 @@ class HfLoading:
             self._keep("processor", lambda: load_processor(self._hf_dir))
         finally:
             self.seconds = round(time.perf_counter() - started, 3)
+            self.cpu_seconds = round(time.thread_time() - cpu, 3)
             self._done.set()
 
     def _keep(self, name: str, load: Any) -> None:

@@ -131,7 +131,7 @@ def run_models(
             model, stock_model = loading.models()
             has_images = any(raw is not None for raw in inputs.raw_images)
             processor = loading.processor() if has_images else None
-    timings["load_hf_total"] = loading.seconds
+    timings["load_hf_total"], timings["load_hf_cpu"] = loading.seconds, loading.cpu_seconds
     from owlvit_cli.runtime.hf_model import layer_progress, model_device
 
     hf_detail = describe_forward(model_device(model), spec, inputs)
