@@ -6,26 +6,16 @@ they add up, run together they share the machine. transformers maps the weights 
 and leaves them in the page cache until the forward pass touches them, so the overlap costs
 little resident memory while the Flax model holds its own weights.
 
-HF_DIR's architecture is checked before the thread starts: a mismatch is bad input and should
-be reported before seconds of Flax work, not after.
+HF_DIR's architecture is checked with the pairing, before this starts: a mismatch is bad
+input, reported before seconds of Flax work rather than after them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
-
-
-class _Pairing(Protocol):
-    """What `verify.run.Pairing` gives this module (a protocol: run.py imports this one)."""
-
-    dtype: str
-    spec: Any
-    config: dict[str, Any]
+from typing import Any
 
 
 class HfLoading:
@@ -88,12 +78,3 @@ class HfLoading:
     def processor(self) -> Any:
         """The saved processor; waits. Its errors count only for a caller that needs it."""
         return self._get("processor")
-
-
-@contextlib.contextmanager
-def hf_loading(hf_dir: Path, pairing: _Pairing) -> Iterator[HfLoading]:
-    """Check HF_DIR's architecture against the checkpoint's, then start loading it."""
-    from owlvit_cli.verify.architecture import check_same_architecture
-
-    check_same_architecture(pairing.spec, hf_dir, pairing.config)
-    yield HfLoading(hf_dir, pairing.dtype).start()

@@ -38,6 +38,7 @@ from owlvit_cli.model.model_dir import RECORD_FILE
 from owlvit_cli.model.pinned_dir import pinned_directory
 from owlvit_cli.model.spec import ModelSpec
 from owlvit_cli.progress import LAYERS, NO_PROGRESS, Progress, Step, forward_detail, step_name
+from owlvit_cli.verify.architecture import check_same_architecture
 from owlvit_cli.verify.compare import (
     FlaxOutputs,
     Tolerances,
@@ -46,7 +47,7 @@ from owlvit_cli.verify.compare import (
     finite_weights_row,
     processor_drift,
 )
-from owlvit_cli.verify.hf_loading import hf_loading
+from owlvit_cli.verify.hf_loading import HfLoading
 from owlvit_cli.verify.inputs import (
     VerifyInputs,
     VerifyOptions,
@@ -96,6 +97,9 @@ def run_verification(
         with _timed(timings, "source", progress, "checking the source checkpoint"):
             ckpt = opened.enter_context(open_checkpoint(checkpoint))
             pairing = check_pairing(checkpoint, hf_dir, options.ignore_source, ckpt)
+            if pairing.source["matches"] is not False or options.ignore_source:
+                # Bad input, said before seconds of Flax work rather than after them.
+                check_same_architecture(pairing.spec, hf_dir, pairing.config)
         hold_point("verify-paired")
         if pairing.source["matches"] is False and not options.ignore_source:
             report = source_failure_report(checkpoint, hf_dir, pairing, timings)
@@ -119,18 +123,18 @@ def run_models(
     hasher = start_hashing(checkpoint) if options.record and pairing.sha256 is None else None
     tolerances = Tolerances.for_dtype(pairing.dtype, options.atol)
     spec = pairing.spec
-    with hf_loading(hf_dir, pairing) as loading:  # transformers loads while the Flax side runs
-        runner, inputs = load_reference(ckpt, spec, options, timings, progress)
-        with _timed(timings, "flax_compile", progress, "compiling the Flax model"):
-            runner.compile(inputs.scenic_pixels, inputs.input_ids)
-        keep = options.processor_detections or options.strict_processor
-        flax_out, rounded_out, flax_runner = run_flax_both(
-            runner, pairing.dtype, inputs, timings, progress, keep=keep
-        )
-        with _timed(timings, "load_hf", progress, "loading the transformers model"):
-            model, stock_model = loading.models()
-            has_images = any(raw is not None for raw in inputs.raw_images)
-            processor = loading.processor() if has_images else None
+    loading = HfLoading(hf_dir, pairing.dtype).start()  # loads while the Flax side runs
+    runner, inputs = load_reference(ckpt, spec, options, timings, progress)
+    with _timed(timings, "flax_compile", progress, "compiling the Flax model"):
+        runner.compile(inputs.scenic_pixels, inputs.input_ids)
+    keep = options.processor_detections or options.strict_processor
+    flax_out, rounded_out, flax_runner = run_flax_both(
+        runner, pairing.dtype, inputs, timings, progress, keep=keep
+    )
+    with _timed(timings, "load_hf", progress, "loading the transformers model"):
+        model, stock_model = loading.models()
+        has_images = any(raw is not None for raw in inputs.raw_images)
+        processor = loading.processor() if has_images else None
     timings["load_hf_total"], timings["load_hf_cpu"] = loading.seconds, loading.cpu_seconds
     from owlvit_cli.runtime.hf_model import layer_progress, model_device
 
