@@ -1,4 +1,4 @@
-"""verify at the speed of its forward passes (issue #27): full-size v2 B/16 at 960 px and v2
+"""verify at the speed of its forward passes: full-size v2 B/16 at 960 px and v2
 L/14 at 1008 px, random weights in scenic's format.
 
 Per model, one run measures, each as its own child process:
