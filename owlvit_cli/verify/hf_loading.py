@@ -32,9 +32,8 @@ class HfLoading:
         self.cpu_seconds = 0.0  # its CPU time: the loading's work, whatever else ran beside it
         self._thread = threading.Thread(target=self._load, name="owlvit-hf-loading", daemon=True)
 
-    def start(self) -> HfLoading:
+    def start(self) -> None:
         self._thread.start()
-        return self
 
     def _load(self) -> None:
         from owlvit_cli.runtime.hf_model import load_hf_model, load_processor

@@ -123,8 +123,8 @@ def run_models(
     hasher = start_hashing(checkpoint) if options.record and pairing.sha256 is None else None
     tolerances = Tolerances.for_dtype(pairing.dtype, options.atol)
     spec = pairing.spec
-    loading = HfLoading(hf_dir, pairing.dtype).start()  # loads while the Flax side runs
-    runner, inputs = load_reference(ckpt, spec, options, timings, progress)
+    loading = HfLoading(hf_dir, pairing.dtype)  # loads while the Flax side reads and runs
+    runner, inputs = load_reference(ckpt, spec, options, timings, progress, loading.start)
     with _timed(timings, "flax_compile", progress, "compiling the Flax model"):
         runner.compile(inputs.scenic_pixels, inputs.input_ids)
     keep = options.processor_detections or options.strict_processor
@@ -299,21 +299,28 @@ def load_reference(
     options: VerifyOptions,
     timings: dict[str, float],
     progress: Progress,
+    then: Callable[[], None],
 ) -> tuple[Any, VerifyInputs]:
     """The Flax model on the float32 params, and the inputs. Images and queries are prepared
-    in a second thread while jax imports and the weights load: PIL's decoding and scipy's
-    resize release the GIL, so that work costs no wall time. `inputs` times only what is left
-    to wait for afterwards."""
+    in a second thread while jax imports: PIL's decoding and scipy's resize release the GIL,
+    so that work costs no wall time. `inputs` times only what is left to wait for afterwards.
+    `then` is called once both are done, before the params are read: it may import more in
+    another thread (the transformers side) without meeting a module these imports left
+    half-initialised, as two threads importing one package at once can."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=1) as background:
-        with _timed(timings, "load_flax", progress, "reading the checkpoint"):
-            prepared = background.submit(prepare_inputs, spec, options)
-            from owlvit_cli.scenic.flax_model import FlaxRunner  # jax: seconds, so timed as loading
+    with (
+        ThreadPoolExecutor(max_workers=1) as background,
+        _timed(timings, "load_flax", progress, "reading the checkpoint"),
+    ):
+        prepared = background.submit(prepare_inputs, spec, options)
+        from owlvit_cli.scenic.flax_model import FlaxRunner  # jax: seconds, so timed as loading
 
-            runner = FlaxRunner(spec, ckpt.params_tree(np.float32))
-        with _timed(timings, "inputs", progress, "preparing images and queries"):
-            inputs = prepared.result()
+        started = time.perf_counter()
+        inputs = prepared.result()
+        timings["inputs"] = round(time.perf_counter() - started, 3)
+        then()
+        runner = FlaxRunner(spec, ckpt.params_tree(np.float32))
     return runner, inputs
 
 
