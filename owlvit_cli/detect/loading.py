@@ -13,11 +13,12 @@ meet the other's half-imported module.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from owlvit_cli.runtime.background import BackgroundLoads
 
 
 @dataclass
@@ -30,50 +31,42 @@ class Detector:
 
 
 class DetectorLoading:
-    """The stock model and its saved processor of a checked directory, loading in a thread."""
+    """The stock model and its saved processor of a checked directory, loading in a thread
+    (processor first, then the weights); a failed step is raised to whoever asks for either."""
 
     def __init__(self, hf_dir: Path, weights: Sequence[str] = ()) -> None:
         """`weights`: the directory's weight files, read ahead into the page cache."""
-        self.hf_dir = hf_dir
-        self._weights = [hf_dir / name for name in weights if name.endswith(".safetensors")]
-        self._processor: Any = None
-        self._model: Any = None
-        self._error: BaseException | None = None
-        self._processor_loaded = threading.Event()
-        # A daemon: a process ending on an error elsewhere must not wait for an import.
-        self._thread = threading.Thread(target=self._load, name="owlvit-load", daemon=True)
-        self._thread.start()
-
-    def _load(self) -> None:
         from owlvit_cli.checkpoint.prefetch import start_prefetch
         from owlvit_cli.runtime.hf_model import load_hf_model, load_processor
 
-        readers = [start_prefetch(path) for path in self._weights]
-        try:
-            self._processor = load_processor(self.hf_dir)
-            self._processor_loaded.set()
-            self._model = load_hf_model(self.hf_dir, checked=True)
-        except BaseException as exc:  # handed to whoever waits for the result
-            self._error = exc
-        finally:
-            self._processor_loaded.set()
+        self.hf_dir = hf_dir
+        paths = [hf_dir / name for name in weights if name.endswith(".safetensors")]
+        readers: list[Any] = []
+
+        def read_ahead(_: dict[str, Any]) -> None:
+            readers.extend(start_prefetch(path) for path in paths)
+
+        def stop_reading() -> None:
             for reader in readers:
                 if reader is not None:
                     reader.stop()
 
+        self._loads = BackgroundLoads(
+            [
+                ("read_ahead", read_ahead),
+                ("processor", lambda _: load_processor(hf_dir)),
+                ("model", lambda _: load_hf_model(hf_dir, checked=True)),
+            ],
+            finish=stop_reading,
+        )
+        self._loads.start()
+
     def processor(self) -> Any:
         """The saved processor, once loaded (torch and transformers are imported by then)."""
-        self._processor_loaded.wait()
-        self._raise_error()
-        return self._processor
+        return self._loads.get("processor")
 
     def detector(self) -> Detector:
         """The model and processor, once both are loaded."""
-        self._thread.join()
-        self._raise_error()
-        return Detector(self.hf_dir, self._model, self._processor)
-
-    def _raise_error(self) -> None:
-        """The loading's own error (a `ModelDirError` naming the directory, say), as it was."""
-        if self._error is not None:
-            raise self._error
+        model = self._loads.get("model")
+        self._loads.join()  # the read-ahead stopped
+        return Detector(self.hf_dir, model, self._loads.get("processor"))

@@ -12,68 +12,27 @@ input, reported before seconds of Flax work rather than after them.
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
+from owlvit_cli.runtime.background import BackgroundLoads
 
-class HfLoading:
-    """The transformers model (float32 compute, and as users load it) and the saved processor,
-    loading in a daemon thread: a run ended by a signal or an error does not wait for it."""
 
-    def __init__(self, hf_dir: Path, stored_dtype: str) -> None:
-        self._hf_dir = hf_dir
-        self._stored_dtype = stored_dtype
-        self._results: dict[str, Any] = {}
-        self._errors: dict[str, BaseException] = {}
-        self._done = threading.Event()
-        self.seconds = 0.0  # the thread's own time, from start to the last object loaded
-        self.cpu_seconds = 0.0  # its CPU time: the loading's work, whatever else ran beside it
-        self._thread = threading.Thread(target=self._load, name="owlvit-hf-loading", daemon=True)
+def hf_loading(hf_dir: Path, stored_dtype: str) -> BackgroundLoads:
+    """The float32 model for the mapping check (`model`), the model as users load it
+    (`stock`: transformers' default dtype is the stored one) and the saved processor
+    (`processor`, whose errors count only for a caller that asks for it); not yet started."""
+    from owlvit_cli.runtime.hf_model import load_hf_model, load_processor
 
-    def start(self) -> None:
-        self._thread.start()
+    def stock(loaded: dict[str, Any]) -> Any:
+        if stored_dtype == "float32":
+            return loaded["model"]
+        return load_hf_model(hf_dir, dtype=None, checked=True)
 
-    def _load(self) -> None:
-        from owlvit_cli.runtime.hf_model import load_hf_model, load_processor
-
-        started, cpu = time.perf_counter(), time.thread_time()
-        try:
-            self._keep("model", lambda: load_hf_model(self._hf_dir, checked=True))
-            if "model" in self._results:
-                # As users load it: transformers' default dtype is the stored one.
-                same = self._stored_dtype == "float32"
-                self._keep(
-                    "stock",
-                    lambda: (
-                        self._results["model"]
-                        if same
-                        else load_hf_model(self._hf_dir, dtype=None, checked=True)
-                    ),
-                )
-            self._keep("processor", lambda: load_processor(self._hf_dir))
-        finally:
-            self.seconds = round(time.perf_counter() - started, 3)
-            self.cpu_seconds = round(time.thread_time() - cpu, 3)
-            self._done.set()
-
-    def _keep(self, name: str, load: Any) -> None:
-        try:
-            self._results[name] = load()
-        except BaseException as exc:  # re-raised in the caller's thread when it asks
-            self._errors[name] = exc
-
-    def _get(self, name: str) -> Any:
-        self._done.wait()
-        if name in self._errors:
-            raise self._errors[name]
-        return self._results[name]
-
-    def models(self) -> tuple[Any, Any]:
-        """(float32 model for the mapping check, the model as users load it); waits."""
-        return self._get("model"), self._get("stock")
-
-    def processor(self) -> Any:
-        """The saved processor; waits. Its errors count only for a caller that needs it."""
-        return self._get("processor")
+    return BackgroundLoads(
+        [
+            ("model", lambda _: load_hf_model(hf_dir, checked=True)),
+            ("stock", stock),
+            ("processor", lambda _: load_processor(hf_dir)),
+        ]
+    )

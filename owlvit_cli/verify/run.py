@@ -47,7 +47,7 @@ from owlvit_cli.verify.compare import (
     finite_weights_row,
     processor_drift,
 )
-from owlvit_cli.verify.hf_loading import HfLoading
+from owlvit_cli.verify.hf_loading import hf_loading
 from owlvit_cli.verify.inputs import (
     VerifyInputs,
     VerifyOptions,
@@ -123,7 +123,7 @@ def run_models(
     hasher = start_hashing(checkpoint) if options.record and pairing.sha256 is None else None
     tolerances = Tolerances.for_dtype(pairing.dtype, options.atol)
     spec = pairing.spec
-    loading = HfLoading(hf_dir, pairing.dtype)  # loads while the Flax side reads and runs
+    loading = hf_loading(hf_dir, pairing.dtype)  # loads while the Flax side reads and runs
     runner, inputs = load_reference(ckpt, spec, options, timings, progress, loading.start)
     with _timed(timings, "flax_compile", progress, "compiling the Flax model"):
         runner.compile(inputs.scenic_pixels, inputs.input_ids)
@@ -132,9 +132,10 @@ def run_models(
         runner, pairing.dtype, inputs, timings, progress, keep=keep
     )
     with _timed(timings, "load_hf", progress, "loading the transformers model"):
-        model, stock_model = loading.models()
+        model, stock_model = loading.get("model"), loading.get("stock")
         has_images = any(raw is not None for raw in inputs.raw_images)
-        processor = loading.processor() if has_images else None
+        processor = loading.get("processor") if has_images else None
+        loading.join()
     timings["load_hf_total"], timings["load_hf_cpu"] = loading.seconds, loading.cpu_seconds
     from owlvit_cli.runtime.hf_model import layer_progress, model_device
 
