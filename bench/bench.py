@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from detect_bench import bench_detect, bench_images
-from forwards import bench_forwards, fixture
+from forwards import bench_forwards, fixture, flax_reference
 from measure import (
     OUT,
     OWLVIT,
@@ -43,6 +43,7 @@ from measure import (
     remove,
     row_from_dict,
     run_measured,
+    timed,
 )
 from photo import bench_photo
 
@@ -403,43 +404,22 @@ def verify_rows(
     ]  # fmt: skip
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
-
-
 def worker_forwards(ckpt: str, hf_dir: str, repeats: int = 3) -> None:
     """Bare forward passes on verify's own inputs, each side after a warm-up call; prints
     one JSON object of seconds (medians over `repeats`)."""
-    import numpy as np
-
-    from owlvit_cli.checkpoint.inspection import checkpoint_spec
-    from owlvit_cli.checkpoint.reader import open_checkpoint
     from owlvit_cli.runtime.hf_model import load_hf_model, run_hf_detection
-    from owlvit_cli.scenic.flax_model import FlaxRunner
-    from owlvit_cli.verify.inputs import VerifyOptions, prepare_inputs
 
     result: dict[str, float] = {}
-    started = time.perf_counter()
-    with open_checkpoint(ckpt) as reader:
-        spec = checkpoint_spec(reader)
-        runner = FlaxRunner(spec, reader.params_tree(np.float32))
-    result["load_flax"] = time.perf_counter() - started
-    inputs = prepare_inputs(spec, VerifyOptions())
+    runner, inputs, result["load_flax"] = flax_reference(ckpt)
     pixels, ids = inputs.scenic_pixels, inputs.input_ids
     result["flax_warmup"] = timed(lambda: runner.detect(pixels, ids))
-    result["flax_forward"] = statistics.median(
-        timed(lambda: runner.detect(pixels, ids)) for _ in range(repeats)
-    )
+    result["flax_forward"] = timed(lambda: runner.detect(pixels, ids), repeats)
     started = time.perf_counter()
     model = load_hf_model(Path(hf_dir))
     result["load_hf"] = time.perf_counter() - started
     hf_args = (model, inputs.pixel_values, ids)
     result["hf_warmup"] = timed(lambda: run_hf_detection(*hf_args))
-    result["hf_forward"] = statistics.median(
-        timed(lambda: run_hf_detection(*hf_args)) for _ in range(repeats)
-    )
+    result["hf_forward"] = timed(lambda: run_hf_detection(*hf_args), repeats)
     print(json.dumps({k: round(v, 4) for k, v in result.items()}))
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from measure import OUT, OWLVIT, PYTHON, Row, Sample, run_measured
+from measure import OUT, OWLVIT, PYTHON, Row, Sample, run_measured, timed
 
 FORWARD_RATIO = 1.15  # Flax forward vs transformers forward
 LOAD_RATIO = 1.2  # verify's transformers load vs a bare from_pretrained
@@ -198,15 +198,6 @@ def passed(runs: list[tuple[Sample, dict[str, Any]]]) -> str:
 # ---------------------------------------------------------------------------- workers
 
 
-def timed(fn: Callable[[], Any], repeats: int = 1) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def worker_build(variant: str, path: str) -> None:
     from owlvit_cli.model.spec import VARIANTS
     from owlvit_cli.testing.fixtures import build_checkpoint
@@ -214,9 +205,9 @@ def worker_build(variant: str, path: str) -> None:
     build_checkpoint(path, VARIANTS[variant])
 
 
-def worker_bare(ckpt: str, hf_dir: str) -> None:
-    """Both models as a script of one's own would run them; one JSON object of seconds."""
-    result: dict[str, float] = {}
+def flax_reference(ckpt: str) -> tuple[Any, Any, float]:
+    """The Flax model on the checkpoint's float32 params, verify's own inputs (default image
+    and queries), and the seconds the model took to load (jax's import included)."""
     started = time.perf_counter()
     import numpy as np
 
@@ -228,8 +219,14 @@ def worker_bare(ckpt: str, hf_dir: str) -> None:
     with open_checkpoint(ckpt) as reader:
         spec = checkpoint_spec(reader)
         runner = FlaxRunner(spec, reader.params_tree(np.float32))
-    result["flax_load"] = time.perf_counter() - started
-    inputs = prepare_inputs(spec, VerifyOptions())
+    seconds = time.perf_counter() - started
+    return runner, prepare_inputs(spec, VerifyOptions()), seconds
+
+
+def worker_bare(ckpt: str, hf_dir: str) -> None:
+    """Both models as a script of one's own would run them; one JSON object of seconds."""
+    result: dict[str, float] = {}
+    runner, inputs, result["flax_load"] = flax_reference(ckpt)
     pixels, ids = inputs.scenic_pixels, inputs.input_ids
     result["flax_compile"] = timed(lambda: runner.compile(pixels, ids))
     timed(lambda: runner.detect(pixels, ids, image_only=True))  # warm-up

@@ -11,9 +11,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -197,3 +198,13 @@ def row_from_dict(item: dict) -> Row:
     first = item.get("first_s")
     note = f"first call {first:.2f} s" if first is not None else ""
     return Row(item["name"], item["median_s"], baseline, rss and int(rss * MIB), target, note)
+
+
+def timed(fn: Callable[[], Any], repeats: int = 1) -> float:
+    """Median wall time of `repeats` in-process calls of `fn` (the workers' measurements)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
